@@ -1,0 +1,52 @@
+// Broadcast shapes and index maps (NumPy rules: align trailing dimensions; 1 stretches).
+#include "host/ops/broadcast.h"
+
+#include <algorithm>
+
+namespace cugrad {
+
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
+  const std::size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    const std::int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    CUGRAD_CHECK(da == db || da == 1 || db == 1, op, ": shapes ", shape_str(a), " and ", shape_str(b),
+                 " cannot be broadcast together (dimension ", i, ": ", da, " vs ", db, ")");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+BroadcastIndex make_broadcast_index(const Shape& out, const Shape* const* inputs, int count) {
+  BroadcastIndex idx;
+  idx.ndim = static_cast<int>(out.size());
+  for (int d = 0; d < idx.ndim; ++d) idx.shape[d] = out[static_cast<std::size_t>(d)];
+  const std::int64_t n_out = shape_numel(out);
+  for (int k = 0; k < count; ++k) {
+    const Shape& in = *inputs[k];
+    if (in == out) {
+      idx.mode[k] = BroadcastIndex::same;
+      continue;
+    }
+    if (shape_numel(in) == 1 || n_out <= 1) {
+      idx.mode[k] = BroadcastIndex::scalar;
+      continue;
+    }
+    idx.mode[k] = BroadcastIndex::general;
+    const std::size_t lead = out.size() - in.size();
+    std::int64_t stride = 1;
+    for (int d = idx.ndim - 1; d >= 0; --d) {
+      if (static_cast<std::size_t>(d) < lead) {
+        idx.strides[k][d] = 0;
+        continue;
+      }
+      const std::int64_t size = in[static_cast<std::size_t>(d) - lead];
+      idx.strides[k][d] = size == 1 ? 0 : stride;
+      stride *= size;
+    }
+  }
+  return idx;
+}
+
+}  // namespace cugrad

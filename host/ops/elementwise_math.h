@@ -1,0 +1,105 @@
+// The scalar math of every elementwise op, shared by the CPU reference loops and the CUDA
+// kernels so that both compute exactly the same function.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "cugrad/macros.h"
+
+namespace cugrad {
+
+enum class UnaryOp : std::uint8_t {
+  neg, exp, log, sqrt, rsqrt, abs, sign, relu, pow, clamp,
+  add_scalar,   // x + a
+  mul_scalar,   // x * a
+  rsub_scalar,  // a - x
+  rdiv_scalar,  // a / x
+};
+enum class BinaryOp : std::uint8_t { add, sub, mul, div, maximum, minimum, eq, ne, lt, le, gt, ge };
+
+constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq; }
+constexpr bool needs_floating(UnaryOp op) {
+  return op == UnaryOp::exp || op == UnaryOp::log || op == UnaryOp::sqrt || op == UnaryOp::rsqrt ||
+         op == UnaryOp::pow || op == UnaryOp::rdiv_scalar;
+}
+
+template <typename T>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE bool is_nan_value(T x) {
+  if constexpr (std::is_floating_point_v<T>) return x != x;
+  return false;
+}
+
+/// For clamp, NaN bounds are not used: `a` is the min, `b` the max; has_min/has_max flags
+/// are encoded by passing -inf/+inf (floats) or the type's limits (integers).
+template <typename T>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE T apply_unary(UnaryOp op, T x, T a, T b) {
+  switch (op) {
+    case UnaryOp::neg: return static_cast<T>(-x);
+    case UnaryOp::abs:
+      if constexpr (std::is_unsigned_v<T>) return x;
+      else return x < T(0) ? static_cast<T>(-x) : x;
+    case UnaryOp::sign:
+      if constexpr (std::is_unsigned_v<T>) return static_cast<T>(x != T(0));
+      else return is_nan_value(x) ? x : static_cast<T>((T(0) < x) - (x < T(0)));
+    case UnaryOp::relu: return is_nan_value(x) ? x : (x > T(0) ? x : T(0));
+    case UnaryOp::clamp: {
+      if (is_nan_value(x)) return x;
+      T y = x < a ? a : x;
+      return y > b ? b : y;
+    }
+    case UnaryOp::add_scalar: return static_cast<T>(x + a);
+    case UnaryOp::mul_scalar: return static_cast<T>(x * a);
+    case UnaryOp::rsub_scalar: return static_cast<T>(a - x);
+    default: break;
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    switch (op) {
+      case UnaryOp::exp: return std::exp(x);
+      case UnaryOp::log: return std::log(x);
+      case UnaryOp::sqrt: return std::sqrt(x);
+      case UnaryOp::rsqrt: return T(1) / std::sqrt(x);
+      case UnaryOp::pow:
+        if (a == T(2)) return x * x;
+        if (a == T(1)) return x;
+        if (a == T(0.5)) return std::sqrt(x);
+        return std::pow(x, a);
+      case UnaryOp::rdiv_scalar: return a / x;
+      default: break;
+    }
+  }
+  return x;  // unreachable for valid (op, T) pairs: the op layer rejects the others
+}
+
+template <typename T>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE T apply_binary(BinaryOp op, T x, T y, T alpha) {
+  switch (op) {
+    case BinaryOp::add: return static_cast<T>(x + alpha * y);
+    case BinaryOp::sub: return static_cast<T>(x - y);
+    case BinaryOp::mul: return static_cast<T>(x * y);
+    case BinaryOp::div: return static_cast<T>(x / y);
+    case BinaryOp::maximum:
+      if (is_nan_value(x) || is_nan_value(y)) return is_nan_value(x) ? x : y;
+      return x > y ? x : y;
+    case BinaryOp::minimum:
+      if (is_nan_value(x) || is_nan_value(y)) return is_nan_value(x) ? x : y;
+      return x < y ? x : y;
+    default: return x;
+  }
+}
+
+template <typename T>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE std::uint8_t apply_compare(BinaryOp op, T x, T y) {
+  switch (op) {
+    case BinaryOp::eq: return x == y;
+    case BinaryOp::ne: return x != y;
+    case BinaryOp::lt: return x < y;
+    case BinaryOp::le: return x <= y;
+    case BinaryOp::gt: return x > y;
+    case BinaryOp::ge: return x >= y;
+    default: return 0;
+  }
+}
+
+}  // namespace cugrad

@@ -1,0 +1,52 @@
+// Devices: the CPU and CUDA GPUs, and queries that never fail on a machine without a driver.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+namespace cugrad {
+
+enum class DeviceType : std::uint8_t { cpu, cuda };
+
+/// A place where tensors live and ops run: Device::cpu() or Device::cuda(index).
+class Device {
+ public:
+  constexpr Device() = default;
+  static constexpr Device cpu() { return Device(DeviceType::cpu, -1); }
+  static constexpr Device cuda(int index = 0) { return Device(DeviceType::cuda, index); }
+  /// Parses "cpu", "cuda" or "cuda:N".
+  static Device parse(const std::string& text);
+
+  constexpr DeviceType type() const { return type_; }
+  constexpr int index() const { return index_; }
+  constexpr bool is_cpu() const { return type_ == DeviceType::cpu; }
+  constexpr bool is_cuda() const { return type_ == DeviceType::cuda; }
+  std::string str() const;
+
+  friend constexpr bool operator==(const Device&, const Device&) = default;
+
+ private:
+  constexpr Device(DeviceType t, int i) : type_(t), index_(i) {}
+  DeviceType type_ = DeviceType::cpu;
+  int index_ = -1;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+
+/// Number of visible CUDA devices; 0 when there is no driver or no GPU (never throws).
+int device_count();
+/// True when at least one CUDA device is visible.
+bool cuda_is_available();
+/// Waits for all work on `device` (every stream). No-op for the CPU.
+void synchronize(Device device);
+/// Waits for all work on every CUDA device cugrad has used.
+void synchronize();
+/// Throws cugrad::Error naming `op` unless `device` can be used (a CUDA index in range).
+void check_device_available(Device device, const char* op);
+
+/// TF32 for cuBLAS/cuDNN float32 math: off (strict float32) unless enabled here.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
+}  // namespace cugrad
