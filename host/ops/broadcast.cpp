@@ -18,6 +18,18 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
   return out;
 }
 
+Tensor sum_to(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  Tensor g = grad;
+  const std::size_t lead = g.shape().size() - shape.size();
+  // Sum away the leading dimensions the operand did not have.
+  for (std::size_t i = 0; i < lead; ++i) g = g.sum(0);
+  // Sum (keeping the dimension) where the operand had size 1.
+  for (std::size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] == 1 && g.shape()[d] != 1) g = g.sum(static_cast<std::int64_t>(d), true);
+  return g.reshape(shape);
+}
+
 BroadcastIndex make_broadcast_index(const Shape& out, const Shape* const* inputs, int count) {
   BroadcastIndex idx;
   idx.ndim = static_cast<int>(out.size());

@@ -33,6 +33,10 @@ struct BroadcastIndex {
 
 /// The broadcast shape of a and b; throws naming `op` and both shapes when incompatible.
 Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+/// Sums `grad` (of a broadcast result's shape) down to `shape`, the shape of an operand that
+/// was broadcast: the backward of broadcasting.
+Tensor sum_to(const Tensor& grad, const Shape& shape);
+
 /// Index map for inputs of the given shapes into an output of shape `out`.
 BroadcastIndex make_broadcast_index(const Shape& out, const Shape* const* inputs, int count);
 

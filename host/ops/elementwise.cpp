@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "cuda/elementwise.h"
+#include "host/autograd/functions.h"
 #include "host/cpu/elementwise.h"
 #include "host/ops/op_util.h"
 
@@ -71,15 +72,120 @@ void run_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double 
   }
 }
 
+using autograd::record_lambda;
+using LambdaNodeFn = autograd::LambdaNode::Fn;
+
+Tensor mask_of(const Tensor& m, const Tensor& like) { return m.to(like.dtype()); }
+
+// Records the backward of a unary op: out = op(x; a, b).
+void record_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
+  const char* name = nullptr;
+  LambdaNodeFn fn;
+  TensorList saved;
+  switch (op) {
+    case UnaryOp::neg:
+      name = "NegBackward";
+      fn = [](const TensorList& g, const TensorList&, const autograd::Node&) { return TensorList{-g[0]}; };
+      break;
+    case UnaryOp::exp:
+      name = "ExpBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) { return TensorList{g[0] * s[0]}; };
+      break;
+    case UnaryOp::log:
+      name = "LogBackward";
+      saved = {x};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) { return TensorList{g[0] / s[0]}; };
+      break;
+    case UnaryOp::sqrt:
+      name = "SqrtBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] / (s[0] * 2.0)};
+      };
+      break;
+    case UnaryOp::rsqrt:
+      name = "RsqrtBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * s[0].pow(3.0) * -0.5};
+      };
+      break;
+    case UnaryOp::abs:
+      name = "AbsBackward";
+      saved = {x};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) { return TensorList{g[0] * s[0].sign()}; };
+      break;
+    case UnaryOp::sign:
+      name = "SignBackward";
+      fn = [](const TensorList& g, const TensorList&, const autograd::Node&) { return TensorList{zeros_like(g[0])}; };
+      break;
+    case UnaryOp::relu:
+      name = "ReluBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * mask_of(gt(s[0], 0.0), g[0])};
+      };
+      break;
+    case UnaryOp::pow:
+      name = "PowBackward";
+      saved = {x};
+      fn = [a](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        if (a == 0.0) return TensorList{zeros_like(g[0])};
+        return TensorList{g[0] * s[0].pow(a - 1.0) * a};
+      };
+      break;
+    case UnaryOp::clamp:
+      name = "ClampBackward";
+      saved = {x};
+      fn = [a, b](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * mask_of(ge(s[0], a), g[0]) * mask_of(le(s[0], b), g[0])};
+      };
+      break;
+    case UnaryOp::add_scalar:
+      name = "AddBackward";
+      fn = [](const TensorList& g, const TensorList&, const autograd::Node&) { return TensorList{g[0]}; };
+      break;
+    case UnaryOp::mul_scalar:
+      name = "MulBackward";
+      fn = [a](const TensorList& g, const TensorList&, const autograd::Node&) { return TensorList{g[0] * a}; };
+      break;
+    case UnaryOp::rsub_scalar:
+      name = "RsubBackward";
+      fn = [](const TensorList& g, const TensorList&, const autograd::Node&) { return TensorList{-g[0]}; };
+      break;
+    case UnaryOp::rdiv_scalar:
+      name = "RdivBackward";
+      saved = {x};
+      fn = [a](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * -a / (s[0] * s[0])};
+      };
+      break;
+  }
+  record_lambda(name, {x}, {out}, std::move(fn), saved);
+}
+
 Tensor unary(UnaryOp op, const Tensor& x, double a = 0.0, double b = 0.0) {
   check_defined(unary_name(op), x);
   Tensor out = empty_like(x);
   run_unary(op, x, out, a, b);
+  if (autograd::any_requires_grad({&x})) record_unary(op, x, out, a, b);
   return out;
 }
 
 Tensor& unary_(UnaryOp op, Tensor& x, double a = 0.0, double b = 0.0) {
   check_defined(unary_name(op), x);
+  if (autograd::any_requires_grad({&x})) {
+    autograd::check_inplace(unary_name(op), x);
+    // Under autograd: compute out of place, then move values and history onto x.
+    const Tensor r = unary(op, x, a, b);
+    {
+      NoGradGuard ng;
+      x.copy_(r);
+    }
+    autograd::rebase_history(x, r);
+    return x;
+  }
   run_unary(op, x, x, a, b);
   x.impl()->storage->bump_version();
   return x;
@@ -109,11 +215,62 @@ void check_binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   if (op == BinaryOp::div) check_floating(name, a);
 }
 
+// Records the backward of out = op(a, b) (broadcast gradients are summed back to each shape).
+void record_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double alpha) {
+  const Shape sa = a.shape(), sb = b.shape();
+  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  const Tensor none;
+  switch (op) {
+    case BinaryOp::add:
+      record_lambda("AddBackward", {a, b}, {out}, [sa, sb, alpha](const TensorList& g, const TensorList&, const autograd::Node& n) {
+        return TensorList{n.needs_input_grad(0) ? sum_to(g[0], sa) : Tensor(),
+                          n.needs_input_grad(1) ? sum_to(alpha == 1.0 ? g[0] : g[0] * alpha, sb) : Tensor()};
+      });
+      break;
+    case BinaryOp::sub:
+      record_lambda("SubBackward", {a, b}, {out}, [sa, sb](const TensorList& g, const TensorList&, const autograd::Node& n) {
+        return TensorList{n.needs_input_grad(0) ? sum_to(g[0], sa) : Tensor(),
+                          n.needs_input_grad(1) ? sum_to(-g[0], sb) : Tensor()};
+      });
+      break;
+    case BinaryOp::mul:
+      record_lambda("MulBackward", {a, b}, {out}, [sa, sb](const TensorList& g, const TensorList& s, const autograd::Node& n) {
+        return TensorList{n.needs_input_grad(0) ? sum_to(g[0] * s[1], sa) : Tensor(),
+                          n.needs_input_grad(1) ? sum_to(g[0] * s[0], sb) : Tensor()};
+      }, {need_b ? a : none, need_a ? b : none});
+      break;
+    case BinaryOp::div:
+      record_lambda("DivBackward", {a, b}, {out}, [sa, sb](const TensorList& g, const TensorList& s, const autograd::Node& n) {
+        const Tensor gb = g[0] / s[1];
+        return TensorList{n.needs_input_grad(0) ? sum_to(gb, sa) : Tensor(),
+                          n.needs_input_grad(1) ? sum_to(-gb * s[0] / s[1], sb) : Tensor()};
+      }, {need_b ? a : none, b});
+      break;
+    case BinaryOp::maximum:
+    case BinaryOp::minimum: {
+      const bool is_max = op == BinaryOp::maximum;
+      record_lambda(is_max ? "MaximumBackward" : "MinimumBackward", {a, b}, {out},
+                    [sa, sb, is_max](const TensorList& g, const TensorList& s, const autograd::Node& n) {
+        // The larger (smaller) operand gets the gradient; ties split it evenly, as PyTorch.
+        const Tensor wins_a = mask_of(is_max ? gt(s[0], s[1]) : lt(s[0], s[1]), g[0]);
+        const Tensor ties = mask_of(eq(s[0], s[1]), g[0]) * 0.5;
+        const Tensor share_a = wins_a + ties;
+        return TensorList{n.needs_input_grad(0) ? sum_to(g[0] * share_a, sa) : Tensor(),
+                          n.needs_input_grad(1) ? sum_to(g[0] * (1.0 - share_a), sb) : Tensor()};
+      }, {a, b});
+      break;
+    }
+    default:
+      break;  // comparisons are not differentiable
+  }
+}
+
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0) {
   check_binary(op, a, b);
   const Shape shape = broadcast_shapes(binary_name(op), a.shape(), b.shape());
   Tensor out = empty(shape, a.device(), is_comparison(op) ? DType::uint8 : a.dtype());
   run_binary(op, a, b, out, alpha);
+  if (!is_comparison(op) && autograd::any_requires_grad({&a, &b})) record_binary(op, a, b, out, alpha);
   return out;
 }
 
@@ -122,6 +279,16 @@ Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b, double alpha = 1.0) {
   const Shape shape = broadcast_shapes(binary_name(op), a.shape(), b.shape());
   CUGRAD_CHECK(shape == a.shape(), binary_name(op), "_: the result of shape ", shape_str(shape),
                " does not fit the in-place operand ", describe(a));
+  if (autograd::any_requires_grad({&a, &b})) {
+    autograd::check_inplace(binary_name(op), a);
+    const Tensor r = binary(op, a, b, alpha);
+    {
+      NoGradGuard ng;
+      a.copy_(r);
+    }
+    autograd::rebase_history(a, r);
+    return a;
+  }
   run_binary(op, a, b, a, alpha);
   a.impl()->storage->bump_version();
   return a;
@@ -195,6 +362,15 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     cuda::where(a.dtype(), c, a.raw_data(), b.raw_data(), out.raw_data(), out.numel(), index, scope.stream());
   } else {
     cpu::where(a.dtype(), c, a.raw_data(), b.raw_data(), out.raw_data(), out.numel(), index);
+  }
+  if (autograd::any_requires_grad({&a, &b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    autograd::record_lambda("WhereBackward", {a, b}, {out},
+                            [sa, sb](const TensorList& g, const TensorList& s, const autograd::Node& n) {
+      const Tensor zero = zeros({}, g[0].device(), g[0].dtype());
+      return TensorList{n.needs_input_grad(0) ? sum_to(where(s[0], g[0], zero), sa) : Tensor(),
+                        n.needs_input_grad(1) ? sum_to(where(s[0], zero, g[0]), sb) : Tensor()};
+    }, {cond});
   }
   return out;
 }

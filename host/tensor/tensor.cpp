@@ -5,6 +5,7 @@
 
 #include "cugrad/tensor.h"
 #include "cuda/elementwise.h"
+#include "host/autograd/functions.h"
 #include "host/cpu/elementwise.h"
 #include "host/ops/op_util.h"
 #include "host/tensor/tensor_impl.h"
@@ -56,8 +57,45 @@ Tensor make_view(const Tensor& base, const Shape& shape, std::int64_t offset) {
   impl->offset = offset;
   impl->shape = shape;
   impl->dtype = base.dtype();
+  impl->is_view = true;
   return Tensor(std::move(impl));
 }
+
+namespace {
+// A view with another shape over the same elements; its backward reshapes the gradient.
+Tensor shape_view(const Tensor& self, const Shape& shape, const char* name) {
+  Tensor out = make_view(self, shape, self.storage_offset());
+  if (autograd::any_requires_grad({&self})) {
+    const Shape in = self.shape();
+    autograd::record_lambda(name, {self}, {out}, [in](const TensorList& g, const TensorList&, const autograd::Node&) {
+      return TensorList{g[0].reshape(in)};
+    });
+  }
+  return out;
+}
+
+// Rows [start, start+length) of dim 0, with dim 0 dropped when `drop`.
+Tensor rows_view(const Tensor& self, std::int64_t start, std::int64_t length, bool drop, const char* name) {
+  Shape s = self.shape();
+  const std::int64_t row = s[0] == 0 ? 0 : self.numel() / s[0];
+  if (drop) s.erase(s.begin());
+  else s[0] = length;
+  Tensor out = make_view(self, s, self.storage_offset() + start * row);
+  if (autograd::any_requires_grad({&self})) {
+    const Shape in = self.shape();
+    const Device dev = self.device();
+    const DType dt = self.dtype();
+    autograd::record_lambda(name, {self}, {out},
+                            [in, dev, dt, start, length](const TensorList& g, const TensorList&, const autograd::Node&) {
+      Tensor full_grad = zeros(in, dev, dt);
+      Tensor rows = full_grad.narrow(0, start, length);
+      rows.copy_(g[0].reshape(rows.shape()));
+      return TensorList{full_grad};
+    });
+  }
+  return out;
+}
+}  // namespace
 
 Tensor::Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
@@ -142,6 +180,21 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_defined("copy_", src, "source");
   CUGRAD_CHECK(shape() == src.shape(), "copy_: shape mismatch: destination ", describe(*this), ", source ",
                describe(src));
+  if (autograd::any_requires_grad({this, &src})) {
+    autograd::check_inplace("copy_", *this);
+    // Under autograd: the differentiable conversions give the new value and its history.
+    const Tensor r = src.to(device()).to(dtype());
+    {
+      NoGradGuard ng;
+      copy_(r);
+    }
+    if (r.requires_grad()) {
+      autograd::rebase_history(*this, r.is_leaf() ? r.clone() : r);
+    } else if (auto* m = autograd::meta_if(*this)) {
+      m->grad_fn.reset();  // overwritten by a constant
+    }
+    return *this;
+  }
   if (shares_storage(src) && storage_offset() == src.storage_offset() && dtype() == src.dtype()) return *this;
   if (dtype() == src.dtype()) {
     copy_same_dtype(*this, src);
@@ -164,6 +217,12 @@ Tensor Tensor::to(Device device) const {
   check_device_available(device, "to(device)");
   Tensor out = make_tensor(shape(), dtype(), device);
   copy_same_dtype(out, *this);
+  if (autograd::any_requires_grad({this})) {
+    const Device from = this->device();
+    autograd::record_lambda("ToDeviceBackward", {*this}, {out}, [from](const TensorList& g, const TensorList&, const autograd::Node&) {
+      return TensorList{g[0].to(from)};
+    });
+  }
   return out;
 }
 
@@ -174,6 +233,12 @@ Tensor Tensor::to(DType dtype) const {
                describe(*this), " to float64 on CUDA (move it to the CPU first)");
   Tensor out = make_tensor(shape(), dtype, device());
   cast_on_device(out, *this);
+  if (is_floating(dtype) && autograd::any_requires_grad({this})) {
+    const DType from = this->dtype();
+    autograd::record_lambda("ToDtypeBackward", {*this}, {out}, [from](const TensorList& g, const TensorList&, const autograd::Node&) {
+      return TensorList{g[0].to(from)};
+    });
+  }
   return out;
 }
 
@@ -181,11 +246,18 @@ Tensor Tensor::clone() const {
   check_defined("clone", *this);
   Tensor out = make_tensor(shape(), dtype(), device());
   copy_same_dtype(out, *this);
+  if (autograd::any_requires_grad({this}))
+    autograd::record_lambda("CloneBackward", {*this}, {out}, [](const TensorList& g, const TensorList&, const autograd::Node&) {
+      return TensorList{g[0]};
+    });
   return out;
 }
 
 Tensor& Tensor::fill_(double value) {
   check_defined("fill_", *this);
+  autograd::check_inplace("fill_", *this);
+  if (is_grad_enabled())
+    if (auto* m = autograd::meta_if(*this)) m->grad_fn.reset();  // a constant now
   if (!is_floating(dtype())) {
     CUGRAD_CHECK(value == static_cast<double>(static_cast<std::int64_t>(value)), "fill_: value ", value,
                  " is not an integer, but the tensor is ", describe(*this));
@@ -248,7 +320,7 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   CUGRAD_CHECK(shape_numel(s) == numel(), "reshape: cannot reshape ", describe(*this), " (", numel(),
                " elements) to ", shape_str(new_shape));
   CUGRAD_CHECK(s.size() <= static_cast<std::size_t>(kMaxDims), "reshape: at most ", kMaxDims, " dimensions");
-  return make_view(*this, s, storage_offset());
+  return shape_view(*this, s, "ViewBackward");
 }
 
 Tensor Tensor::flatten(std::int64_t start_dim, std::int64_t end_dim) const {
@@ -262,7 +334,7 @@ Tensor Tensor::flatten(std::int64_t start_dim, std::int64_t end_dim) const {
   for (std::int64_t i = a; i <= b; ++i) m *= shape()[static_cast<std::size_t>(i)];
   s.push_back(m);
   for (std::int64_t i = b + 1; i < dim(); ++i) s.push_back(shape()[static_cast<std::size_t>(i)]);
-  return make_view(*this, s, storage_offset());
+  return shape_view(*this, s, "FlattenBackward");
 }
 
 Tensor Tensor::squeeze() const {
@@ -270,16 +342,15 @@ Tensor Tensor::squeeze() const {
   Shape s;
   for (auto d : shape())
     if (d != 1) s.push_back(d);
-  return make_view(*this, s, storage_offset());
+  return shape_view(*this, s, "SqueezeBackward");
 }
 
 Tensor Tensor::squeeze(std::int64_t d) const {
   check_defined("squeeze", *this);
   const std::int64_t k = wrap_dim("squeeze", d, dim());
-  if (dim() == 0 || shape()[static_cast<std::size_t>(k)] != 1) return make_view(*this, shape(), storage_offset());
   Shape s = shape();
-  s.erase(s.begin() + k);
-  return make_view(*this, s, storage_offset());
+  if (dim() > 0 && s[static_cast<std::size_t>(k)] == 1) s.erase(s.begin() + k);
+  return shape_view(*this, s, "SqueezeBackward");
 }
 
 Tensor Tensor::unsqueeze(std::int64_t d) const {
@@ -288,7 +359,7 @@ Tensor Tensor::unsqueeze(std::int64_t d) const {
   CUGRAD_CHECK(dim() < kMaxDims, "unsqueeze: ", describe(*this), " already has ", kMaxDims, " dimensions");
   Shape s = shape();
   s.insert(s.begin() + k, 1);
-  return make_view(*this, s, storage_offset());
+  return shape_view(*this, s, "UnsqueezeBackward");
 }
 
 Tensor Tensor::narrow(std::int64_t d, std::int64_t start, std::int64_t length) const {
@@ -299,10 +370,7 @@ Tensor Tensor::narrow(std::int64_t d, std::int64_t start, std::int64_t length) c
   const std::int64_t n = shape()[0];
   CUGRAD_CHECK(start >= 0 && length >= 0 && start + length <= n, "narrow: rows [", start, ", ", start + length,
                ") out of range for ", describe(*this));
-  Shape s = shape();
-  s[0] = length;
-  const std::int64_t row = n == 0 ? 0 : numel() / n;
-  return make_view(*this, s, storage_offset() + start * row);
+  return rows_view(*this, start, length, false, "NarrowBackward");
 }
 
 Tensor Tensor::select(std::int64_t d, std::int64_t index) const {
@@ -313,8 +381,7 @@ Tensor Tensor::select(std::int64_t d, std::int64_t index) const {
   const std::int64_t n = shape()[0];
   const std::int64_t i = index < 0 ? index + n : index;
   CUGRAD_CHECK(i >= 0 && i < n, "select: index ", index, " out of range for ", describe(*this));
-  Shape s(shape().begin() + 1, shape().end());
-  return make_view(*this, s, storage_offset() + i * shape_numel(s));
+  return rows_view(*this, i, 1, true, "SelectBackward");
 }
 
 }  // namespace cugrad

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cugrad/tensor.h"
+#include "host/autograd/node.h"
 #include "host/tensor/storage.h"
 
 namespace cugrad {
@@ -13,6 +14,8 @@ struct TensorImpl {
   std::int64_t offset = 0;  // in elements
   Shape shape;
   DType dtype = DType::float32;
+  bool is_view = false;  // shares another tensor's storage (views, not detach)
+  std::unique_ptr<autograd::AutogradMeta> autograd;
 
   Device device() const { return storage->device(); }
   std::int64_t numel() const { return shape_numel(shape); }

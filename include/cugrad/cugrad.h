@@ -9,3 +9,5 @@
 #include "cugrad/random.h"
 #include "cugrad/stream.h"
 #include "cugrad/tensor.h"
+#include "cugrad/autograd.h"
+#include "cugrad/hooks.h"

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "cugrad/device.h"
 #include "cugrad/dtype.h"
 #include "cugrad/error.h"
+#include "cugrad/hooks.h"
 
 namespace cugrad {
 
@@ -26,6 +28,14 @@ std::string shape_str(const Shape& shape);
 std::int64_t shape_numel(const Shape& shape);
 
 struct TensorImpl;  // host/tensor/tensor_impl.h
+
+class Tensor;
+/// A tensor hook: sees a gradient, may return a replacement (std::nullopt keeps it).
+using GradHook = std::function<std::optional<Tensor>(const Tensor&)>;
+/// An observing hook: sees a gradient and cannot change it (modifying it in place is an error).
+using GradObserver = std::function<void(const Tensor&)>;
+/// Runs after a leaf's .grad has been updated; receives the leaf.
+using PostAccumulateGradHook = std::function<void(Tensor&)>;
 
 class Tensor {
  public:
@@ -131,6 +141,39 @@ class Tensor {
   Tensor norm(double p, std::int64_t dim, bool keepdim = false) const;
 
   Tensor matmul(const Tensor& other) const;
+  /// Swaps dimensions d0 and d1 (a copy: tensors stay contiguous).
+  Tensor transpose(std::int64_t d0, std::int64_t d1) const;
+  /// Transpose of a 2-D tensor (a copy).
+  Tensor t() const { return transpose(0, 1); }
+
+  // ---- autograd (include/cugrad/autograd.h has the rest) ----
+  /// True for a leaf marked with requires_grad_(true) and for results of ops on such tensors
+  /// recorded while grad mode was on.
+  bool requires_grad() const;
+  /// Marks a leaf (floating dtype) as needing gradients, or clears the mark.
+  Tensor& requires_grad_(bool requires_grad = true);
+  /// True unless the tensor was produced by a recorded op.
+  bool is_leaf() const;
+  /// The gradient accumulated by backward (leaves, or non-leaves after retain_grad()).
+  Tensor grad() const;
+  /// Replaces (or with an undefined tensor clears) the accumulated gradient.
+  void set_grad(const Tensor& grad);
+  /// Keeps .grad on a non-leaf tensor during backward.
+  void retain_grad();
+  /// A tensor sharing this one's storage but outside the graph.
+  Tensor detach() const;
+  /// Computes gradients of this tensor with respect to the graph leaves and accumulates them
+  /// into their .grad. `gradient` is needed unless the tensor has one element.
+  void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
+  /// Name of the op that produced this tensor ("" for leaves).
+  std::string grad_fn_name() const;
+  /// Hook on the gradient with respect to this tensor, run when it is computed, before it is
+  /// used or accumulated; it may return a replacement. Hooks run in registration order.
+  HookHandle register_hook(GradHook hook);
+  /// Observing hook on the same gradient: it sees the final value (after replacing hooks).
+  HookHandle register_observer_hook(GradObserver hook);
+  /// Leaves only: runs after .grad has been updated by backward.
+  HookHandle register_post_accumulate_grad_hook(PostAccumulateGradHook hook);
 
   TensorImpl* impl() const { return impl_.get(); }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
@@ -236,6 +279,8 @@ Tensor norm(const Tensor& a, double p, std::int64_t dim, bool keepdim = false);
 /// (M,K)@(K,N), (B,M,K)@(B,K,N) and (B,M,K)@(K,N). Float dtypes; strict float32 on CUDA
 /// unless set_allow_tf32(true).
 Tensor matmul(const Tensor& a, const Tensor& b);
+/// Swaps two dimensions (a contiguous copy).
+Tensor transpose(const Tensor& a, std::int64_t d0, std::int64_t d1);
 
 // ---- operators ----
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
