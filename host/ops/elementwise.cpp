@@ -177,8 +177,11 @@ Tensor& unary_(UnaryOp op, Tensor& x, double a = 0.0, double b = 0.0) {
   check_defined(unary_name(op), x);
   if (autograd::any_requires_grad({&x})) {
     autograd::check_inplace(unary_name(op), x);
-    // Under autograd: compute out of place, then move values and history onto x.
-    const Tensor r = unary(op, x, a, b);
+    // Under autograd: compute out of place, then move values and history onto x. Ops whose
+    // backward needs x's old value get a copy of it, since x is about to change.
+    const bool saves_input = op == UnaryOp::log || op == UnaryOp::abs || op == UnaryOp::pow ||
+                             op == UnaryOp::clamp || op == UnaryOp::rdiv_scalar;
+    const Tensor r = unary(op, saves_input ? x.clone() : x, a, b);
     {
       NoGradGuard ng;
       x.copy_(r);
@@ -281,7 +284,9 @@ Tensor& binary_(BinaryOp op, Tensor& a, const Tensor& b, double alpha = 1.0) {
                " does not fit the in-place operand ", describe(a));
   if (autograd::any_requires_grad({&a, &b})) {
     autograd::check_inplace(binary_name(op), a);
-    const Tensor r = binary(op, a, b, alpha);
+    // As for unary ops: a copy of a's old value when the backward needs it.
+    const bool saves_a = op != BinaryOp::add && op != BinaryOp::sub;
+    const Tensor r = binary(op, saves_a ? a.clone() : a, b, alpha);
     {
       NoGradGuard ng;
       a.copy_(r);
