@@ -11,3 +11,4 @@
 #include "cugrad/tensor.h"
 #include "cugrad/autograd.h"
 #include "cugrad/hooks.h"
+#include "cugrad/inspect.h"
