@@ -202,7 +202,8 @@ TensorList run_backward(const std::vector<Edge>& roots, const TensorList& root_g
         if (auto r = (*hook)(grads)) grads = *r;
       }
       for (std::size_t i = 0; i < grads.size(); ++i)
-        if (!grads[i].defined() && !is_accumulate) grads[i] = zeros_for(node->outputs[i]);
+        if (!grads[i].defined() && !is_accumulate && node->materialize_grads() && node->outputs[i].valid)
+          grads[i] = zeros_for(node->outputs[i]);
       // Under autograd::grad, tell the node which inputs lead to a requested gradient so
       // that it computes only those.
       std::vector<bool> active(node->next_edges.size());

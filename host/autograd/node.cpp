@@ -68,7 +68,7 @@ Edge gradient_edge(const Tensor& t) {
   if (!acc) {
     acc = std::make_shared<AccumulateGrad>(t.impl_ptr());
     acc->stream = Stream::current(t.device());
-    acc->outputs.push_back(OutputInfo{t.shape(), t.dtype(), t.device()});
+    acc->outputs.push_back(OutputInfo{true, t.shape(), t.dtype(), t.device()});
     m->grad_accumulator = acc;
   }
   return {acc, 0};
@@ -85,7 +85,7 @@ void record(const std::shared_ptr<Node>& node, const TensorList& inputs, const T
   std::uint32_t nr = 0;
   for (const Tensor& out : outputs) {
     if (out.defined()) {
-      node->outputs.push_back(OutputInfo{out.shape(), out.dtype(), out.device()});
+      node->outputs.push_back(OutputInfo{true, out.shape(), out.dtype(), out.device()});
       AutogradMeta& m = meta(out);
       m.grad_fn = node;
       m.output_nr = nr;

@@ -43,6 +43,7 @@ class SavedTensor {
 
 /// Shape, dtype and device of one forward output, to materialize a missing gradient.
 struct OutputInfo {
+  bool valid = false;  // false for an output slot that holds no tensor
   Shape shape;
   DType dtype = DType::float32;
   Device device;
@@ -95,6 +96,8 @@ class Node : public std::enable_shared_from_this<Node> {
   std::map<std::uint32_t, TensorHookList> tensor_hooks;  // by output index
   std::vector<std::shared_ptr<NodePreHook>> pre_hooks;
   std::vector<std::shared_ptr<NodePostHook>> post_hooks;
+  /// When true (most ops), a missing output gradient is passed to apply() as zeros.
+  virtual bool materialize_grads() const { return true; }
   /// Set by AccumulateGrad: the leaf whose .grad it updates.
   virtual TensorImpl* leaf() const { return nullptr; }
 

@@ -437,3 +437,91 @@ TEST(AutogradGPU, TwoStreamForwardGivesSingleStreamGradients) {
   EXPECT_TRUE(cg::testing::all_equal(w1.grad(), g1));
   EXPECT_TRUE(cg::testing::all_equal(w2.grad(), g2));
 }
+
+// ---- module-level backward hooks (engine part) ----
+
+#include "host/autograd/backward_hooks.h"
+
+namespace {
+struct HookLog {
+  std::vector<std::string> events;
+  cg::TensorList grad_inputs, grad_outputs;
+};
+
+// A "module" y = x * w + z over wrapped inputs/outputs.
+cg::Tensor hooked_block(cg::autograd::BackwardHookSet& set, const cg::Tensor& x, const cg::Tensor& z,
+                        const cg::Tensor& w) {
+  auto in = set.wrap_inputs({x, z});
+  auto y = in[0] * w + in[1];
+  return set.wrap_outputs({y})[0];
+}
+}  // namespace
+
+TEST(BackwardHooks, FireWithInputAndOutputGradients) {
+  HookLog log;
+  cg::autograd::BackwardHookSet set(
+      {[&](const cg::TensorList& go) -> std::optional<cg::TensorList> {
+        log.events.push_back("pre");
+        log.grad_outputs = go;
+        return std::nullopt;
+      }},
+      {[&](const cg::TensorList& gi, const cg::TensorList& go) -> std::optional<cg::TensorList> {
+        log.events.push_back("hook");
+        log.grad_inputs = gi;
+        EXPECT_TRUE(all_close(go[0], f32({1, 1}, {2})));
+        return std::nullopt;
+      }});
+  auto x = leaf({1, 2}, {2});
+  auto w = leaf({3, 4}, {2});
+  auto z = f32({0, 0}, {2});  // needs no grad
+  auto y = hooked_block(set, x, z, w);
+  y.backward(cg::ones({2}));
+  EXPECT_EQ(log.events, (std::vector<std::string>{"pre", "hook"}));
+  ASSERT_EQ(log.grad_inputs.size(), 2u);
+  EXPECT_TRUE(all_close(log.grad_inputs[0], f32({3, 4}, {2})));
+  EXPECT_FALSE(log.grad_inputs[1].defined());  // absent: z needs no grad
+  EXPECT_TRUE(all_close(x.grad(), f32({3, 4}, {2})));
+  EXPECT_TRUE(all_close(w.grad(), f32({1, 2}, {2})));
+}
+
+TEST(BackwardHooks, ReplaceGradients) {
+  cg::autograd::BackwardHookSet set(
+      {[](const cg::TensorList& go) -> std::optional<cg::TensorList> { return cg::TensorList{go[0] * 2.0}; }},
+      {[](const cg::TensorList& gi, const cg::TensorList&) -> std::optional<cg::TensorList> {
+        return cg::TensorList{gi[0] + 100.0, gi[1]};
+      }});
+  auto x = leaf({1, 2}, {2});
+  auto w = leaf({3, 4}, {2});
+  auto y = hooked_block(set, x, f32({0, 0}, {2}), w);
+  y.backward(cg::ones({2}));
+  EXPECT_TRUE(all_close(w.grad(), f32({2, 4}, {2})));      // doubled output grad reaches w
+  EXPECT_TRUE(all_close(x.grad(), f32({106, 108}, {2})));  // 2*w + 100
+}
+
+TEST(BackwardHooks, FrozenInputsStillFireWithAbsentEntries) {
+  int fired = 0;
+  cg::autograd::BackwardHookSet set({}, {[&](const cg::TensorList& gi, const cg::TensorList& go) -> std::optional<cg::TensorList> {
+    ++fired;
+    EXPECT_FALSE(gi[0].defined());
+    EXPECT_FALSE(gi[1].defined());
+    EXPECT_TRUE(go[0].defined());
+    return std::nullopt;
+  }});
+  auto w = leaf({3, 4}, {2});
+  auto y = hooked_block(set, f32({1, 2}, {2}), f32({0, 0}, {2}), w);  // only the weight trains
+  y.backward(cg::ones({2}));
+  EXPECT_EQ(fired, 1);
+  EXPECT_TRUE(all_close(w.grad(), f32({1, 2}, {2})));
+}
+
+TEST(BackwardHooks, ThrowingHookPropagates) {
+  cg::autograd::BackwardHookSet set({}, {[](const cg::TensorList&, const cg::TensorList&) -> std::optional<cg::TensorList> {
+    throw std::runtime_error("module hook failed");
+  }});
+  auto x = leaf({1}, {1});
+  auto y = hooked_block(set, x, f32({0}, {1}), f32({2}, {1}));
+  EXPECT_THROW(y.backward(cg::ones({1})), std::runtime_error);
+  auto again = x * 3.0;  // the engine is still usable
+  again.backward(cg::ones({1}));
+  EXPECT_FLOAT_EQ(x.grad().item<float>(), 3.f);
+}
