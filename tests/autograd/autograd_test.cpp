@@ -388,6 +388,22 @@ TEST(Gradcheck, ViewsAndCopies) {
   }, {a});
 }
 
+TEST(Gradcheck, Matmul) {
+  cg::manual_seed(5);
+  expect_gradcheck("2d", [](const cg::TensorList& t) { return cg::matmul(t[0], t[1]); }, {r64({3, 4}), r64({4, 5})});
+  expect_gradcheck("batched", [](const cg::TensorList& t) { return cg::matmul(t[0], t[1]); },
+                   {r64({2, 3, 4}), r64({2, 4, 5})});
+  expect_gradcheck("shared weight", [](const cg::TensorList& t) { return cg::matmul(t[0], t[1]); },
+                   {r64({2, 3, 4}), r64({4, 5})});
+  expect_gradcheck("shared lhs", [](const cg::TensorList& t) { return cg::matmul(t[0], t[1]); },
+                   {r64({3, 4}), r64({2, 4, 5})});
+  expect_gradcheck("batch of one", [](const cg::TensorList& t) { return cg::matmul(t[0], t[1]); },
+                   {r64({1, 3, 4}), r64({2, 4, 5})});
+  // Only one operand requires grad: the other gradient is not computed.
+  auto frozen = cg::randn({4, 5}, cg::Device::cpu(), cg::DType::float64);
+  expect_gradcheck("frozen rhs", [&](const cg::TensorList& t) { return cg::matmul(t[0], frozen); }, {r64({3, 4})});
+}
+
 // ---- GPU ----
 
 TEST(AutogradGPU, CudaGradientsMatchCpu) {
