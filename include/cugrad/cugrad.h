@@ -12,3 +12,4 @@
 #include "cugrad/autograd.h"
 #include "cugrad/hooks.h"
 #include "cugrad/inspect.h"
+#include "cugrad/io.h"
