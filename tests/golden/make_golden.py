@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Regenerates cugrad's golden files from PyTorch (run wherever PyTorch is installed).
+
+    python3 tests/golden/make_golden.py [--out tests/golden] [--only bn2d,sgd,...]
+
+Inputs are float32 (seed 1); every output is computed by PyTorch on the CPU in float64 from
+those float32 inputs, so a float32 implementation should match to about 1e-5 relative.
+Each file is safetensors with its settings as JSON strings in __metadata__. The layout of
+each file is described in tests/golden/README.md.
+"""
+import argparse
+import json
+import os
+import struct
+
+import torch
+import torch.nn.functional as F
+
+torch.manual_seed(1)
+
+
+def save(path, tensors, metadata):
+    """Writes a safetensors file (no dependency on the safetensors package)."""
+    names = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.numpy().tobytes()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+    os.replace(path + ".tmp", path)
+
+
+def batch_norm_file(shape, steps=3, momentum=0.1, eps=1e-5):
+    c = shape[1]
+    out = {
+        "weight": torch.rand(c) + 0.5,
+        "bias": torch.randn(c),
+        "running_mean_init": torch.randn(c) * 0.1,
+        "running_var_init": torch.rand(c) + 0.5,
+    }
+    rm = out["running_mean_init"].double().clone()
+    rv = out["running_var_init"].double().clone()
+    w64, b64 = out["weight"].double(), out["bias"].double()
+    for k in range(steps):
+        x = torch.randn(shape) * 2 + (50 if k == 1 else 0)  # step 1: mean 50, variance must not cancel
+        dy = torch.randn(shape)
+        xs = x.double().requires_grad_()
+        ws, bs = w64.clone().requires_grad_(), b64.clone().requires_grad_()
+        y = F.batch_norm(xs, rm, rv, ws, bs, training=True, momentum=momentum, eps=eps)
+        y.backward(dy.double())
+        out.update({f"x_{k}": x, f"dy_{k}": dy, f"y_{k}": y.detach(), f"dx_{k}": xs.grad, f"dweight_{k}": ws.grad,
+                    f"dbias_{k}": bs.grad, f"running_mean_{k}": rm.clone(), f"running_var_{k}": rv.clone()})
+    x = torch.randn(shape)
+    dy = torch.randn(shape)
+    xs = x.double().requires_grad_()
+    ws, bs = w64.clone().requires_grad_(), b64.clone().requires_grad_()
+    y = F.batch_norm(xs, rm, rv, ws, bs, training=False, momentum=momentum, eps=eps)
+    y.backward(dy.double())
+    out.update({"x_eval": x, "dy_eval": dy, "y_eval": y.detach(), "dx_eval": xs.grad, "dweight_eval": ws.grad,
+                "dbias_eval": bs.grad})
+    meta = {"momentum": str(momentum), "eps": str(eps), "steps": str(steps),
+            "about": "train steps 0..2 then eval; gradients per step (not accumulated)"}
+    return out, meta
+
+
+def cross_entropy_file(n=37, k=11, smoothing=0.1, ignore=-100):
+    logits = torch.randn(n, k) * 3
+    logits[0] += 1e4
+    logits[1] -= 1e4
+    target = torch.randint(0, k, (n,))
+    target[5] = ignore
+    target[9] = ignore
+    weight = torch.rand(k) + 0.5
+    out = {"logits": logits, "target": target, "class_weight": weight}
+    for reduction in ("mean", "sum", "none"):
+        for weighted in (False, True):
+            suffix = reduction + ("_weighted" if weighted else "")
+            x = logits.double().requires_grad_()
+            loss = F.cross_entropy(x, target, weight=weight.double() if weighted else None, ignore_index=ignore,
+                                   reduction=reduction, label_smoothing=smoothing)
+            up = torch.tensor(0.7, dtype=torch.float64) if reduction != "none" else torch.randn(n, dtype=torch.float64)
+            loss.backward(up)
+            out[f"loss_{suffix}"] = loss.detach()
+            out[f"grad_{suffix}"] = x.grad
+            out[f"upstream_{suffix}"] = up
+    all_ignored = torch.full((n,), ignore, dtype=torch.int64)
+    out["loss_all_ignored_mean"] = F.cross_entropy(logits.double(), all_ignored, ignore_index=ignore,
+                                                   label_smoothing=smoothing)
+    return out, {"label_smoothing": str(smoothing), "ignore_index": str(ignore)}
+
+
+def sgd_file(steps=5):
+    configs = [
+        {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01},
+        {"lr": 0.2},
+        {"lr": 0.1, "momentum": 0.5, "nesterov": True, "maximize": True},
+    ]
+    shapes = [(3, 4), (5,), (2, 3, 3, 3)]
+    out = {}
+    for i, s in enumerate(shapes):
+        out[f"p{i}_init"] = torch.randn(s)
+        for step in range(steps):
+            out[f"g{i}_step{step}"] = torch.randn(s)
+    for c, cfg in enumerate(configs):
+        params = [out[f"p{i}_init"].double().clone().requires_grad_() for i in range(len(shapes))]
+        opt = torch.optim.SGD(params, **cfg)
+        for step in range(steps):
+            for i, p in enumerate(params):
+                p.grad = out[f"g{i}_step{step}"].double()
+            opt.step()
+            for i, p in enumerate(params):
+                out[f"cfg{c}_p{i}_step{step}"] = p.detach().clone()
+    return out, {"configs": json.dumps(configs), "steps": str(steps)}
+
+
+def schedules_file():
+    def run(make, steps, with_momentum=False):
+        p = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+        sched = make(opt)
+        lrs, moms = [], []
+        for _ in range(steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            moms.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            sched.step()
+        return torch.tensor(lrs, dtype=torch.float64), torch.tensor(moms, dtype=torch.float64)
+
+    onecycle = {"max_lr": 0.2, "total_steps": 100, "pct_start": 0.25, "base_lr_initial": 0.1}
+    cosine = {"lr": 0.1, "T_max": 30, "eta_min": 0.001}
+    step = {"lr": 0.1, "step_size": 7, "gamma": 0.3}
+    oc_lr, oc_m = run(lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.2, total_steps=100, pct_start=0.25), 100)
+    cos_lr, _ = run(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=30, eta_min=0.001), 45)
+    st_lr, _ = run(lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=7, gamma=0.3), 30)
+    return ({"onecycle_lr": oc_lr, "onecycle_momentum": oc_m, "cosine_lr": cos_lr, "step_lr": st_lr},
+            {"onecycle": json.dumps(onecycle), "cosine": json.dumps(cosine), "step": json.dumps(step)})
+
+
+GENERATORS = {
+    "bn2d": lambda: batch_norm_file((4, 3, 5, 7)),
+    "bn1d": lambda: batch_norm_file((16, 10)),
+    "cross_entropy": cross_entropy_file,
+    "sgd": sgd_file,
+    "schedules": schedules_file,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--only", default=",".join(GENERATORS))
+    args = ap.parse_args()
+    for name in args.only.split(","):
+        torch.manual_seed(1)
+        tensors, meta = GENERATORS[name]()
+        path = os.path.join(args.out, name + ".safetensors")
+        save(path, tensors, meta)
+        print(f"wrote {path} ({len(tensors)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
