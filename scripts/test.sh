@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The README's test command (and CI's): installs what is missing, builds cugrad with its tests,
+# runs the whole suite (GPU tests skip themselves without a GPU), then installs the package into
+# a temporary prefix and builds and runs tests/consumer against it.
+#   BUILD_DIR (default build), CUDA_ARCHS (default 90), BUILD_TYPE (default Release),
+#   JOBS (default: all cores), TEST_TIMEOUT (seconds per test, default 1200)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+start=$SECONDS
+build_dir=${BUILD_DIR:-build}
+jobs=${JOBS:-$(nproc)}
+elapsed() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
+
+bash scripts/setup_deps.sh
+
+echo "== configure and build ($build_dir, CUDA architectures ${CUDA_ARCHS:-90}, $jobs jobs)"
+build_start=$SECONDS
+bash scripts/configure.sh -DCUGRAD_BUILD_TESTS=ON -DCUGRAD_BUILD_EXAMPLES=ON -DCUGRAD_BUILD_BENCH=ON
+cmake --build "$build_dir" --parallel "$jobs"
+build_time=$((SECONDS - build_start))
+
+echo "== test suite"
+test_start=$SECONDS
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error \
+  --timeout "${TEST_TIMEOUT:-1200}" --parallel "$jobs"
+test_time=$((SECONDS - test_start))
+
+echo "== install and build tests/consumer against the installed package"
+work=$(mktemp -d "${TMPDIR:-/tmp}/cugrad-consumer.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build_dir" --prefix "$work/prefix" >/dev/null
+cmake -S tests/consumer -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$work/prefix"
+# The package must come from the install, not from a build folder found some other way.
+if ! grep -q "^cugrad_DIR:PATH=$work/prefix/" "$work/build/CMakeCache.txt"; then
+  echo "test: tests/consumer did not find cugrad in $work/prefix" >&2
+  grep '^cugrad_DIR' "$work/build/CMakeCache.txt" >&2 || true
+  exit 1
+fi
+cmake --build "$work/build"
+"$work/build/app"
+
+echo "== done: build $(elapsed "$build_time"), tests $(elapsed "$test_time"), total $(elapsed $((SECONDS - start)))"
