@@ -58,6 +58,13 @@ int main() {
     expect(near(y.to_vector<float>(), {0, 0, 3, 13, 16, 19}), "in-place add through a view");
     expect(y.reshape({3, 2})[2].cpu().to_vector<float>() == std::vector<float>{16, 19}, "reshape and select");
 
+    // GEMM (cuBLAS or OpenBLAS through the installed library) and reductions.
+    const cg::Tensor a = cg::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3}, dev);
+    const cg::Tensor m = cg::matmul(a, cg::ones({3, 2}, dev));
+    expect(near(m.to_vector<float>(), {6, 6, 15, 15}), "matmul with ones");
+    expect(std::abs(m.sum().item<double>() - 42.0) < 1e-5, "sum of all elements");
+    expect(near(a.mean(1).to_vector<float>(), {2, 5}), "mean along dim 1");
+
     // Philox gives the same numbers on every device for one seed.
     cg::manual_seed(7);
     const std::vector<float> on_dev = cg::randn({1000}, dev).to_vector<float>();
