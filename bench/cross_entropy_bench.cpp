@@ -1,0 +1,139 @@
+// cross_entropy_bench: label-smoothed softmax cross-entropy (label smoothing 0.1, mean) on the
+// GPU. For each shape it validates against the CPU reference first, then times with CUDA
+// events (warm-up, median), cycling through several logits tensors so that L2 does not hold
+// the input between runs:
+//  - fwd+bwd: loss = cross_entropy(x, y); loss.backward() through autograd (the user's view;
+//    includes the engine's host work, which overlaps the GPU when the GPU is the bottleneck);
+//  - kernel: the fused launch alone (prepare + row kernel, gradient written);
+//  - fwd: the loss without a gradient (no grad mode).
+// GB/s counts the minimum bytes: 2 passes over the logits (read, write the gradient) for
+// fwd+bwd and kernel, 1 for fwd; beside it the % of the device-to-device copy bandwidth
+// measured in the same run, and PyTorch 2.11's H100 times from DESIGN.md where known.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "cuda/cross_entropy.h"
+#include "cugrad/nn/functional.h"
+#include "host/runtime/device_errors.h"
+
+namespace cg = cugrad;
+namespace F = cugrad::nn::functional;
+
+namespace {
+
+struct BenchShape {
+  std::int64_t n, k;
+  double torch_eager_ms, torch_compiled_ms;  // fwd+bwd on an H100 (0: not measured)
+};
+
+// Relative difference, NaN-aware.
+double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
+
+bool validate(const cg::Tensor& x, const cg::Tensor& y) {
+  const F::CrossEntropyOptions opts{.label_smoothing = 0.1};
+  // The mean over the whole batch, against the CPU reference (float32 logits, double sums).
+  const double gpu_loss = F::cross_entropy(x, y, opts).item<double>();
+  const double cpu_loss = F::cross_entropy(x.cpu(), y.cpu(), opts).item<double>();
+  // The gradient of the first rows (a slice keeps the CPU side quick).
+  const std::int64_t rows = std::min<std::int64_t>(64, x.size(0));
+  cg::Tensor xs = x.narrow(0, 0, rows).clone().requires_grad_();
+  F::cross_entropy(xs, y.narrow(0, 0, rows), opts).backward();
+  cg::Tensor xc = x.narrow(0, 0, rows).cpu().to(cg::DType::float64).requires_grad_();
+  F::cross_entropy(xc, y.narrow(0, 0, rows).cpu(), opts).backward();
+  const std::vector<double> g = xs.grad().cpu().to(cg::DType::float64).to_vector<double>();
+  const std::vector<double> r = xc.grad().to_vector<double>();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    num += (g[i] - r[i]) * (g[i] - r[i]);
+    den += r[i] * r[i];
+  }
+  const double grad_err = std::sqrt(num / std::max(den, 1e-300));
+  const double loss_err = rel_diff(gpu_loss, cpu_loss);
+  cg::synchronize();
+  cg::runtime::check_device_errors();
+  const bool ok = loss_err <= 1e-5 && grad_err <= 1e-5;
+  std::printf("  check: loss %.8f vs CPU %.8f (rel %.1e), gradient rel norm error %.1e: %s\n", gpu_loss,
+              cpu_loss, loss_err, grad_err, ok ? "ok" : "MISMATCH");
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  if (!cg::cuda_is_available()) {
+    std::printf("cross_entropy_bench: no CUDA device visible; nothing to measure\n");
+    return 0;
+  }
+  const cg::Device gpu = cg::Device::cuda(0);
+  cg::manual_seed(0);
+  const double copy_gbs = cg::bench::copy_bandwidth_gbs(gpu);
+  std::printf("device-to-device copy: %.0f GB/s (float32 math, label smoothing 0.1, reduction mean)\n",
+              copy_gbs);
+
+  const std::vector<BenchShape> shapes = {
+      {32768, 1000, 1.17, 0.51}, {8192, 32000, 5.46, 3.75}, {4096, 50257, 0, 0}, {65536, 128, 0, 0}};
+  bool all_ok = true;
+  for (const BenchShape& s : shapes) {
+    const double pass_bytes = static_cast<double>(s.n) * static_cast<double>(s.k) * sizeof(float);
+    // At least 3 inputs and 300 MB in all, so each run reads logits that are not in L2.
+    const int copies = std::max(3, static_cast<int>(std::ceil(300e6 / pass_bytes)));
+    std::vector<cg::Tensor> xs;
+    for (int i = 0; i < copies; ++i) xs.push_back((cg::randn({s.n, s.k}, gpu) * 2.0).requires_grad_());
+    const cg::Tensor y = cg::randint(0, s.k, {s.n}, gpu);
+    std::printf("%lld x %lld (%d inputs of %.0f MB)\n", static_cast<long long>(s.n),
+                static_cast<long long>(s.k), copies, pass_bytes / 1e6);
+    all_ok = validate(xs[0].detach(), y) && all_ok;
+    const F::CrossEntropyOptions opts{.label_smoothing = 0.1};
+    int next = 0;
+
+    const double fwd_bwd = cg::bench::median_ms(gpu, [&] {
+      cg::Tensor& x = xs[static_cast<std::size_t>(next++ % copies)];
+      F::cross_entropy(x, y, opts).backward();
+      x.set_grad(cg::Tensor());
+    });
+
+    // The fused launch alone, into preallocated buffers.
+    cugrad::CrossEntropyProblem p;
+    p.n = s.n;
+    p.k = s.k;
+    p.label_smoothing = 0.1;
+    p.reduction = cg::nn::Reduction::Mean;
+    const cg::Tensor loss = cg::empty({}, gpu), grad = cg::empty({s.n, s.k}, gpu);
+    const std::size_t ws_bytes = cg::cuda::cross_entropy_workspace_bytes(p);
+    const cg::Tensor ws = cg::empty({static_cast<std::int64_t>(ws_bytes)}, gpu, cg::DType::uint8);
+    const auto sink = cg::runtime::device_error_sink(gpu);
+    const double kernel = cg::bench::median_ms(gpu, [&] {
+      const cg::Tensor& x = xs[static_cast<std::size_t>(next++ % copies)];
+      cg::cuda::cross_entropy_forward(x.data_ptr<float>(), y.data_ptr<std::int64_t>(), nullptr, p,
+                                      loss.data_ptr<float>(), grad.data_ptr<float>(), ws.raw_data(), ws_bytes,
+                                      sink, cg::Stream::current(gpu).handle());
+    });
+
+    double fwd = 0;
+    {
+      cg::NoGradGuard ng;
+      fwd = cg::bench::median_ms(
+          gpu, [&] { F::cross_entropy(xs[static_cast<std::size_t>(next++ % copies)], y, opts); });
+    }
+    cg::synchronize();
+    cg::runtime::check_device_errors();
+
+    auto report = [&](const char* what, double ms, double passes) {
+      const double gbs = passes * pass_bytes / (ms * 1e-3) / 1e9;
+      std::printf("  %-9s %8.3f ms  %6.0f GB/s  %5.1f%% of copy", what, ms, gbs, 100.0 * gbs / copy_gbs);
+    };
+    report("fwd+bwd", fwd_bwd, 2);
+    if (s.torch_eager_ms > 0)
+      std::printf("   PyTorch eager %.2f ms (x%.1f), compiled %.2f ms (x%.1f)", s.torch_eager_ms,
+                  s.torch_eager_ms / fwd_bwd, s.torch_compiled_ms, s.torch_compiled_ms / fwd_bwd);
+    std::printf("\n");
+    report("kernel", kernel, 2);
+    std::printf("   floor %.3f ms\n", 2 * pass_bytes / (copy_gbs * 1e9) * 1e3);
+    report("fwd", fwd, 1);
+    std::printf("\n");
+  }
+  return all_ok ? 0 : 1;
+}

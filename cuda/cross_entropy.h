@@ -1,0 +1,35 @@
+// Launchers of the fused softmax cross-entropy kernels (cuda/cross_entropy.cu): float32
+// logits (n, k), int64 targets, optional class weights; the math is in host/cpu/cross_entropy.h.
+// `stream` is a cudaStream_t passed opaquely; every launch is checked.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "host/cpu/cross_entropy.h"
+#include "host/runtime/device_errors.h"
+
+namespace cugrad::cuda {
+
+/// Bytes of device scratch cross_entropy_forward needs on the current device: the mean's
+/// denominator, a block counter and one partial sum per block for Reduction::Mean and Sum;
+/// 0 for Reduction::None.
+std::size_t cross_entropy_workspace_bytes(const CrossEntropyProblem& p);
+
+/// Writes the loss (n floats for Reduction::None, else 1) and, when `grad` is not null, the
+/// gradient (n, k) for an upstream gradient of 1, in one pass over the logits (two passes for
+/// rows too long to keep on chip; see the .cu). The scalar of mean/sum is reduced on the
+/// device, deterministically. A target outside [0, k) that is not ignore_index is reported
+/// through `errors` and its row treated as ignored. Requires n > 0, 1 <= k < 2^31, device
+/// pointers on the current device, `workspace` of cross_entropy_workspace_bytes(p) bytes
+/// (may be null when that is 0), used only by work queued on `stream`.
+void cross_entropy_forward(const float* logits, const std::int64_t* target, const float* weight,
+                           const CrossEntropyProblem& p, float* loss, float* grad, void* workspace,
+                           std::size_t workspace_bytes, const runtime::DeviceErrorSink& errors, void* stream);
+
+/// cpu::cross_entropy_scale_grad on the device, in place. For a scalar upstream gradient
+/// equal to 1 the kernel reads that one value and exits: no pass over the gradient.
+void cross_entropy_scale_grad(float* grad, const float* upstream, const std::int64_t* target,
+                              const CrossEntropyProblem& p, void* stream);
+
+}  // namespace cugrad::cuda
