@@ -1,0 +1,942 @@
+// Fused BatchNorm kernels for contiguous float32 NCHW tensors viewed as (N, C, HW).
+//
+// Training forward, two launches, 3 passes over the tensor:
+//  1. statistics (read x): one Welford reduction per channel; each channel's N*HW elements
+//     are split over many blocks when C alone would underfill the GPU, and the last block of
+//     each channel to finish (threadfence + atomic ticket) merges the partials with Chan's
+//     formula, writes mean and invstd (saved for backward) and the folded scale, and updates
+//     the running statistics (the momentum or 1 / num_batches_tracked is read on the device).
+//  2. normalize (read x, write y): y = (x - mean) * scale + bias, scale = weight * invstd.
+//     When the tensor fits in L2, this second read of x hits the cache.
+// Eval forward, one launch, 2 passes: normalize with the running statistics, the per-channel
+//  scale weight / sqrt(running_var + eps) folded in registers.
+// Backward, two launches, 5 passes:
+//  1. gradient reduction (read x, dy): Σdy and Σdy·(x - mean) per channel, split and merged
+//     the same way; the last block writes dbias, dweight and the per-channel coefficients of dx.
+//  2. dx (read x, dy, write dx): dx = k1 * (dy - mean(dy) - (x - mean) * k2), with
+//     k1 = weight * invstd and k2 = invstd² * mean(dy·(x - mean)). In eval mode dx = dy * k1
+//     reads only dy.
+//
+// Reduction plans (256-thread blocks, sized to one wave of resident blocks):
+//  - planes (HW > 1): a block reduces one channel's part of its N planes of HW contiguous
+//    elements, walking a contiguous range of the channel's elements with float4 loads when HW
+//    is a multiple of 4 and the pointers are 16-byte aligned (4 float4 in flight per thread),
+//    scalar loads otherwise (8 in flight);
+//  - rows (HW == 1, an (N, C) input): a block owns 32 adjacent channels (one per lane, so each
+//    warp reads 128 contiguous bytes of a row) and a range of rows (8 rows in flight per warp).
+// When a channel is split, its blocks count themselves on a ticket that a cudaMemsetAsync
+// zeroes before the launch (the workspace is a fresh allocation, possibly poisoned) and the
+// last block resets after merging. Within a thread, values are folded in chunks (chunk mean and
+// M2 by two passes over registers, then one Chan merge), in float; blocks merge in float, and
+// the last block merges the partials in double. The merge order is fixed, so results are
+// deterministic.
+#include "cuda/batch_norm.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <type_traits>
+
+#include "cuda/launch.cuh"
+
+namespace cugrad::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTile = 32;                    // rows plan: channels per block (one per lane)
+constexpr int kTileRows = kThreads / kTile;  // rows plan: rows in flight per block (one per warp)
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// ---- vector loads and stores ----
+
+template <int VEC>
+struct Vec {
+  float v[VEC];
+};
+
+template <int VEC>
+__device__ __forceinline__ Vec<VEC> load_vec(const float* p) {
+  Vec<VEC> r;
+  if constexpr (VEC == 4) {
+    const float4 t = __ldg(reinterpret_cast<const float4*>(p));
+    r.v[0] = t.x;
+    r.v[1] = t.y;
+    r.v[2] = t.z;
+    r.v[3] = t.w;
+  } else {
+    r.v[0] = __ldg(p);
+  }
+  return r;
+}
+
+template <int VEC>
+__device__ __forceinline__ void store_vec(float* p, const Vec<VEC>& r) {
+  if constexpr (VEC == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+  else
+    *p = r.v[0];
+}
+
+// ---- accumulators: identity is the zero-initialized value ----
+
+struct WelfordF {
+  float mean, m2, n;
+};
+struct WelfordD {
+  double mean, m2, n;
+};
+struct SumsF {
+  float dy, dyx;  // Σdy, Σdy·(x - mean)
+};
+struct SumsD {
+  double dy, dyx;
+};
+
+// Chan et al.: the mean moves by delta * nb/n, M2 gains delta² * na*nb/n.
+template <class W>
+__device__ __forceinline__ W welford_merge(const W& a, const W& b) {
+  if (b.n == 0) return a;
+  if (a.n == 0) return b;
+  const auto n = a.n + b.n;
+  const auto delta = b.mean - a.mean;
+  const auto wb = b.n / n;
+  return W{a.mean + delta * wb, a.m2 + b.m2 + delta * delta * a.n * wb, n};
+}
+
+__device__ __forceinline__ WelfordF combine(const WelfordF& a, const WelfordF& b) {
+  return welford_merge(a, b);
+}
+__device__ __forceinline__ WelfordD combine(const WelfordD& a, const WelfordD& b) {
+  return welford_merge(a, b);
+}
+__device__ __forceinline__ SumsF combine(const SumsF& a, const SumsF& b) {
+  return {a.dy + b.dy, a.dyx + b.dyx};
+}
+__device__ __forceinline__ SumsD combine(const SumsD& a, const SumsD& b) {
+  return {a.dy + b.dy, a.dyx + b.dyx};
+}
+
+__device__ __forceinline__ WelfordF shfl_down(const WelfordF& a, int o) {
+  return {__shfl_down_sync(kFullMask, a.mean, o), __shfl_down_sync(kFullMask, a.m2, o),
+          __shfl_down_sync(kFullMask, a.n, o)};
+}
+__device__ __forceinline__ WelfordD shfl_down(const WelfordD& a, int o) {
+  return {__shfl_down_sync(kFullMask, a.mean, o), __shfl_down_sync(kFullMask, a.m2, o),
+          __shfl_down_sync(kFullMask, a.n, o)};
+}
+__device__ __forceinline__ SumsF shfl_down(const SumsF& a, int o) {
+  return {__shfl_down_sync(kFullMask, a.dy, o), __shfl_down_sync(kFullMask, a.dyx, o)};
+}
+__device__ __forceinline__ SumsD shfl_down(const SumsD& a, int o) {
+  return {__shfl_down_sync(kFullMask, a.dy, o), __shfl_down_sync(kFullMask, a.dyx, o)};
+}
+
+__device__ __forceinline__ WelfordD widen(const WelfordF& a) { return {a.mean, a.m2, a.n}; }
+__device__ __forceinline__ SumsD widen(const SumsF& a) { return {a.dy, a.dyx}; }
+
+// Partials written by other blocks: read through L2 (never a stale L1 line).
+__device__ __forceinline__ WelfordF load_partial(const WelfordF* p) {
+  return {__ldcg(&p->mean), __ldcg(&p->m2), __ldcg(&p->n)};
+}
+__device__ __forceinline__ SumsF load_partial(const SumsF* p) { return {__ldcg(&p->dy), __ldcg(&p->dyx)}; }
+
+// Reduces over a 1-D block of kThreads; the result is valid in thread 0.
+template <class T>
+__device__ T block_reduce(T v) {
+  __shared__ T warp_vals[kWarps];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // a previous call's readers are done with warp_vals
+  if (lane == 0) warp_vals[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < kWarps ? warp_vals[lane] : T{};
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = combine(v, shfl_down(v, o));
+  }
+  return v;
+}
+
+// ---- reduction ops: what a reduction loads, how it folds a chunk, how a channel finishes ----
+
+// Batch statistics, running-statistics update, saved mean/invstd and the folded scale.
+template <int VEC>
+struct StatsOp {
+  using Item = Vec<VEC>;
+  using Acc = WelfordF;
+  using Wide = WelfordD;
+  using Channel = int;  // nothing per channel
+
+  const float* x;
+  const float* weight;  // may be null
+  float* save_mean;
+  float* save_invstd;
+  float* scale;         // weight * invstd, read by the normalize pass
+  float* running_mean;  // may be null (then running_var too)
+  float* running_var;
+  const std::int64_t* num_batches_tracked;  // read when cumulative
+  bool cumulative;
+  double momentum;
+  double eps;
+  double count;  // N * HW, exact
+
+  __device__ Channel channel(std::int64_t) const { return 0; }
+  __device__ Item load(std::int64_t off) const { return load_vec<VEC>(x + off); }
+
+  // The chunk's mean and M2 by two passes over registers, then one merge into the state.
+  template <int K>
+  __device__ void fold(Acc& acc, const Item (&it)[K], int valid, Channel) const {
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+      if (k < valid)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) sum += it[k].v[e];
+    const float n = static_cast<float>(valid * VEC);
+    const float mean = sum / n;
+    float m2 = 0.f;
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+      if (k < valid)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const float dev = it[k].v[e] - mean;
+          m2 = fmaf(dev, dev, m2);
+        }
+    acc = welford_merge(acc, WelfordF{mean, m2, n});
+  }
+
+  __device__ void finish(std::int64_t c, const Wide& t) const {
+    const double var = t.m2 / count;  // biased
+    const double invstd = 1.0 / sqrt(var + eps);
+    save_mean[c] = static_cast<float>(t.mean);
+    save_invstd[c] = static_cast<float>(invstd);
+    scale[c] = static_cast<float>(weight ? invstd * static_cast<double>(weight[c]) : invstd);
+    if (running_mean) {
+      const double f = cumulative ? 1.0 / static_cast<double>(*num_batches_tracked + 1) : momentum;
+      running_mean[c] = static_cast<float>((1.0 - f) * static_cast<double>(running_mean[c]) + f * t.mean);
+      running_var[c] =
+          static_cast<float>((1.0 - f) * static_cast<double>(running_var[c]) + f * (t.m2 / (count - 1.0)));
+    }
+  }
+};
+
+// Σdy and Σdy·(x - mean) per channel; the finish writes dbias, dweight and dx's coefficients.
+template <int VEC, bool kTrain>
+struct GradOp {
+  struct Item {
+    Vec<VEC> x, dy;
+  };
+  using Acc = SumsF;
+  using Wide = SumsD;
+  using Channel = float;  // the channel's mean
+
+  const float* x;
+  const float* dy;
+  const float* mean;    // save_mean (training) or running_mean (eval)
+  const float* second;  // save_invstd (training) or running_var (eval)
+  const float* weight;  // may be null
+  float* dweight;       // each may be null
+  float* dbias;
+  float* k1;  // training dx coefficients (null when dx is not wanted)
+  float* mean_dy;
+  float* k2;
+  double eps;
+  double count;
+
+  __device__ Channel channel(std::int64_t c) const { return __ldg(mean + c); }
+  __device__ Item load(std::int64_t off) const {
+    return Item{load_vec<VEC>(x + off), load_vec<VEC>(dy + off)};
+  }
+
+  template <int K>
+  __device__ void fold(Acc& acc, const Item (&it)[K], int valid, Channel m) const {
+#pragma unroll
+    for (int k = 0; k < K; ++k)
+      if (k < valid)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) {
+          const float g = it[k].dy.v[e];
+          acc.dy += g;
+          acc.dyx = fmaf(g, it[k].x.v[e] - m, acc.dyx);
+        }
+  }
+
+  __device__ void finish(std::int64_t c, const Wide& t) const {
+    const double invstd =
+        kTrain ? static_cast<double>(second[c]) : 1.0 / sqrt(static_cast<double>(second[c]) + eps);
+    if (dbias) dbias[c] = static_cast<float>(t.dy);
+    if (dweight) dweight[c] = static_cast<float>(t.dyx * invstd);
+    if (kTrain && k1) {
+      const double w = weight ? static_cast<double>(weight[c]) : 1.0;
+      k1[c] = static_cast<float>(w * invstd);
+      mean_dy[c] = static_cast<float>(t.dy / count);
+      k2[c] = static_cast<float>(invstd * invstd * t.dyx / count);
+    }
+  }
+};
+
+// ---- the reduction kernels ----
+
+// Planes plan: channel c's elements are N planes of HW at (n * C + c) * HW. A "unit" is VEC
+// consecutive elements of a plane; the channel has `total` units, split into `splits`
+// contiguous ranges, one per block. A thread walks its range in steps of kThreads units,
+// keeping (j = unit within the plane, off = element offset) up to date without divisions.
+struct PlaneWalk {
+  std::int64_t hw;
+  std::int64_t plane_stride;  // C * HW
+  std::int64_t units;         // units per plane: HW / VEC
+  std::int64_t total;         // units per channel: N * units
+  std::int64_t step_j;        // kThreads % units
+  std::int64_t step_off;      // offset change of one step, before a wrap to the next plane
+  std::int64_t wrap_off;      // extra offset when j wraps: plane_stride - units * VEC
+  int splits;
+};
+
+// Launch: C * splits blocks of kThreads; block b reduces part b % splits of channel b / splits.
+// Memory: one read of each streamed tensor; partials and tickets are a few KB.
+template <int VEC, int K, class Op>
+__global__ void __launch_bounds__(kThreads)
+    reduce_planes_kernel(Op op, PlaneWalk w, typename Op::Acc* partials, unsigned* tickets) {
+  const std::int64_t c = blockIdx.x / static_cast<unsigned>(w.splits);
+  const int part = static_cast<int>(blockIdx.x % static_cast<unsigned>(w.splits));
+  const std::int64_t u_end = w.total * (part + 1) / w.splits;
+  std::int64_t u = w.total * part / w.splits + threadIdx.x;
+  std::int64_t j = u % w.units;
+  std::int64_t off = (u / w.units) * w.plane_stride + c * w.hw + j * VEC;
+  const typename Op::Channel ch = op.channel(c);
+  typename Op::Acc acc{};
+  while (u < u_end) {
+    typename Op::Item it[K];
+    int valid = 0;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      if (u < u_end) {
+        it[k] = op.load(off);
+        valid = k + 1;
+      }
+      u += kThreads;
+      j += w.step_j;
+      off += w.step_off;
+      if (j >= w.units) {
+        j -= w.units;
+        off += w.wrap_off;
+      }
+    }
+    op.fold(acc, it, valid, ch);
+  }
+  acc = block_reduce(acc);
+  if (w.splits == 1) {
+    if (threadIdx.x == 0) op.finish(c, widen(acc));
+    return;
+  }
+  // Publish this block's partial; the last of the channel's blocks to arrive merges them all.
+  __shared__ bool is_last;
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = acc;
+    __threadfence();
+    is_last = atomicAdd(tickets + c, 1u) == static_cast<unsigned>(w.splits - 1);
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  typename Op::Wide t{};
+  for (int p = threadIdx.x; p < w.splits; p += kThreads)
+    t = combine(t, widen(load_partial(partials + c * w.splits + p)));
+  t = block_reduce(t);
+  if (threadIdx.x == 0) {
+    op.finish(c, t);
+    tickets[c] = 0;  // ready for another launch on this workspace
+  }
+}
+
+struct RowWalk {
+  std::int64_t n;
+  std::int64_t c;
+  int splits;
+};
+
+// Rows plan (HW == 1): launch ceil(C / 32) * splits blocks of kThreads (8 warps); block b
+// covers channels [32 * (b / splits), +32) (lane = channel) and part b % splits of the N rows,
+// each warp reading 128 contiguous bytes of one row at a time. Memory: one read of each
+// streamed tensor; partials and tickets are a few hundred KB at most.
+template <int K, class Op>
+__global__ void __launch_bounds__(kThreads)
+    reduce_rows_kernel(Op op, RowWalk w, typename Op::Acc* partials, unsigned* tickets) {
+  const int lane = threadIdx.x % kTile, row = threadIdx.x / kTile;
+  const std::int64_t tile = blockIdx.x / static_cast<unsigned>(w.splits);
+  const int part = static_cast<int>(blockIdx.x % static_cast<unsigned>(w.splits));
+  const std::int64_t c = tile * kTile + lane;
+  const bool active = c < w.c;
+  typename Op::Acc acc{};
+  if (active) {
+    const typename Op::Channel ch = op.channel(c);
+    const std::int64_t r_end = w.n * (part + 1) / w.splits;
+    std::int64_t r = w.n * part / w.splits + row;
+    std::int64_t off = r * w.c + c;
+    while (r < r_end) {
+      typename Op::Item it[K];
+      int valid = 0;
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        if (r < r_end) {
+          it[k] = op.load(off);
+          valid = k + 1;
+        }
+        r += kTileRows;
+        off += kTileRows * w.c;
+      }
+      op.fold(acc, it, valid, ch);
+    }
+  }
+  __shared__ typename Op::Acc rows[kTileRows][kTile];
+  rows[row][lane] = acc;
+  __syncthreads();
+  if (row == 0)
+    for (int i = 1; i < kTileRows; ++i) acc = combine(acc, rows[i][lane]);
+  if (w.splits == 1) {
+    if (row == 0 && active) op.finish(c, widen(acc));
+    return;
+  }
+  __shared__ bool is_last;
+  if (row == 0) {
+    partials[static_cast<std::int64_t>(blockIdx.x) * kTile + lane] = acc;
+    __threadfence();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // the release covers the other writers' partials, ordered by the barrier
+    is_last = atomicAdd(tickets + tile, 1u) == static_cast<unsigned>(w.splits - 1);
+  }
+  __syncthreads();
+  if (!is_last) return;
+  __threadfence();
+  typename Op::Wide t{};
+  for (int p = row; p < w.splits; p += kTileRows)
+    t = combine(t, widen(load_partial(partials + (tile * w.splits + p) * kTile + lane)));
+  __shared__ typename Op::Wide wide_rows[kTileRows][kTile];
+  wide_rows[row][lane] = t;
+  __syncthreads();
+  if (row == 0) {
+    for (int i = 1; i < kTileRows; ++i) t = combine(t, wide_rows[i][lane]);
+    if (active) op.finish(c, t);
+  }
+  if (threadIdx.x == 0) tickets[tile] = 0;  // ready for another launch on this workspace
+}
+
+// ---- elementwise passes ----
+
+// The flat tensor as `vectors` groups of VEC elements. Plane mode: a vector lies in one plane
+// (HW % VEC == 0), its channel is (v / period) % C with period = HW / VEC. Row mode (HW == 1,
+// VEC == 4, C % 4 == 0): vector v holds channels 4 * (v % period) .. +3 with period = C / 4.
+// Each block takes a contiguous chunk of vectors; a thread steps by kThreads vectors, keeping
+// (j = v % period, c) up to date without divisions.
+struct FlatWalk {
+  std::int64_t vectors;
+  std::int64_t chunk;  // vectors per block, a multiple of kThreads
+  std::int64_t period;
+  std::int64_t c;
+  std::int64_t step_j;  // kThreads % period
+  std::int64_t step_c;  // (kThreads / period) % C (plane mode)
+};
+
+// Launch: ceil(vectors / chunk) blocks of kThreads (at most one wave of resident blocks),
+// K vectors in flight per thread. Memory: one pass per tensor the functor streams.
+template <int VEC, bool kRow, int K, class F>
+__global__ void __launch_bounds__(kThreads) channel_map_kernel(F f, FlatWalk w) {
+  if (blockIdx.x == 0 && threadIdx.x == 0) f.once();
+  const std::int64_t begin = static_cast<std::int64_t>(blockIdx.x) * w.chunk;
+  const std::int64_t end = begin + w.chunk < w.vectors ? begin + w.chunk : w.vectors;
+  std::int64_t v = begin + threadIdx.x;
+  std::int64_t j = v % w.period;
+  std::int64_t c = kRow ? 0 : (v / w.period) % w.c;
+  while (v < end) {
+    typename F::Item it[K];
+    int ch[K];
+    const std::int64_t v0 = v;
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      ch[k] = static_cast<int>(kRow ? j * 4 : c);
+      if (v < end) it[k] = f.load(v * VEC);
+      v += kThreads;
+      j += w.step_j;
+      if constexpr (kRow) {
+        if (j >= w.period) j -= w.period;
+      } else {
+        c += w.step_c;
+        if (j >= w.period) {
+          j -= w.period;
+          ++c;
+        }
+        if (c >= w.c) c -= w.c;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      const std::int64_t vk = v0 + static_cast<std::int64_t>(k) * kThreads;
+      if (vk < end) f.apply(vk * VEC, it[k], ch[k]);
+    }
+  }
+}
+
+// Applies out = g(params(channel), inputs) to each element of a vector: plane mode loads the
+// channel's parameters once per vector, row mode once per element.
+template <int VEC, bool kRow, class Params, class ParamFn, class ValueFn>
+__device__ __forceinline__ void per_channel(Vec<VEC>& out, int c, ParamFn params, ValueFn value) {
+  if constexpr (kRow) {
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out.v[e] = value(params(c + e), e);
+  } else {
+    const Params p = params(c);
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) out.v[e] = value(p, e);
+  }
+}
+
+struct Affine {
+  float mean, scale, bias;
+};
+
+// y = (x - mean) * scale + bias. Training: mean = save_mean, scale = weight * invstd from
+// the statistics kernel. Eval: mean = running_mean, scale = weight * rsqrt(running_var + eps).
+template <int VEC, bool kRow, bool kEval>
+struct NormalizeFn {
+  using Item = Vec<VEC>;
+  const float* x;
+  float* y;
+  const float* mean;
+  const float* scale_or_var;  // training: the folded scale; eval: running_var
+  const float* weight;        // eval only; may be null
+  const float* bias;          // may be null
+  float eps;
+  std::int64_t* counter;  // num_batches_tracked, incremented once (training); may be null
+
+  __device__ void once() const {
+    if (counter) *counter += 1;
+  }
+  __device__ Item load(std::int64_t off) const { return load_vec<VEC>(x + off); }
+  __device__ Affine params(int c) const {
+    Affine a;
+    a.mean = __ldg(mean + c);
+    if constexpr (kEval)
+      a.scale = rsqrtf(__ldg(scale_or_var + c) + eps) * (weight ? __ldg(weight + c) : 1.f);
+    else
+      a.scale = __ldg(scale_or_var + c);
+    a.bias = bias ? __ldg(bias + c) : 0.f;
+    return a;
+  }
+  __device__ void apply(std::int64_t off, const Item& in, int c) const {
+    Vec<VEC> out;
+    per_channel<VEC, kRow, Affine>(
+        out, c, [&](int ch) { return params(ch); },
+        [&](const Affine& a, int e) { return fmaf(in.v[e] - a.mean, a.scale, a.bias); });
+    store_vec<VEC>(y + off, out);
+  }
+};
+
+struct DxCoef {
+  float mean, k1, mean_dy, k2;
+};
+
+// Training: dx = (dy - mean_dy - (x - mean) * k2) * k1 (coefficients from the gradient
+// reduction). Eval: dx = dy * weight * rsqrt(running_var + eps), reading dy only.
+template <int VEC, bool kRow, bool kTrain>
+struct DxFn {
+  struct Pair {
+    Vec<VEC> x, dy;
+  };
+  using Item = std::conditional_t<kTrain, Pair, Vec<VEC>>;
+  const float* x;
+  const float* dy;
+  float* dx;
+  const float* mean;  // training
+  const float* k1;
+  const float* mean_dy;
+  const float* k2;
+  const float* running_var;  // eval
+  const float* weight;       // eval; may be null
+  float eps;
+
+  __device__ void once() const {}
+  __device__ Item load(std::int64_t off) const {
+    if constexpr (kTrain)
+      return Pair{load_vec<VEC>(x + off), load_vec<VEC>(dy + off)};
+    else
+      return load_vec<VEC>(dy + off);
+  }
+  __device__ DxCoef params(int c) const {
+    DxCoef p;
+    if constexpr (kTrain) {
+      p.mean = __ldg(mean + c);
+      p.k1 = __ldg(k1 + c);
+      p.mean_dy = __ldg(mean_dy + c);
+      p.k2 = __ldg(k2 + c);
+    } else {
+      p.mean = 0.f;
+      p.k1 = rsqrtf(__ldg(running_var + c) + eps) * (weight ? __ldg(weight + c) : 1.f);
+      p.mean_dy = 0.f;
+      p.k2 = 0.f;
+    }
+    return p;
+  }
+  __device__ void apply(std::int64_t off, const Item& in, int c) const {
+    Vec<VEC> out;
+    per_channel<VEC, kRow, DxCoef>(
+        out, c, [&](int ch) { return params(ch); },
+        [&](const DxCoef& p, int e) {
+          if constexpr (kTrain)
+            return (in.dy.v[e] - p.mean_dy - (in.x.v[e] - p.mean) * p.k2) * p.k1;
+          else
+            return in.v[e] * p.k1;
+        });
+    store_vec<VEC>(dx + off, out);
+  }
+};
+
+// ---- host side: plans, workspace, launches ----
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+const cudaDeviceProp& current_properties() {
+  int dev = 0;
+  CUGRAD_CUDA_CHECK(cudaGetDevice(&dev));
+  return runtime::device_properties(dev);
+}
+
+// Resident blocks of `Kernel` per SM (computed once per process; devices are assumed to share
+// an architecture).
+template <auto Kernel>
+int blocks_per_sm() {
+  static const int cached = [] {
+    int n = 0;
+    CUGRAD_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, Kernel, kThreads, 0));
+    return std::max(n, 1);
+  }();
+  return cached;
+}
+
+// Blocks per channel (or per tile of channels): enough for `groups * splits` to fill one wave
+// of `resident` blocks, but no more than gives each thread one full unrolled step.
+int choose_splits(std::int64_t groups, std::int64_t max_useful, std::int64_t resident) {
+  if (groups >= resident) return 1;
+  return static_cast<int>(std::max<std::int64_t>(1, std::min(resident / groups, max_useful)));
+}
+
+// Workspace: [tickets | partial accumulators | per-channel float arrays]. Sized for the most
+// blocks any plan launches with splits > 1: one wave at the architecture's thread limit.
+struct WorkspaceLayout {
+  std::size_t partials = 0;  // byte offsets
+  std::size_t floats = 0;
+  std::size_t total = 0;
+};
+
+std::size_t align256(std::size_t v) { return (v + 255) / 256 * 256; }
+
+WorkspaceLayout workspace_layout(const BatchNormDims& d, std::size_t acc_bytes, int floats_per_channel) {
+  const cudaDeviceProp& p = current_properties();
+  const auto max_resident = static_cast<std::size_t>(p.multiProcessorCount) *
+                            static_cast<std::size_t>(std::max(1, p.maxThreadsPerMultiProcessor / kThreads));
+  const std::size_t entries = max_resident * (d.hw == 1 ? kTile : 1);
+  WorkspaceLayout l;
+  l.partials = align256(max_resident * sizeof(unsigned));
+  l.floats = l.partials + align256(entries * acc_bytes);
+  l.total = l.floats + align256(static_cast<std::size_t>(d.c) * floats_per_channel * sizeof(float));
+  return l;
+}
+
+void check_workspace(const char* op, const WorkspaceLayout& l, const void* workspace, std::size_t bytes) {
+  CUGRAD_CHECK(workspace != nullptr && bytes >= l.total && aligned16(workspace), op, ": workspace of ", bytes,
+               " bytes is too small or misaligned (", l.total, " bytes needed)");
+}
+
+void check_grid(const char* op, std::int64_t blocks) {
+  CUGRAD_CHECK(blocks <= INT_MAX, op, ": ", blocks, " blocks exceed the grid limit");
+}
+
+template <int VEC, int K, class Op>
+void launch_planes(const char* name, const BatchNormDims& d, const Op& op, void* partials, unsigned* tickets,
+                   cudaStream_t s) {
+  PlaneWalk w{};
+  w.hw = d.hw;
+  w.plane_stride = d.c * d.hw;
+  w.units = d.hw / VEC;
+  w.total = d.n * w.units;
+  w.step_j = kThreads % w.units;
+  w.step_off = (kThreads / w.units) * w.plane_stride + w.step_j * VEC;
+  w.wrap_off = w.plane_stride - w.units * VEC;
+  const std::int64_t resident = static_cast<std::int64_t>(blocks_per_sm<reduce_planes_kernel<VEC, K, Op>>()) *
+                                current_properties().multiProcessorCount;
+  w.splits = choose_splits(d.c, ceil_div(w.total, static_cast<std::int64_t>(kThreads) * K), resident);
+  const std::int64_t blocks = d.c * w.splits;
+  check_grid(name, blocks);
+  if (w.splits > 1)
+    CUGRAD_CUDA_CHECK(cudaMemsetAsync(tickets, 0, static_cast<std::size_t>(d.c) * sizeof(unsigned), s));
+  reduce_planes_kernel<VEC, K, Op><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
+      op, w, static_cast<typename Op::Acc*>(partials), tickets);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+template <int K, class Op>
+void launch_rows(const char* name, const BatchNormDims& d, const Op& op, void* partials, unsigned* tickets,
+                 cudaStream_t s) {
+  const std::int64_t tiles = ceil_div(d.c, kTile);
+  const std::int64_t resident = static_cast<std::int64_t>(blocks_per_sm<reduce_rows_kernel<K, Op>>()) *
+                                current_properties().multiProcessorCount;
+  RowWalk w{d.n, d.c,
+            choose_splits(tiles, ceil_div(d.n, static_cast<std::int64_t>(kTileRows) * K), resident)};
+  const std::int64_t blocks = tiles * w.splits;
+  check_grid(name, blocks);
+  if (w.splits > 1)
+    CUGRAD_CUDA_CHECK(cudaMemsetAsync(tickets, 0, static_cast<std::size_t>(tiles) * sizeof(unsigned), s));
+  reduce_rows_kernel<K, Op><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(
+      op, w, static_cast<typename Op::Acc*>(partials), tickets);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+// Picks the plan (rows for HW == 1, float4 planes when possible, scalar planes otherwise) and
+// launches the reduction; make_op(std::integral_constant<int, VEC>) builds the op.
+template <class MakeOp>
+void launch_reduction(const char* name, const BatchNormDims& d, bool vec4, MakeOp make_op, void* partials,
+                      unsigned* tickets, cudaStream_t s) {
+  if (d.hw == 1)
+    launch_rows<8>(name, d, make_op(std::integral_constant<int, 1>{}), partials, tickets, s);
+  else if (vec4)
+    launch_planes<4, 4>(name, d, make_op(std::integral_constant<int, 4>{}), partials, tickets, s);
+  else
+    launch_planes<1, 8>(name, d, make_op(std::integral_constant<int, 1>{}), partials, tickets, s);
+}
+
+enum class MapMode { plane4, row4, scalar };
+
+MapMode map_mode(const BatchNormDims& d, std::initializer_list<const void*> streamed) {
+  for (const void* p : streamed)
+    if (!aligned16(p)) return MapMode::scalar;
+  if (d.hw % 4 == 0) return MapMode::plane4;
+  if (d.hw == 1 && d.c % 4 == 0) return MapMode::row4;
+  return MapMode::scalar;
+}
+
+template <int VEC, bool kRow, class F>
+void launch_map(const BatchNormDims& d, const F& f, cudaStream_t s) {
+  constexpr int K = 4;
+  FlatWalk w{};
+  w.vectors = d.numel() / VEC;
+  w.c = d.c;
+  w.period = kRow ? d.c / 4 : d.hw / VEC;
+  w.step_j = kThreads % w.period;
+  w.step_c = kRow ? 0 : (kThreads / w.period) % d.c;
+  const std::int64_t resident =
+      static_cast<std::int64_t>(blocks_per_sm<channel_map_kernel<VEC, kRow, K, F>>()) *
+      current_properties().multiProcessorCount;
+  std::int64_t blocks = std::min(ceil_div(w.vectors, static_cast<std::int64_t>(kThreads) * K), resident);
+  w.chunk = ceil_div(ceil_div(w.vectors, blocks), kThreads) * kThreads;
+  blocks = ceil_div(w.vectors, w.chunk);
+  channel_map_kernel<VEC, kRow, K, F><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(f, w);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+// make_fn(std::integral_constant<int, VEC>, std::bool_constant<kRow>) builds the functor.
+template <class MakeFn>
+void launch_map_mode(MapMode mode, const BatchNormDims& d, MakeFn make_fn, cudaStream_t s) {
+  switch (mode) {
+    case MapMode::plane4:
+      launch_map<4, false>(d, make_fn(std::integral_constant<int, 4>{}, std::false_type{}), s);
+      break;
+    case MapMode::row4:
+      launch_map<4, true>(d, make_fn(std::integral_constant<int, 4>{}, std::true_type{}), s);
+      break;
+    case MapMode::scalar:
+      launch_map<1, false>(d, make_fn(std::integral_constant<int, 1>{}, std::false_type{}), s);
+      break;
+  }
+}
+
+void check_dims(const char* op, const BatchNormDims& d) {
+  CUGRAD_CHECK(d.n >= 0 && d.c >= 0 && d.hw >= 1 && d.c <= INT_MAX, op, ": bad dimensions N=", d.n,
+               " C=", d.c, " HW=", d.hw);
+}
+
+}  // namespace
+
+std::size_t batch_norm_train_forward_workspace_bytes(const BatchNormDims& d) {
+  return workspace_layout(d, sizeof(WelfordF), 1).total;
+}
+
+std::size_t batch_norm_backward_workspace_bytes(const BatchNormDims& d) {
+  return workspace_layout(d, sizeof(SumsF), 3).total;
+}
+
+void batch_norm_train_forward(const float* x, float* y, const float* weight, const float* bias, double eps,
+                              const BatchNormDims& d, float* save_mean, float* save_invstd,
+                              const BatchNormRunning& running, void* workspace, std::size_t workspace_bytes,
+                              void* stream) {
+  constexpr const char* kName = "batch_norm";
+  check_dims(kName, d);
+  if (d.numel() == 0) return;
+  CUGRAD_CHECK(d.per_channel() >= 2, kName, ": training needs more than one value per channel");
+  const WorkspaceLayout l = workspace_layout(d, sizeof(WelfordF), 1);
+  check_workspace(kName, l, workspace, workspace_bytes);
+  auto* base = static_cast<char*>(workspace);
+  auto* tickets = reinterpret_cast<unsigned*>(base);
+  void* partials = base + l.partials;
+  auto* scale = reinterpret_cast<float*>(base + l.floats);
+  cudaStream_t s = as_stream(stream);
+
+  launch_reduction(
+      kName, d, d.hw % 4 == 0 && aligned16(x),
+      [&](auto vec) {
+        StatsOp<decltype(vec)::value> op{};
+        op.x = x;
+        op.weight = weight;
+        op.save_mean = save_mean;
+        op.save_invstd = save_invstd;
+        op.scale = scale;
+        op.running_mean = running.mean;
+        op.running_var = running.var;
+        op.num_batches_tracked = running.num_batches_tracked;
+        op.cumulative = running.cumulative;
+        op.momentum = running.momentum;
+        op.eps = eps;
+        op.count = static_cast<double>(d.per_channel());
+        return op;
+      },
+      partials, tickets, s);
+
+  launch_map_mode(
+      map_mode(d, {x, y}), d,
+      [&](auto vec, auto row) {
+        NormalizeFn<decltype(vec)::value, decltype(row)::value, false> f{};
+        f.x = x;
+        f.y = y;
+        f.mean = save_mean;
+        f.scale_or_var = scale;
+        f.weight = nullptr;
+        f.bias = bias;
+        f.eps = static_cast<float>(eps);
+        f.counter = running.num_batches_tracked;
+        return f;
+      },
+      s);
+}
+
+void batch_norm_eval_forward(const float* x, float* y, const float* weight, const float* bias,
+                             const float* running_mean, const float* running_var, double eps,
+                             const BatchNormDims& d, void* stream) {
+  check_dims("batch_norm", d);
+  if (d.numel() == 0) return;
+  launch_map_mode(
+      map_mode(d, {x, y}), d,
+      [&](auto vec, auto row) {
+        NormalizeFn<decltype(vec)::value, decltype(row)::value, true> f{};
+        f.x = x;
+        f.y = y;
+        f.mean = running_mean;
+        f.scale_or_var = running_var;
+        f.weight = weight;
+        f.bias = bias;
+        f.eps = static_cast<float>(eps);
+        f.counter = nullptr;
+        return f;
+      },
+      as_stream(stream));
+}
+
+void batch_norm_backward(const float* x, const float* dy, const float* weight, const float* mean,
+                         const float* invstd_or_var, bool training, double eps, const BatchNormDims& d,
+                         float* dx, float* dweight, float* dbias, void* workspace,
+                         std::size_t workspace_bytes, void* stream) {
+  constexpr const char* kName = "batch_norm_backward";
+  check_dims(kName, d);
+  if (d.numel() == 0) return;
+  const WorkspaceLayout l = workspace_layout(d, sizeof(SumsF), 3);
+  cudaStream_t s = as_stream(stream);
+  float* k1 = nullptr;
+  float* mean_dy = nullptr;
+  float* k2 = nullptr;
+
+  if (dweight || dbias || (training && dx)) {
+    check_workspace(kName, l, workspace, workspace_bytes);
+    auto* base = static_cast<char*>(workspace);
+    auto* tickets = reinterpret_cast<unsigned*>(base);
+    void* partials = base + l.partials;
+    if (training && dx) {
+      k1 = reinterpret_cast<float*>(base + l.floats);
+      mean_dy = k1 + d.c;
+      k2 = mean_dy + d.c;
+    }
+    const bool vec4 = d.hw % 4 == 0 && aligned16(x) && aligned16(dy);
+    auto fill = [&](auto& op) {
+      op.x = x;
+      op.dy = dy;
+      op.mean = mean;
+      op.second = invstd_or_var;
+      op.weight = weight;
+      op.dweight = dweight;
+      op.dbias = dbias;
+      op.k1 = k1;
+      op.mean_dy = mean_dy;
+      op.k2 = k2;
+      op.eps = eps;
+      op.count = static_cast<double>(d.per_channel());
+    };
+    if (training) {
+      launch_reduction(
+          kName, d, vec4,
+          [&](auto vec) {
+            GradOp<decltype(vec)::value, true> op{};
+            fill(op);
+            return op;
+          },
+          partials, tickets, s);
+    } else {
+      launch_reduction(
+          kName, d, vec4,
+          [&](auto vec) {
+            GradOp<decltype(vec)::value, false> op{};
+            fill(op);
+            return op;
+          },
+          partials, tickets, s);
+    }
+  }
+  if (!dx) return;
+
+  auto fill_dx = [&](auto& f) {
+    f.x = x;
+    f.dy = dy;
+    f.dx = dx;
+    f.mean = mean;
+    f.k1 = k1;
+    f.mean_dy = mean_dy;
+    f.k2 = k2;
+    f.running_var = invstd_or_var;
+    f.weight = weight;
+    f.eps = static_cast<float>(eps);
+  };
+  if (training) {
+    launch_map_mode(
+        map_mode(d, {x, dy, dx}), d,
+        [&](auto vec, auto row) {
+          DxFn<decltype(vec)::value, decltype(row)::value, true> f{};
+          fill_dx(f);
+          return f;
+        },
+        s);
+  } else {
+    launch_map_mode(
+        map_mode(d, {dy, dx}), d,
+        [&](auto vec, auto row) {
+          DxFn<decltype(vec)::value, decltype(row)::value, false> f{};
+          fill_dx(f);
+          return f;
+        },
+        s);
+  }
+}
+
+}  // namespace cugrad::cuda
