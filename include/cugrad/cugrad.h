@@ -13,3 +13,5 @@
 #include "cugrad/hooks.h"
 #include "cugrad/inspect.h"
 #include "cugrad/io.h"
+#include "cugrad/nn/functional.h"
+#include "cugrad/optim.h"

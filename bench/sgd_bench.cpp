@@ -1,0 +1,208 @@
+// SGD benchmark (GPU): one step of Nesterov momentum + weight decay over ResNet-18's 62
+// parameter tensors (11.7M elements), over the same 11.7M elements as one flat tensor (the
+// "arena" alternative DESIGN.md weighs), and over one 100M-element tensor. Prints ms, GB/s at
+// the minimum 5 passes (read p, g, buf; write p, buf), % of the device-to-device copy
+// bandwidth measured in the same run, and PyTorch's fused time from DESIGN.md; then sweeps the
+// multi-tensor kernel's chunk size on the ResNet-18 set. Exits 0 with a message without a GPU.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "cuda/sgd.h"
+#include "cugrad/cugrad.h"
+#include "cugrad/optim.h"
+
+namespace cg = cugrad;
+
+namespace {
+
+// ResNet-18's parameters (torchvision order): conv1 64x3x7x7, bn1 (weight, bias), layer1..4
+// (two basic blocks of conv3x3-bn-conv3x3-bn; the first block of layers 2-4 also has a 1x1
+// downsample conv + bn), fc 1000x512 + bias: 62 tensors, 11,689,512 elements.
+std::vector<cg::Shape> resnet18_parameter_shapes() {
+  std::vector<cg::Shape> s = {{64, 3, 7, 7}, {64}, {64}};
+  const std::int64_t widths[] = {64, 128, 256, 512};
+  std::int64_t in = 64;
+  for (int stage = 0; stage < 4; ++stage) {
+    const std::int64_t w = widths[stage];
+    for (int block = 0; block < 2; ++block) {
+      const std::int64_t cin = block == 0 ? in : w;
+      s.insert(s.end(), {{w, cin, 3, 3}, {w}, {w}, {w, w, 3, 3}, {w}, {w}});
+      if (block == 0 && stage > 0) s.insert(s.end(), {{w, cin, 1, 1}, {w}, {w}});
+    }
+    in = w;
+  }
+  s.insert(s.end(), {{1000, 512}, {1000}});
+  return s;
+}
+
+std::int64_t total_numel(const std::vector<cg::Shape>& shapes) {
+  std::int64_t n = 0;
+  for (const auto& s : shapes) n += cg::shape_numel(s);
+  return n;
+}
+
+// One optimizer over fresh parameters of `shapes`, every gradient set, buffers created.
+struct Set {
+  cg::TensorList params;
+  std::unique_ptr<cg::optim::SGD> opt;
+};
+
+const cg::optim::SGDOptions kOptions{.lr = 0.1, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true};
+
+Set make_set(const std::vector<cg::Shape>& shapes, cg::Device dev) {
+  Set s;
+  for (const auto& shape : shapes) {
+    cg::Tensor p = cg::randn(shape, dev);
+    p.requires_grad_(true);
+    p.set_grad(cg::randn(shape, dev) * 1e-3);
+    s.params.push_back(p);
+  }
+  s.opt = std::make_unique<cg::optim::SGD>(s.params, kOptions);
+  s.opt->step();  // the first step creates the momentum buffers (4 passes); time the steady state
+  return s;
+}
+
+// One step on the GPU against the float64 CPU reference (validate before timing): the largest
+// |difference| / (1 + |reference|) over every element after two steps.
+double validation_error(const std::vector<cg::Shape>& shapes, cg::Device dev) {
+  cg::TensorList gpu, cpu;
+  for (const auto& shape : shapes) {
+    gpu.push_back(cg::randn(shape, dev));
+    cpu.push_back(gpu.back().cpu().to(cg::DType::float64));
+  }
+  cg::optim::SGD a(gpu, kOptions), b(cpu, kOptions);
+  for (int step = 0; step < 2; ++step) {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const cg::Tensor g = cg::randn(shapes[i], dev);
+      gpu[i].set_grad(g);
+      cpu[i].set_grad(g.cpu().to(cg::DType::float64));
+    }
+    a.step();
+    b.step();
+  }
+  double worst = 0;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const cg::Tensor err = (gpu[i].cpu().to(cg::DType::float64) - cpu[i]).abs() / (cpu[i].abs() + 1.0);
+    worst = std::max(worst, err.max().item<double>());
+  }
+  return worst;
+}
+
+void print_row(const char* name, std::size_t tensors, std::int64_t numel, double ms, double copy_gbs,
+               const char* torch) {
+  const double bytes = 5.0 * 4.0 * static_cast<double>(numel);
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  const double floor_ms = bytes / (copy_gbs * 1e9) * 1e3;
+  std::printf("%-44s %4zu %11lld %9.4f %9.1f %7.1f%% %9.4f  %s\n", name, tensors,
+              static_cast<long long>(numel), ms, gbs, 100.0 * gbs / copy_gbs, floor_ms, torch);
+}
+
+}  // namespace
+
+int main() {
+  if (!cg::cuda_is_available()) {
+    std::printf("sgd_bench: no CUDA device visible (no driver or no GPU); nothing to time\n");
+    return 0;
+  }
+  const cg::Device dev = cg::Device::cuda(0);
+  cudaDeviceProp prop{};
+  int driver = 0, runtime = 0;
+  CUGRAD_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  CUGRAD_CUDA_CHECK(cudaDriverGetVersion(&driver));
+  CUGRAD_CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
+  std::printf(
+      "sgd_bench on %s (%d SMs), driver %d, runtime %d; float32, Nesterov momentum 0.9, weight decay 5e-4\n",
+      prop.name, prop.multiProcessorCount, driver, runtime);
+  cg::manual_seed(0);
+  const double copy_gbs = cg::bench::copy_bandwidth_gbs(dev);
+  std::printf("device-to-device copy: %.1f GB/s\n\n", copy_gbs);
+
+  const std::vector<cg::Shape> resnet = resnet18_parameter_shapes();
+  const std::int64_t resnet_numel = total_numel(resnet);
+  if (resnet.size() != 62 || resnet_numel != 11689512) {
+    std::fprintf(stderr, "sgd_bench: ResNet-18 shape list is wrong (%zu tensors, %lld elements)\n",
+                 resnet.size(), static_cast<long long>(resnet_numel));
+    return 1;
+  }
+  const double err = validation_error(resnet, dev);
+  std::printf("validation (ResNet-18 set, 2 steps vs the float64 CPU reference): max relative error %.2e\n\n",
+              err);
+  if (!(err <= 1e-5)) {
+    std::fprintf(stderr, "sgd_bench: the CUDA step does not match the CPU reference\n");
+    return 1;
+  }
+  struct Case {
+    const char* name;
+    std::vector<cg::Shape> shapes;
+    const char* torch;
+  };
+  const Case cases[] = {
+      {"ResNet-18, 62 tensors", resnet, "PyTorch fused 0.20 ms, compiled 0.39 ms"},
+      {"ResNet-18 as one flat arena tensor", {{resnet_numel}}, "(arena alternative)"},
+      {"one 100M tensor", {{100'000'000}}, "PyTorch fused 0.78 ms"},
+  };
+
+  std::printf("%-44s %4s %11s %9s %9s %8s %9s  %s\n", "work", "tens", "elements", "ms", "GB/s", "%copy",
+              "floor ms", "baseline (H100, DESIGN.md)");
+  constexpr int kSets = 3;  // steps rotate over 3 copies so the 50 MB L2 does not flatter
+  constexpr int kBurst = 10;
+  for (const Case& c : cases) {
+    std::vector<Set> sets;
+    for (int i = 0; i < kSets; ++i) sets.push_back(make_set(c.shapes, dev));
+    const std::int64_t numel = total_numel(c.shapes);
+    int next = 0;
+    // One step per timed interval: includes step()'s host work (checks, table, enqueue).
+    const double single = cg::bench::median_ms(
+        dev, [&] { sets[next++ % kSets].opt->step(); }, 5, 50);
+    // Steps back to back (as in training, where the host runs ahead): device time per step.
+    const double burst = cg::bench::median_ms(
+                             dev,
+                             [&] {
+                               for (int k = 0; k < kBurst; ++k) sets[next++ % kSets].opt->step();
+                             },
+                             2, 20) /
+                         kBurst;
+    print_row((std::string(c.name) + ", one step").c_str(), c.shapes.size(), numel, single, copy_gbs,
+              c.torch);
+    print_row((std::string(c.name) + ", back to back").c_str(), c.shapes.size(), numel, burst, copy_gbs, "");
+    cg::synchronize(dev);
+  }
+
+  // The kernel's chunk size (elements per block) on the ResNet-18 set, through the launcher.
+  std::printf("\nchunk-size sweep, ResNet-18 set, launcher only (default %d elements per block):\n",
+              cugrad::cuda::kSgdChunkElements);
+  std::vector<Set> sets;
+  for (int i = 0; i < kSets; ++i) sets.push_back(make_set(resnet, dev));
+  std::vector<std::vector<cugrad::cuda::SgdTensorArgs>> tables(kSets);
+  for (int i = 0; i < kSets; ++i)
+    for (std::size_t k = 0; k < resnet.size(); ++k) {
+      const cg::Tensor& p = sets[i].params[k];
+      tables[i].push_back({p.data_ptr<float>(), p.grad().data_ptr<float>(),
+                           sets[i].opt->momentum_buffer(k).data_ptr<float>(), p.numel(), false});
+    }
+  const cg::cpu::SgdHyper h{kOptions.lr,           kOptions.momentum, kOptions.dampening,
+                            kOptions.weight_decay, kOptions.nesterov, kOptions.maximize};
+  void* stream = cg::Stream::current(dev).handle();
+  for (const int chunk : {2048, 4096, 8192, 16384, 32768, 65536}) {
+    int next = 0;
+    const double ms = cg::bench::median_ms(
+                          dev,
+                          [&] {
+                            for (int k = 0; k < kBurst; ++k) {
+                              const auto& t = tables[next++ % kSets];
+                              cugrad::cuda::sgd_step(t.data(), t.size(), h, stream, chunk);
+                            }
+                          },
+                          2, 20) /
+                      kBurst;
+    const std::string name = "chunk " + std::to_string(chunk);
+    print_row(name.c_str(), resnet.size(), resnet_numel, ms, copy_gbs, "");
+  }
+  cg::synchronize(dev);
+  return 0;
+}

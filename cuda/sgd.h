@@ -1,0 +1,38 @@
+// Launcher of the multi-tensor SGD kernel (cuda/sgd.cu). Plain C++: `stream` is a
+// cudaStream_t passed opaquely; every launch is checked; nothing here synchronizes the host.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "host/cpu/sgd.h"
+
+namespace cugrad::cuda {
+
+/// One float32 parameter tensor of a step (device pointers, contiguous).
+struct SgdTensorArgs {
+  float* param = nullptr;
+  const float* grad = nullptr;
+  float* momentum_buffer = nullptr;  // used only when momentum != 0 (then required)
+  std::int64_t numel = 0;
+  bool init_buffer = false;  // first update: buf = g, written without being read
+};
+
+/// Tensors one launch takes (its table travels in the kernel's parameters: 9.3 KB, or 2.4 KB
+/// for a table of at most 64 tensors).
+inline constexpr int kSgdMaxTensorsPerLaunch = 256;
+/// Elements each block updates (one chunk of one tensor); a multiple of 4.
+inline constexpr int kSgdChunkElements = 16384;
+
+/// Applies cpu::sgd_update's math (in float, with fused multiply-adds) to every tensor of
+/// `tensors`. One launch for up to kSgdMaxTensorsPerLaunch tensors (tensors with numel 0 do
+/// not count), more only beyond. `chunk_elements` (a positive multiple of 4) is exposed for
+/// tuning and tests. The tensors must not overlap one another, and a grad must not overlap
+/// any param or buffer.
+void sgd_step(const SgdTensorArgs* tensors, std::size_t count, const cpu::SgdHyper& h, void* stream,
+              int chunk_elements = kSgdChunkElements);
+
+/// Number of SGD kernel launches made so far by this process (for tests and benchmarks).
+std::uint64_t sgd_launch_count();
+
+}  // namespace cugrad::cuda
