@@ -8,10 +8,15 @@
 //  - an empty reduction gives 0 for sum and norm, NaN for mean, var and std, and is an error
 //    for amax, amin, argmax and norm(inf), which have no identity;
 //  - var/std divide by n - 1 when unbiased (NaN for a single element), by n otherwise.
+// Backward (every reduction but argmax is differentiable): sum and mean broadcast the
+// gradient back; amax/amin (and norm(inf)) share it evenly among the tied extremes, as
+// PyTorch does; var, std and norm use their closed forms, with a zero gradient where the
+// result is zero (std, norm) instead of NaN.
 #include <cmath>
 #include <optional>
 
 #include "cuda/reduce.h"
+#include "host/autograd/functions.h"
 #include "host/cpu/reduce.h"
 #include "host/ops/op_util.h"
 
@@ -49,6 +54,71 @@ bool needs_floating(ReduceOp op) {
 bool needs_elements(ReduceOp op, const ReduceArgs& args) {
   return op == ReduceOp::amax || op == ReduceOp::amin || op == ReduceOp::argmax ||
          (op == ReduceOp::norm && std::isinf(args.p));
+}
+
+// The gradient of a reduced result, reshaped so that it broadcasts against the input.
+Tensor expand_back(const Tensor& g, const Shape& in_shape, std::optional<std::int64_t> dim, bool keepdim) {
+  if (!dim || in_shape.empty()) return g.reshape({});
+  if (keepdim) return g;
+  return g.unsqueeze(wrap_dim("reduce backward", *dim, static_cast<std::int64_t>(in_shape.size())));
+}
+
+// Divides num by den where den != 0, else gives 0 (the subgradient PyTorch picks at 0).
+Tensor safe_div(const Tensor& num, const Tensor& den) {
+  Tensor nz = ne(den, 0.0).to(num.dtype());
+  return num * nz / (den + (1.0 - nz));
+}
+
+// Records the backward node of `out` = op(a) when autograd needs it.
+void record_reduction(ReduceOp op, const Tensor& a, const Tensor& out, std::optional<std::int64_t> dim,
+                      bool keepdim, const ReduceArgs& args, std::int64_t count) {
+  if (op == ReduceOp::argmax || !is_floating(out.dtype())) return;
+  static const char* const names[] = {"SumBackward", "MeanBackward", "AmaxBackward", "AminBackward",
+                                      "ArgmaxBackward", "VarBackward", "StdBackward", "NormBackward"};
+  const Shape in_shape = a.shape();
+  autograd::record_lambda(
+      names[static_cast<int>(op)], {a}, {out},
+      [op, in_shape, dim, keepdim, args, count](const TensorList& g, const TensorList& s,
+                                                const autograd::Node&) -> TensorList {
+        const Tensor ge = expand_back(g[0], in_shape, dim, keepdim);
+        const Tensor& x = s.empty() ? Tensor() : s[0];
+        auto reduced = [&](const Tensor& t) { return expand_back(t, in_shape, dim, keepdim); };
+        auto extreme_mask = [&](const Tensor& values, const Tensor& result) {
+          Tensor mask = eq(values, reduced(result)).to(values.dtype());
+          Tensor ties = dim ? sum(mask, *dim, true) : sum(mask).reshape({});
+          return mask / ties;
+        };
+        switch (op) {
+          case ReduceOp::sum:
+            return {ge + zeros(in_shape, ge.device(), ge.dtype())};
+          case ReduceOp::mean:
+            return {ge / static_cast<double>(count) + zeros(in_shape, ge.device(), ge.dtype())};
+          case ReduceOp::amax:
+          case ReduceOp::amin:
+            return {ge * extreme_mask(x, s[1])};
+          case ReduceOp::var: {
+            const Tensor centered = x - (dim ? mean(x, *dim, true) : mean(x).reshape({}));
+            const double denom = static_cast<double>(count) - (args.unbiased ? 1.0 : 0.0);
+            return {ge * centered * (2.0 / denom)};
+          }
+          case ReduceOp::std: {
+            const Tensor centered = x - (dim ? mean(x, *dim, true) : mean(x).reshape({}));
+            const double denom = static_cast<double>(count) - (args.unbiased ? 1.0 : 0.0);
+            return {safe_div(ge * centered, reduced(s[1]) * denom)};
+          }
+          case ReduceOp::norm: {
+            const Tensor n = reduced(s[1]);
+            if (std::isinf(args.p)) return {ge * sign(x) * extreme_mask(abs(x), s[1])};
+            if (args.p == 1.0) return {ge * sign(x)};
+            if (args.p == 2.0) return {safe_div(ge * x, n)};
+            return {safe_div(ge * sign(x) * pow(abs(x), args.p - 1.0), pow(n, args.p - 1.0))};
+          }
+          case ReduceOp::argmax:
+            break;
+        }
+        return {Tensor()};
+      },
+      op == ReduceOp::sum || op == ReduceOp::mean ? TensorList{} : TensorList{a, out});
 }
 
 // Reduces `a` over all elements (dim empty) or along `dim`.
@@ -90,7 +160,10 @@ Tensor run_reduction(ReduceOp op, const Tensor& a, std::optional<std::int64_t> d
   }
 
   Tensor out = empty(out_shape, a.device(), reduce_result_dtype(op, a.dtype()));
-  if (out.numel() == 0) return out;
+  if (out.numel() == 0) {
+    record_reduction(op, a, out, dim, keepdim, args, layout.reduce);
+    return out;
+  }
   if (a.is_cuda()) {
     OpScope scope(name, a.device());
     scope.reads(a);
@@ -107,6 +180,7 @@ Tensor run_reduction(ReduceOp op, const Tensor& a, std::optional<std::int64_t> d
   } else {
     cpu::reduce(op, a.dtype(), a.raw_data(), out.raw_data(), layout, args);
   }
+  record_reduction(op, a, out, dim, keepdim, args, layout.reduce);
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Autograd engine: backward and accumulation, autograd::grad, grad modes, freezing (pruned
 // graphs), saved-tensor version checks, in-place rules, tensor hooks, anomaly mode, and the
 // stream behaviour of backward on the GPU.
+#include <limits>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -404,7 +405,79 @@ TEST(Gradcheck, Matmul) {
   expect_gradcheck("frozen rhs", [&](const cg::TensorList& t) { return cg::matmul(t[0], frozen); }, {r64({3, 4})});
 }
 
+TEST(Gradcheck, Reductions) {
+  cg::manual_seed(6);
+  auto a = r64({3, 4, 5}), s = r64({});
+  for (std::int64_t d : {0, 1, 2, -1}) {
+    for (bool keep : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "dim " << d << " keepdim " << keep);
+      expect_gradcheck("sum", [=](const cg::TensorList& t) { return t[0].sum(d, keep) * 1.5; }, {a});
+      expect_gradcheck("mean", [=](const cg::TensorList& t) { return t[0].mean(d, keep); }, {a});
+      expect_gradcheck("amax", [=](const cg::TensorList& t) { return t[0].max(d, keep); }, {a});
+      expect_gradcheck("amin", [=](const cg::TensorList& t) { return t[0].min(d, keep); }, {a});
+      expect_gradcheck("var", [=](const cg::TensorList& t) { return cg::var(t[0], d, true, keep); }, {a});
+      expect_gradcheck("var biased", [=](const cg::TensorList& t) { return cg::var(t[0], d, false, keep); }, {a});
+      expect_gradcheck("std", [=](const cg::TensorList& t) { return cg::std(t[0], d, true, keep); }, {a});
+      expect_gradcheck("norm2", [=](const cg::TensorList& t) { return t[0].norm(2.0, d, keep); }, {a});
+      expect_gradcheck("norm1", [=](const cg::TensorList& t) { return t[0].norm(1.0, d, keep); }, {a});
+      expect_gradcheck("norm3", [=](const cg::TensorList& t) { return t[0].norm(3.0, d, keep); }, {a});
+      expect_gradcheck("norm inf", [=](const cg::TensorList& t) {
+        return t[0].norm(std::numeric_limits<double>::infinity(), d, keep);
+      }, {a});
+    }
+  }
+  expect_gradcheck("sum all", [](const cg::TensorList& t) { return t[0].sum() * t[0]; }, {a});
+  expect_gradcheck("mean all", [](const cg::TensorList& t) { return t[0].mean(); }, {a});
+  expect_gradcheck("max all", [](const cg::TensorList& t) { return t[0].max(); }, {a});
+  expect_gradcheck("min all", [](const cg::TensorList& t) { return t[0].min(); }, {a});
+  expect_gradcheck("var all", [](const cg::TensorList& t) { return t[0].var(); }, {a});
+  expect_gradcheck("std all", [](const cg::TensorList& t) { return t[0].std(false); }, {a});
+  expect_gradcheck("norm all", [](const cg::TensorList& t) { return t[0].norm(); }, {a});
+  expect_gradcheck("0-dim sum", [](const cg::TensorList& t) { return t[0].sum(0) * 2.0; }, {s});
+  expect_gradcheck("0-dim max", [](const cg::TensorList& t) { return t[0].max(); }, {s});
+  expect_gradcheck("chain", [](const cg::TensorList& t) {
+    return (t[0] - t[0].mean(1, true)).pow(2.0).sum(1).sqrt().mean();
+  }, {a});
+}
+
+TEST(AutogradReductions, TiesShareTheGradientAndZerosGiveZero) {
+  // amax with a tie splits the gradient evenly (PyTorch's amax rule).
+  auto x = cg::from_vector(std::vector<double>{1, 3, 3, 2}, {4}).requires_grad_();
+  x.max().backward();
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{0, 0.5, 0.5, 0}));
+  auto y = cg::from_vector(std::vector<double>{4, 1, 4, 1, 0, 0}, {2, 3}).requires_grad_();
+  y.min(1).sum().backward();
+  EXPECT_EQ(y.grad().to_vector<double>(), (std::vector<double>{0, 1, 0, 0, 0.5, 0.5}));
+  // The norm and std of zeros have a zero (not NaN) gradient.
+  auto z = cg::zeros({5}, cg::Device::cpu(), cg::DType::float64).requires_grad_();
+  (z.norm() + z.std()).backward();
+  EXPECT_EQ(z.grad().to_vector<double>(), std::vector<double>(5, 0.0));
+  // Integer sums and argmax record nothing.
+  auto f = cg::randn({3, 4}).requires_grad_();
+  EXPECT_FALSE(f.argmax(1).requires_grad());
+  EXPECT_TRUE(f.sum(1).requires_grad());
+  EXPECT_EQ(f.sum(1).grad_fn_name(), "SumBackward");
+  {
+    cg::NoGradGuard ng;
+    EXPECT_FALSE(f.sum().requires_grad());
+  }
+}
+
 // ---- GPU ----
+
+TEST(AutogradGPU, ReductionGradientsMatchCpu) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(8);
+  auto a_h = cg::randn({7, 33, 5});
+  auto run = [&](cg::Device dev) {
+    auto a = a_h.to(dev).requires_grad_();
+    auto y = a.sum(1).mean() + a.max(2).sum() + a.min(0).sum() + cg::var(a, 1).sum() + cg::std(a, 2, false).sum() +
+             a.norm(2.0, 0).sum() + a.norm(3.0) + a.mean(2, true).sum();
+    y.backward();
+    return a.grad().cpu();
+  };
+  EXPECT_TRUE(cg::testing::norm_close(run(cg::Device::cuda(0)), run(cg::Device::cpu()), 1e-5));
+}
 
 TEST(AutogradGPU, CudaGradientsMatchCpu) {
   CUGRAD_REQUIRE_GPU();
