@@ -9,6 +9,7 @@
 #include "cugrad/device.h"
 #include "cugrad/error.h"
 #include "host/runtime/cuda_context.h"
+#include "host/runtime/device_errors.h"
 
 namespace cugrad {
 
@@ -57,11 +58,14 @@ void synchronize(Device device) {
   check_device_available(device, "synchronize");
   runtime::DeviceGuard guard(device);
   CUGRAD_CUDA_CHECK(cudaDeviceSynchronize());
+  runtime::check_device_errors(device);
 }
 
 void synchronize() {
   for (int i = 0; i < device_count(); ++i) synchronize(Device::cuda(i));
 }
+
+void check_device_errors() { runtime::check_device_errors(); }
 
 namespace {
 std::atomic<bool> g_allow_tf32{false};

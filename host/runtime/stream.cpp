@@ -7,6 +7,7 @@
 
 #include "cugrad/stream.h"
 #include "host/runtime/cuda_context.h"
+#include "host/runtime/device_errors.h"
 
 namespace cugrad {
 
@@ -72,6 +73,7 @@ void Stream::synchronize() const {
   if (!handle_) return;
   runtime::DeviceGuard g(device_);
   CUGRAD_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
+  runtime::check_device_errors(device_);
 }
 
 bool Stream::query() const {

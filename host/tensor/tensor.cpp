@@ -8,6 +8,7 @@
 #include "host/autograd/functions.h"
 #include "host/cpu/elementwise.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/device_errors.h"
 #include "host/tensor/tensor_impl.h"
 
 namespace cugrad {
@@ -157,7 +158,11 @@ void copy_same_dtype(const Tensor& dst, const Tensor& src) {
     CUGRAD_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), bytes, kind_of(dd, sd), stream));
   }
   // The host must not touch dst's bytes before a device-to-host copy has landed.
-  if (dd.is_cpu()) CUGRAD_CUDA_CHECK(cudaStreamSynchronize(stream));
+  if (dd.is_cpu()) {
+    CUGRAD_CUDA_CHECK(cudaStreamSynchronize(stream));
+    // The host waited anyway: report what kernels found in their inputs (bad targets, say).
+    runtime::check_device_errors(sd);
+  }
 }
 
 // Converts src's elements to dst's dtype on one device.
@@ -287,6 +292,7 @@ void Tensor::copy_to_host(void* dst, DType expected, std::size_t bytes) const {
   auto stream = static_cast<cudaStream_t>(scope.stream());
   CUGRAD_CUDA_CHECK(cudaMemcpyAsync(dst, raw_data(), bytes, cudaMemcpyDeviceToHost, stream));
   CUGRAD_CUDA_CHECK(cudaStreamSynchronize(stream));
+  runtime::check_device_errors(device());
 }
 
 double Tensor::item_double() const {

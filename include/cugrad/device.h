@@ -38,10 +38,17 @@ inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os <
 int device_count();
 /// True when at least one CUDA device is visible.
 bool cuda_is_available();
-/// Waits for all work on `device` (every stream). No-op for the CPU.
+/// Waits for all work on `device` (every stream), then reports errors kernels found in their
+/// inputs (see check_device_errors). No-op for the CPU.
 void synchronize(Device device);
 /// Waits for all work on every CUDA device cugrad has used.
 void synchronize();
+/// Throws cugrad::ValueError for an error a CUDA kernel found in its inputs (for example an
+/// out-of-range class index in cross_entropy) and reported without stalling the host. Such
+/// errors surface at the next host synchronization cugrad performs (item(), to_vector(),
+/// to(cpu), synchronize(), Stream::synchronize()), at the next cross_entropy call, or here;
+/// this reads host memory only, so it is cheap and never waits for the GPU.
+void check_device_errors();
 /// Throws cugrad::Error naming `op` unless `device` can be used (a CUDA index in range).
 void check_device_available(Device device, const char* op);
 

@@ -4,6 +4,7 @@
 // retain_graph, in-place checks), PyTorch's golden file, float64 gradcheck; and CUDA against
 // the float64 CPU reference for every kernel shape (K from 1 to 100003, N up to 32768),
 // the golden file on the GPU, and out-of-range targets reported asynchronously.
+#include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -32,6 +33,10 @@ cg::Tensor i64(const std::vector<std::int64_t>& v) {
   return cg::from_vector(v, {static_cast<std::int64_t>(v.size())});
 }
 std::vector<double> values(const cg::Tensor& t) { return t.cpu().to(cg::DType::float64).to_vector<double>(); }
+
+// Waits for the GPU without the device-error check that cugrad's synchronize() performs, so a
+// test can see which later call reports the error.
+void wait_without_checking() { ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess); }
 
 // Expects `fn` to throw cugrad::ValueError whose message contains every one of `parts`.
 void expect_error(const std::function<void()>& fn, std::initializer_list<const char*> parts) {
@@ -460,7 +465,7 @@ TEST(CrossEntropy, GradcheckFloat64) {
 namespace {
 
 void expect_no_device_errors() {
-  cg::synchronize();
+  EXPECT_NO_THROW(cg::synchronize());
   EXPECT_NO_THROW(cg::runtime::check_device_errors());
 }
 
@@ -638,9 +643,9 @@ TEST(CrossEntropyGPU, OutOfRangeTargetsAreReportedWithoutAHostSync) {
     {
       cg::testing::PoisonGuard poison;
       EXPECT_NO_THROW(loss = F::cross_entropy(x, bad, {.reduction = Reduction::None}));  // asynchronous
-      cg::synchronize();
+      // The next host synchronization reports it.
       expect_error(
-          [] { cg::runtime::check_device_errors(); },
+          [] { cg::synchronize(); },
           {"cross_entropy", ("target " + std::to_string(k)).c_str(), "row 2", "cuda:0", "ignore_index -100"});
       EXPECT_NO_THROW(cg::runtime::check_device_errors());  // consumed
       // The row was treated as ignored: loss 0 and gradient 0, both written.
@@ -651,7 +656,7 @@ TEST(CrossEntropyGPU, OutOfRangeTargetsAreReportedWithoutAHostSync) {
     }
     // Reported by the next call at the latest (here a correct one), then cleared.
     F::cross_entropy(x.detach(), i64({-5, 1, 2, 3, 4, 5}).to(gpu));
-    cg::synchronize();
+    wait_without_checking();
     expect_error([&] { F::cross_entropy(x.detach(), good); }, {"cross_entropy", "target -5", "row 0"});
     EXPECT_NO_THROW(F::cross_entropy(x.detach(), good));
     expect_no_device_errors();
@@ -659,7 +664,7 @@ TEST(CrossEntropyGPU, OutOfRangeTargetsAreReportedWithoutAHostSync) {
   // Several bad rows in one launch: one report (whichever row claimed it first), then none.
   const cg::Tensor x = cg::randn({3, 4}, gpu);
   F::cross_entropy(x, i64({9, 0, 7}).to(gpu), {.reduction = Reduction::Sum});
-  cg::synchronize();
+  wait_without_checking();
   try {
     cg::runtime::check_device_errors();
     ADD_FAILURE() << "no report for targets 9 and 7";
@@ -672,9 +677,21 @@ TEST(CrossEntropyGPU, OutOfRangeTargetsAreReportedWithoutAHostSync) {
   expect_no_device_errors();
   // check_device_errors(device) reports for that device only.
   F::cross_entropy(x, i64({0, 11, 0}).to(gpu));
-  cg::synchronize();
+  wait_without_checking();
   EXPECT_NO_THROW(cg::runtime::check_device_errors(cg::Device::cpu()));
   expect_error([&] { cg::runtime::check_device_errors(gpu); }, {"target 11"});
+  expect_no_device_errors();
+  // item(), to_vector() and Stream::synchronize() report it too, and consume it.
+  cg::Tensor l = F::cross_entropy(x, i64({0, 12, 0}).to(gpu));
+  expect_error([&] { (void)l.item<float>(); }, {"target 12"});
+  expect_no_device_errors();
+  l = F::cross_entropy(x, i64({0, 13, 0}).to(gpu), {.reduction = Reduction::None});
+  expect_error([&] { (void)l.to_vector<float>(); }, {"target 13"});
+  F::cross_entropy(x, i64({0, 14, 0}).to(gpu));
+  expect_error([&] { cg::Stream::current(gpu).synchronize(); }, {"target 14"});
+  F::cross_entropy(x, i64({0, 15, 0}).to(gpu));
+  wait_without_checking();
+  expect_error([] { cg::check_device_errors(); }, {"target 15"});
   expect_no_device_errors();
 }
 
