@@ -176,12 +176,18 @@ bool run_case(cg::Device gpu, cudnnHandle_t handle, double copy_gbs, Mode mode, 
   std::printf("%-14s %-18s %8.3f %7.0f %5.1f%% | %8.3f %7.0f %5.1f%% | %5.2fx | %.1e (%d inputs)\n",
               mode_name(mode), cg::shape_str(shape).c_str(), t.ms, t.gbs, 100.0 * t.gbs / copy_gbs, td.ms,
               td.gbs, 100.0 * td.gbs / copy_gbs, td.ms / t.ms, diff, slots);
+  // Machine-readable line for bench/compare_torch.py --cugrad.
+  static const char* const keys[] = {"train_fwd", "train_fwd_bwd", "eval_fwd"};
+  std::string dims;
+  for (std::size_t i = 0; i < shape.size(); ++i) dims += (i ? "x" : "") + std::to_string(shape[i]);
+  std::printf("RESULT batch_norm_%s_%s %.4f\n", keys[static_cast<int>(mode)], dims.c_str(), t.ms);
+  std::printf("RESULT cudnn_batch_norm_%s_%s %.4f\n", keys[static_cast<int>(mode)], dims.c_str(), td.ms);
   return diff < 1e-4;
 }
 
 }  // namespace
 
-int main() {
+int batch_norm_bench_main() {
   if (!cg::cuda_is_available()) {
     std::printf("batch_norm_bench: no CUDA device visible; nothing to measure\n");
     return 0;
@@ -218,3 +224,7 @@ int main() {
   }
   return 0;
 }
+
+#ifndef CUGRAD_KERNELS_BENCH  // kernels_bench links every kernel benchmark into one program
+int main() { return batch_norm_bench_main(); }
+#endif

@@ -104,7 +104,7 @@ void print_row(const char* name, std::size_t tensors, std::int64_t numel, double
 
 }  // namespace
 
-int main() {
+int sgd_bench_main() {
   if (!cg::cuda_is_available()) {
     std::printf("sgd_bench: no CUDA device visible (no driver or no GPU); nothing to time\n");
     return 0;
@@ -170,6 +170,9 @@ int main() {
     print_row((std::string(c.name) + ", one step").c_str(), c.shapes.size(), numel, single, copy_gbs,
               c.torch);
     print_row((std::string(c.name) + ", back to back").c_str(), c.shapes.size(), numel, burst, copy_gbs, "");
+    // Machine-readable lines for bench/compare_torch.py --cugrad (one step, host work included).
+    if (&c == &cases[0]) std::printf("RESULT sgd_resnet18_62_tensors %.4f\n", single);
+    if (&c == &cases[2]) std::printf("RESULT sgd_one_100M_tensor %.4f\n", single);
     cg::synchronize(dev);
   }
 
@@ -206,3 +209,7 @@ int main() {
   cg::synchronize(dev);
   return 0;
 }
+
+#ifndef CUGRAD_KERNELS_BENCH  // kernels_bench links every kernel benchmark into one program
+int main() { return sgd_bench_main(); }
+#endif

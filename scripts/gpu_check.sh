@@ -27,7 +27,14 @@ bash scripts/configure.sh -DCUGRAD_BUILD_TESTS=ON
 cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}"
 
 echo "== gpu tests"
-ctest --test-dir "$build_dir" -L gpu --output-on-failure --no-tests=error
+ctest_log=$(mktemp)
+ctest --test-dir "$build_dir" -L gpu --output-on-failure --no-tests=error | tee "$ctest_log"
+# A GPU entry that skipped (no device seen) is a failure here.
+if grep -q '(Skipped)' "$ctest_log"; then
+  echo "gpu_check: some GPU tests skipped themselves on this machine" >&2
+  exit 1
+fi
+rm -f "$ctest_log"
 
 mapfile -t programs < <(find "$build_dir/tests" -maxdepth 1 -type f -name '*_test' -perm -u+x | sort)
 if ((${#programs[@]} == 0)); then
