@@ -125,6 +125,64 @@ def bench_sgd(results):
     results["sgd_one_100M_tensor"] = median_ms(opt2.step)
 
 
+def reference_cnn(width=64, classes=10):
+    """DESIGN.md's reference network, as cugrad's nn::ReferenceCnn builds it."""
+    import torch.nn as nn
+
+    w = width
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    layers = block(1, w) + block(w, w) + [nn.MaxPool2d(2)] + block(w, 2 * w) + block(2 * w, 2 * w)
+    layers += [nn.MaxPool2d(2)] + block(2 * w, 4 * w) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes)]
+    return nn.Sequential(*layers)
+
+
+def bench_train_step(results):
+    """One SGD Nesterov training step, plain, backbone frozen, and with forward hooks copying
+    every leaf module's output to pinned host memory (as train_step_bench does)."""
+    cases = []
+    cases.append(("reference_cnn_b256", reference_cnn().cuda(), (256, 1, 28, 28), 10, "19"))
+    try:
+        import torchvision
+
+        cases.append(("resnet18_b64", torchvision.models.resnet18().cuda(), (64, 3, 224, 224), 1000, "fc"))
+    except ImportError:
+        print("torchvision missing: no ResNet-18 train step")
+    for name, model, shape, classes, head in cases:
+        xs = rotating(lambda: torch.randn(*shape, device="cuda"), 3)
+        ys = rotating(lambda: torch.randint(0, classes, (shape[0],), device="cuda"), 3)
+        for variant in ("", "_frozen", "_hooks"):
+            for p in model.parameters():
+                p.requires_grad_(variant != "_frozen")
+            if variant == "_frozen":
+                for p in getattr(model, head).parameters():
+                    p.requires_grad_(True)
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+            handles = []
+            if variant == "_hooks":
+                def hook(mod, inp, out):
+                    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+                    host.copy_(out, non_blocking=True)
+                for m in model.modules():
+                    if len(list(m.children())) == 0:
+                        handles.append(m.register_forward_hook(hook))
+
+            def step():
+                loss = F.cross_entropy(model(xs()), ys(), label_smoothing=0.1)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if variant == "_hooks":
+                    torch.cuda.synchronize()
+
+            results[f"train_step_{name}{variant}"] = median_ms(step, 5, 20)
+            for h in handles:
+                h.remove()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cugrad", help="file with 'name ms' lines from cugrad's benchmarks")
@@ -136,6 +194,7 @@ def main():
     bench_batch_norm(results, not args.no_compile)
     bench_cross_entropy(results, not args.no_compile)
     bench_sgd(results)
+    bench_train_step(results)
     ours = {}
     if args.cugrad:
         for line in open(args.cugrad):
