@@ -148,12 +148,94 @@ def schedules_file():
             {"onecycle": json.dumps(onecycle), "cosine": json.dumps(cosine), "step": json.dumps(step)})
 
 
+CONVS = [
+    dict(cin=3, cout=4, k=3, stride=1, padding=1, dilation=1, groups=1, bias=True, hw=[7, 6]),
+    dict(cin=4, cout=6, k=3, stride=2, padding=0, dilation=1, groups=2, bias=False, hw=[9, 9]),
+    dict(cin=2, cout=3, k=3, stride=1, padding=2, dilation=2, groups=1, bias=True, hw=[5, 8]),
+    dict(cin=3, cout=5, k=1, stride=1, padding=0, dilation=1, groups=1, bias=True, hw=[4, 4]),
+]
+
+
+def conv_pool_file():
+    out = {}
+    for i, c in enumerate(CONVS):
+        x = torch.randn(2, c["cin"], *c["hw"])
+        w = torch.randn(c["cout"], c["cin"] // c["groups"], c["k"], c["k"]) * 0.3
+        b = torch.randn(c["cout"]) if c["bias"] else None
+        xs, ws = x.double().requires_grad_(), w.double().requires_grad_()
+        bs = b.double().requires_grad_() if b is not None else None
+        y = F.conv2d(xs, ws, bs, stride=c["stride"], padding=c["padding"], dilation=c["dilation"], groups=c["groups"])
+        dy = torch.randn(y.shape)
+        y.backward(dy.double())
+        out.update({f"conv{i}_x": x, f"conv{i}_w": w, f"conv{i}_y": y, f"conv{i}_dy": dy,
+                    f"conv{i}_dx": xs.grad, f"conv{i}_dw": ws.grad})
+        if b is not None:
+            out.update({f"conv{i}_b": b, f"conv{i}_db": bs.grad})
+    x = torch.randn(2, 3, 9, 8)
+    out["pool_x"] = x
+    pools = {
+        "maxpool2": lambda t: F.max_pool2d(t, 2),
+        "maxpool3s2p1": lambda t: F.max_pool2d(t, 3, stride=2, padding=1),
+        "avgpool2": lambda t: F.avg_pool2d(t, 2),
+        "gap": lambda t: F.adaptive_avg_pool2d(t, 1),
+    }
+    for name, fn in pools.items():
+        xs = x.double().requires_grad_()
+        y = fn(xs)
+        dy = torch.randn(y.shape)
+        y.backward(dy.double())
+        out.update({f"{name}_y": y, f"{name}_dy": dy, f"{name}_dx": xs.grad})
+    return out, {"convs": CONVS}
+
+
+def reference_cnn(width, classes=10):
+    """DESIGN.md's reference network (cugrad's nn::ReferenceCnn) as nn.Sequential `f`."""
+    import torch.nn as nn
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    w = width
+    layers = block(1, w) + block(w, w) + [nn.MaxPool2d(2)] + block(w, 2 * w) + block(2 * w, 2 * w)
+    layers += [nn.MaxPool2d(2)] + block(2 * w, 4 * w) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes)]
+    model = nn.Module()
+    model.f = nn.Sequential(*layers)
+    return model
+
+
+def small_cnn_file():
+    model = reference_cnn(8)
+    with torch.no_grad():  # non-trivial BatchNorm affine parameters and running statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    out = {f"param.{k}": v.clone() for k, v in model.state_dict().items() if "num_batches" not in k}
+    x = torch.randn(6, 1, 28, 28)
+    target = torch.randint(0, 10, (6,))
+    model64 = model.double().train()
+    logits = model64.f(x.double())
+    loss = F.cross_entropy(logits, target, label_smoothing=0.1)
+    loss.backward()
+    out.update({"x": x, "target": target, "logits": logits, "loss": loss})
+    for k, p in model64.named_parameters():
+        out[f"grad.{k}"] = p.grad
+    for k, b in model64.named_buffers():
+        if "running" in k:
+            out[f"after.{k}"] = b
+    return out, {"about": "Sequential f.0..f.18 as in torchvision naming; train mode; CE label_smoothing 0.1 mean"}
+
+
 GENERATORS = {
     "bn2d": lambda: batch_norm_file((4, 3, 5, 7)),
     "bn1d": lambda: batch_norm_file((16, 10)),
     "cross_entropy": cross_entropy_file,
     "sgd": sgd_file,
     "schedules": schedules_file,
+    "conv_pool": conv_pool_file,
+    "small_cnn": small_cnn_file,
 }
 
 
