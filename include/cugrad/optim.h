@@ -1,9 +1,13 @@
 // Optimizers: the Optimizer base class and SGD with PyTorch's torch.optim.SGD semantics
-// (momentum, dampening, Nesterov, weight decay, maximize). On CUDA one step is one kernel
-// launch for every parameter that has a gradient, and never synchronizes the host.
+// (momentum, dampening, Nesterov, weight decay, maximize); learning-rate schedules (StepLR,
+// CosineAnnealingLR, LinearLR, OneCycleLR) and clip_grad_norm_, as PyTorch defines them. On
+// CUDA one step is one kernel launch for every parameter that has a gradient, and neither the
+// step nor gradient clipping synchronizes the host.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +52,24 @@ class Optimizer {
   /// and >= 0.
   virtual void set_lr(double lr) = 0;
 
+  /// Whether the optimizer has a momentum that schedules may cycle (OneCycleLR's
+  /// cycle_momentum; PyTorch's "momentum" in optimizer.defaults). SGD: true.
+  virtual bool has_momentum() const { return false; }
+  /// The momentum (SGD's). Throws ValueError when has_momentum() is false.
+  virtual double momentum() const { throw ValueError(detail::cat(name_, " has no momentum")); }
+  /// For schedules that cycle momentum: takes effect at the next step(). Throws ValueError
+  /// when has_momentum() is false, or for a value the optimizer rejects.
+  virtual void set_momentum(double /*momentum*/) {
+    throw ValueError(detail::cat(name_, " has no momentum to set"));
+  }
+
+  /// The learning rate schedules start from: PyTorch's param_group["initial_lr"]. Unset until
+  /// the first scheduler is attached, which sets it to the current lr (OneCycleLR sets it to
+  /// max_lr / div_factor); a later scheduler on the same optimizer keeps it, so a schedule
+  /// attached after a warm-up still sees the original lr as its base, as in PyTorch.
+  std::optional<double> initial_lr() const { return initial_lr_; }
+  void set_initial_lr(std::optional<double> lr) { initial_lr_ = lr; }
+
   /// The optimizer's state as named tensors (saveable with io::save_safetensors).
   virtual StateDict state_dict() const = 0;
   /// Restores a state from state_dict(), validating it completely before changing anything.
@@ -60,6 +82,7 @@ class Optimizer {
   TensorList params_;
   Device device_;
   std::string name_;
+  std::optional<double> initial_lr_;
 };
 
 /// torch.optim.SGD's keyword arguments, in PyTorch's order, so designated initializers read
@@ -106,10 +129,11 @@ class SGD : public Optimizer {
 
   double lr() const override { return options_.lr; }
   void set_lr(double lr) override;
-  double momentum() const { return options_.momentum; }
+  bool has_momentum() const override { return true; }
+  double momentum() const override { return options_.momentum; }
   /// For schedules that cycle momentum (OneCycle): takes effect at the next step(). Must stay
   /// finite and >= 0, and > 0 with nesterov.
-  void set_momentum(double momentum);
+  void set_momentum(double momentum) override;
   const SGDOptions& options() const { return options_; }
 
   /// The momentum buffer of parameter i (undefined until its first update with momentum).
@@ -135,5 +159,210 @@ class SGD : public Optimizer {
   SGDOptions options_;
   std::vector<Tensor> buffers_;  // per parameter; undefined: none yet
 };
+
+// ---- learning-rate schedules ----
+
+/// Base of the learning-rate schedules: torch.optim.lr_scheduler.LRScheduler for an optimizer
+/// with one parameter group (cugrad's optimizers have one). Use it as in PyTorch: construct it
+/// after the optimizer (the constructor takes the first step, to step 0, and writes that step's
+/// lr into the optimizer), then call optimizer.step() and scheduler.step() once per step:
+///
+///     optim::SGD opt(params, {.lr = 0.1, .momentum = 0.9});
+///     optim::OneCycleLR sched(opt, /*max_lr=*/0.2, /*total_steps=*/steps);
+///     for (...) { ...; opt.step(); sched.step(); }
+///
+/// The lr in effect at step k (after the constructor and k calls of step()) is PyTorch's value
+/// at last_epoch k, computed with PyTorch's own formulas in double: the chainable (recursive)
+/// forms for StepLR, CosineAnnealingLR and LinearLR, which read the optimizer's current lr, so
+/// several schedules on one optimizer compose as in PyTorch (each step() applies its own
+/// factor), and the closed form for OneCycleLR.
+///
+/// The optimizer must outlive the scheduler and stay where it is (not be moved from). The first
+/// scheduler attached to an optimizer sets its initial_lr() (PyTorch's
+/// param_group["initial_lr"]) to the current lr; base_lr() is the optimizer's initial_lr() when
+/// the scheduler was made. A schedule value that is negative (only OneCycleLR with linear
+/// annealing gives one, on the step() that reaches total_steps, which extrapolates past the
+/// end; PyTorch stores it but no training step uses it) is reported by get_last_lr() as
+/// PyTorch's value, while the optimizer, which accepts no negative lr, gets 0. Resuming from a
+/// saved last_epoch (PyTorch's last_epoch argument) and the deprecated step(epoch) are not
+/// provided. Not thread-safe.
+class LRScheduler {
+ public:
+  virtual ~LRScheduler() = default;
+  LRScheduler(const LRScheduler&) = delete;
+  LRScheduler& operator=(const LRScheduler&) = delete;
+
+  /// Advances the schedule by one step and writes the new lr (and momentum, for OneCycleLR)
+  /// into the optimizer. On an error (OneCycleLR past its end, a value the optimizer rejects)
+  /// nothing changes: neither the scheduler nor the optimizer.
+  void step();
+  /// The lr computed by the last step() (or the constructor): PyTorch's get_last_lr()[0].
+  double get_last_lr() const { return last_lr_; }
+  /// The number of step() calls since construction (PyTorch's last_epoch: 0 after it).
+  std::int64_t last_epoch() const { return last_epoch_; }
+  /// PyTorch's base_lrs[0].
+  double base_lr() const { return base_lr_; }
+  Optimizer& optimizer() const { return *optimizer_; }
+  /// "StepLR", ... (used in error messages).
+  const std::string& name() const { return name_; }
+
+ protected:
+  /// Binds the schedule to `optimizer`. `initial_lr`, when given, replaces the optimizer's
+  /// initial_lr (OneCycleLR); otherwise it is set to the optimizer's lr only if unset.
+  LRScheduler(Optimizer& optimizer, std::string name, std::optional<double> initial_lr = std::nullopt);
+
+  struct Values {
+    Values(double lr_value, std::optional<double> momentum_value = std::nullopt)  // NOLINT: implicit
+        : lr(lr_value), momentum(momentum_value) {}
+    double lr;
+    std::optional<double> momentum;  // set by schedules that cycle it
+  };
+  /// PyTorch's get_lr() at last_epoch = `epoch` (the optimizer still holds the previous
+  /// step's values). Must not change any state; may throw ValueError.
+  virtual Values values_at(std::int64_t epoch) const = 0;
+  /// The constructor's step to epoch 0; the last statement of every derived constructor
+  /// (a base constructor cannot call values_at). If it throws, the optimizer's initial_lr is
+  /// restored, so a failed construction leaves the optimizer as it was.
+  void initial_step();
+
+ private:
+  void advance();
+
+  Optimizer* optimizer_;
+  std::string name_;
+  std::optional<double> previous_initial_lr_;
+  double base_lr_ = 0;
+  std::int64_t last_epoch_ = -1;
+  double last_lr_ = 0;
+};
+
+/// torch.optim.lr_scheduler.StepLR: the lr is multiplied by gamma at every step that is a
+/// multiple of step_size (lr at step k = initial lr * gamma^(k / step_size), built up
+/// multiplicatively). Requires step_size >= 1 and a finite gamma >= 0.
+class StepLR : public LRScheduler {
+ public:
+  StepLR(Optimizer& optimizer, std::int64_t step_size, double gamma = 0.1);
+  std::int64_t step_size() const { return step_size_; }
+  double gamma() const { return gamma_; }
+
+ private:
+  Values values_at(std::int64_t epoch) const override;
+  std::int64_t step_size_;
+  double gamma_;
+};
+
+/// torch.optim.lr_scheduler.CosineAnnealingLR in PyTorch's recursive form:
+///     lr_k = eta_min + (lr_{k-1} - eta_min) * (1 + cos(pi k / T_max)) / (1 + cos(pi (k-1) / T_max)),
+/// and at k = T_max + 1 (mod 2 T_max) lr_k = lr_{k-1} + (base_lr - eta_min)(1 - cos(pi / T_max)) / 2,
+/// which follows the closed form eta_min + (base_lr - eta_min)(1 + cos(pi k / T_max)) / 2 to
+/// rounding while nothing else changes the lr, past T_max as well (the lr rises again: no
+/// restarts, as in PyTorch). Requires T_max >= 1 and a finite eta_min >= 0.
+class CosineAnnealingLR : public LRScheduler {
+ public:
+  CosineAnnealingLR(Optimizer& optimizer, std::int64_t T_max, double eta_min = 0);
+  std::int64_t T_max() const { return T_max_; }
+  double eta_min() const { return eta_min_; }
+
+ private:
+  Values values_at(std::int64_t epoch) const override;
+  std::int64_t T_max_;
+  double eta_min_;
+};
+
+/// torch.optim.lr_scheduler.LinearLR (linear warm-up, or decay): the lr is multiplied by
+/// start_factor at step 0 and its factor moves linearly to end_factor at step total_iters,
+/// after which the lr is left alone (chainable form). Requires 0 < start_factor <= 1,
+/// 0 <= end_factor <= 1 and total_iters >= 0.
+class LinearLR : public LRScheduler {
+ public:
+  LinearLR(Optimizer& optimizer, double start_factor = 1.0 / 3, double end_factor = 1.0,
+           std::int64_t total_iters = 5);
+  double start_factor() const { return start_factor_; }
+  double end_factor() const { return end_factor_; }
+  std::int64_t total_iters() const { return total_iters_; }
+
+ private:
+  Values values_at(std::int64_t epoch) const override;
+  double start_factor_;
+  double end_factor_;
+  std::int64_t total_iters_;
+};
+
+/// OneCycleLR's anneal_strategy ('cos' or 'linear').
+enum class AnnealStrategy : std::uint8_t { Cos, Linear };
+
+/// OneCycleLR's keyword arguments after max_lr and total_steps, in PyTorch's order.
+struct OneCycleLROptions {
+  double pct_start = 0.3;
+  AnnealStrategy anneal_strategy = AnnealStrategy::Cos;
+  bool cycle_momentum = true;
+  double base_momentum = 0.85;
+  double max_momentum = 0.95;
+  double div_factor = 25;
+  double final_div_factor = 1e4;
+  bool three_phase = false;
+};
+
+/// torch.optim.lr_scheduler.OneCycleLR (closed form; PyTorch's epochs * steps_per_epoch is
+/// total_steps here). The lr goes from initial_lr = max_lr / div_factor up to max_lr over the
+/// first pct_start * total_steps steps, then down to min_lr = initial_lr / final_div_factor
+/// at step total_steps - 1 (three_phase: back to initial_lr over as many steps, then down to
+/// min_lr). With cycle_momentum the optimizer's momentum moves inversely, between
+/// max_momentum and base_momentum (the optimizer must have one: SGD). Overwrites the
+/// optimizer's initial_lr. step() may be called total_steps times (the last value extrapolates
+/// past the end, as in PyTorch); one more throws ValueError ("tried to step ... times"), as in
+/// PyTorch. A phase of zero length (pct_start * total_steps == 1, or pct_start == 1), where
+/// PyTorch divides by zero, throws ValueError when it is reached.
+/// Requires total_steps >= 1, a finite max_lr > 0, 0 <= pct_start <= 1, finite div_factor
+/// and final_div_factor > 0, and finite momenta >= 0.
+class OneCycleLR : public LRScheduler {
+ public:
+  OneCycleLR(Optimizer& optimizer, double max_lr, std::int64_t total_steps, OneCycleLROptions options = {});
+  std::int64_t total_steps() const { return total_steps_; }
+  double max_lr() const { return max_lr_; }
+  double min_lr() const { return min_lr_; }
+  const OneCycleLROptions& options() const { return options_; }
+
+ private:
+  struct Phase {
+    double end_step;
+    double start_lr, end_lr, start_momentum, end_momentum;
+  };
+  Values values_at(std::int64_t epoch) const override;
+  std::int64_t total_steps_;
+  double max_lr_;
+  double min_lr_;
+  OneCycleLROptions options_;
+  std::vector<Phase> phases_;
+};
+
+// ---- gradient clipping ----
+
+/// torch.nn.utils.clip_grad_norm_: scales the gradients of `params` in place so that their
+/// total norm is at most max_norm, and returns the total norm (before clipping) as a 0-d
+/// tensor on the gradients' device (float32; float64 on the CPU when a gradient is float64).
+///
+///     total = norm of the per-tensor norms (for a p-norm: the p-norm of all elements)
+///     coef  = min(max_norm / (total + 1e-6), 1)        (a NaN total gives a NaN coef)
+///     every gradient *= coef
+///
+/// norm_type is a finite p > 0 or +inf (max |g|); PyTorch's 0 and -inf "norms" are rejected.
+/// Parameters without a gradient are skipped; with none at all, nothing is done and a zero
+/// (float32, on params[0]'s device, or the CPU for an empty list) is returned. All gradients
+/// must be on one device and no two may share memory (each would be scaled twice). A
+/// non-finite total is not an error by default: the gradients are scaled by the resulting
+/// coefficient (NaN, or 0 for an infinite norm), as in PyTorch. With error_if_nonfinite a
+/// non-finite total throws ValueError and leaves the gradients unchanged; on CUDA this needs
+/// the total on the host, so that call waits for the device (the one synchronization).
+/// Requires max_norm >= 0 (inf allowed).
+///
+/// CPU: per-tensor norms accumulated in double. CUDA (float32): one multi-tensor launch
+/// reduces every gradient into per-block partials (float64 accumulation), one single-block
+/// launch combines them in a fixed order into the total norm and the coefficient, both left on
+/// the device, and one multi-tensor launch scales the gradients (skipping all memory traffic
+/// when the coefficient is 1); beyond 256 gradients, one reduce and one scale launch per 256.
+/// Deterministic; the host does not wait. Runs under no-grad; gradients' versions are bumped.
+Tensor clip_grad_norm_(const TensorList& params, double max_norm, double norm_type = 2.0,
+                       bool error_if_nonfinite = false);
 
 }  // namespace cugrad::optim
