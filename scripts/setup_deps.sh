@@ -10,7 +10,8 @@ tmp_dir=$(mktemp -d)
 trap 'rm -rf "$tmp_dir"' EXIT
 
 # What each package provides, as probes: cmd:NAME (a program on PATH), header:PATH (an
-# #include the C++ compiler finds), link:LIB (a library the linker finds with -lLIB). Probing
+# #include the C++ compiler finds), link:LIB (a library the linker finds with -lLIB), file:PATH (a
+# file that exists, e.g. a data set). Probing
 # for the files rather than asking dpkg also accepts tools installed outside the package
 # manager (a GPU image with GoogleTest built into /usr/local, say).
 # Required: what the build and the tests use today; without them the build cannot succeed.
@@ -22,14 +23,15 @@ required=(
   "libgtest-dev|header:gtest/gtest.h link:gtest"
   "libopenblas-dev|header:cblas.h link:openblas"
   "nlohmann-json3-dev|header:nlohmann/json.hpp"
+  "zlib1g-dev|header:zlib.h link:z"
 )
-# Wanted: libraries of the data, io, example and benchmark parts; a warning when absent.
+# Wanted: libraries and data sets of the io, example and benchmark parts; a warning when absent.
 wanted=(
   "libfmt-dev|header:fmt/core.h"
-  "zlib1g-dev|header:zlib.h"
   "libpng-dev|header:png.h"
   "libcli11-dev|header:CLI/CLI.hpp"
   "libbenchmark-dev|header:benchmark/benchmark.h link:benchmark"
+  "dataset-fashion-mnist|file:/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 )
 
 cxx_for_probes() {
@@ -66,6 +68,7 @@ probe() {  # probe KIND:VALUE -> status 0 when present
       $cxx -o "$tmp_dir/probe_main" "$tmp_dir/probe_main.cpp" -Wl,--no-as-needed "-l$value" \
         -L/usr/local/lib >/dev/null 2>&1
       ;;
+    file) [[ -f "$value" ]] ;;
     *) log "unknown probe '$1'"; return 1 ;;
   esac
 }
