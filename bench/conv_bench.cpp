@@ -1,0 +1,179 @@
+// conv2d and pooling benchmark (GPU): cuDNN forward, input gradient and weight gradient for the
+// convolution shapes of ResNet-18 at batch 64 (224x224 images), then the stem max pool and the
+// global average pool against the device-to-device copy bandwidth measured in the same run.
+// Validates each convolution against the float64 CPU reference on a small batch first. Prints
+// the math mode (strict float32 unless CUGRAD_TF32=1) and the algorithm search mode
+// (CUGRAD_CUDNN_BENCHMARK=1: timed search). Exits 0 with a message without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "cuda/conv.h"
+#include "cugrad/cugrad.h"
+#include "cugrad/nn/functional.h"
+
+namespace cg = cugrad;
+namespace F = cugrad::nn::functional;
+
+namespace {
+
+struct ConvShape {
+  const char* name;
+  std::int64_t c_in, hw, c_out, k, stride, pad;
+};
+
+// ResNet-18's distinct convolutions (torchvision), inputs of 224x224.
+const std::vector<ConvShape> kShapes = {
+    {"conv1 7x7/2 3->64 @224", 3, 224, 64, 7, 2, 3},
+    {"layer1 3x3 64->64 @56", 64, 56, 64, 3, 1, 1},
+    {"layer2.0 3x3/2 64->128 @56", 64, 56, 128, 3, 2, 1},
+    {"layer2 3x3 128->128 @28", 128, 28, 128, 3, 1, 1},
+    {"layer2.0 down 1x1/2 64->128", 64, 56, 128, 1, 2, 0},
+    {"layer3.0 3x3/2 128->256 @28", 128, 28, 256, 3, 2, 1},
+    {"layer3 3x3 256->256 @14", 256, 14, 256, 3, 1, 1},
+    {"layer4.0 3x3/2 256->512 @14", 256, 14, 512, 3, 2, 1},
+    {"layer4 3x3 512->512 @7", 512, 7, 512, 3, 1, 1},
+};
+
+cg::Conv2dGeometry geometry(const ConvShape& s, std::int64_t batch) {
+  cg::Conv2dGeometry g;
+  g.n = batch;
+  g.c_in = s.c_in;
+  g.h = g.w = s.hw;
+  g.c_out = s.c_out;
+  g.kh = g.kw = s.k;
+  g.stride_h = g.stride_w = s.stride;
+  g.pad_h = g.pad_w = s.pad;
+  g.out_h = g.out_w = cg::Conv2dGeometry::out_size(s.hw, s.k, s.stride, s.pad, 1);
+  return g;
+}
+
+double rel_error(const cg::Tensor& a, const cg::Tensor& ref) {
+  const auto x = a.cpu().to(cg::DType::float64).to_vector<double>(), r = ref.to_vector<double>();
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    num += (x[i] - r[i]) * (x[i] - r[i]);
+    den += r[i] * r[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// y, dx and dweight of one shape at batch 2 against the float64 CPU path; the worst relative norm error.
+double validate(const ConvShape& s, cg::Device dev) {
+  const cg::Tensor x = cg::randn({2, s.c_in, s.hw, s.hw}), w = cg::randn({s.c_out, s.c_in, s.k, s.k}) * 0.05;
+  double worst = 0;
+  const auto run = [&](cg::Device d, cg::DType t) {
+    const cg::Tensor xl = x.to(t).to(d).requires_grad_(), wl = w.to(t).to(d).requires_grad_();
+    const cg::Tensor y = F::conv2d(xl, wl, {}, s.stride, s.pad);
+    const cg::TensorList g = cg::autograd::grad({y}, {xl, wl}, {cg::ones(y.shape(), d, t)});
+    return cg::TensorList{y, g[0], g[1]};
+  };
+  const cg::TensorList got = run(dev, cg::DType::float32), ref = run(cg::Device::cpu(), cg::DType::float64);
+  for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, rel_error(got[i], ref[i]));
+  return worst;
+}
+
+int conv_bench_main() {
+  if (!cg::cuda_is_available()) {
+    std::printf("conv_bench: no CUDA device visible (no driver or no GPU); nothing to time\n");
+    return 0;
+  }
+  const cg::Device dev = cg::Device::cuda(0);
+  const char* tf32_env = std::getenv("CUGRAD_TF32");
+  cg::set_allow_tf32(tf32_env != nullptr && std::string(tf32_env) == "1");
+  const char* search_env = std::getenv("CUGRAD_CUDNN_BENCHMARK");
+  std::printf("conv_bench: math %s, algorithm choice %s\n",
+              cg::allow_tf32() ? "TF32 allowed" : "strict float32 (CUDNN_FMA_MATH)",
+              search_env != nullptr && std::string(search_env) != "0" ? "timed search (cudnnFind*Ex)"
+                                                                      : "cuDNN heuristics (v7)");
+  const double copy_gbs = cg::bench::copy_bandwidth_gbs(dev);
+  std::printf("device-to-device copy: %.1f GB/s\n\n", copy_gbs);
+
+  cg::manual_seed(0);
+  bool valid = true;
+  for (const ConvShape& s : kShapes) {
+    const double err = validate(s, dev);
+    const double tol = cg::allow_tf32() ? 1e-2 : 1e-5;
+    if (!(err <= tol)) {
+      std::fprintf(stderr, "conv_bench: %s does not match the CPU reference (relative error %.2e)\n", s.name,
+                   err);
+      valid = false;
+    }
+  }
+  if (!valid) return 1;
+  std::printf("validation: every shape matches the float64 CPU reference (batch 2)\n\n");
+
+  constexpr std::int64_t kBatch = 64;
+  std::printf("%-30s %9s %9s %9s %9s %9s %9s\n", "conv (batch 64)", "fwd ms", "TFLOP/s", "dgrad ms",
+              "TFLOP/s", "wgrad ms", "TFLOP/s");
+  double total = 0;
+  for (const ConvShape& s : kShapes) {
+    const cg::Conv2dGeometry g = geometry(s, kBatch);
+    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
+                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
+    const cg::Tensor y = cg::empty({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
+    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
+    const cg::Stream stream = cg::Stream::current(dev);
+    const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
+    const double fwd = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
+                                   stream);
+    });
+    const double dgrad = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
+                                          stream);
+    });
+    const double wgrad = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
+                                           stream);
+    });
+    const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
+    std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f\n", s.name, fwd, tflops(fwd), dgrad, tflops(dgrad),
+                wgrad, tflops(wgrad));
+    total += fwd + dgrad + wgrad;
+  }
+  std::printf("RESULT conv_resnet18_shapes_fwd_bwd_sum_ms %.4f\n\n", total);
+
+  // Pooling: memory-bound; bytes are the minimum (read x once, write y; backward read dy
+  // (and indices), write dx).
+  std::printf("%-40s %9s %9s %8s\n", "pooling (batch 64)", "ms", "GB/s", "%copy");
+  const auto report = [&](const char* name, double ms, double bytes) {
+    const double gbs = bytes / (ms * 1e-3) / 1e9;
+    std::printf("%-40s %9.4f %9.1f %7.1f%%\n", name, ms, gbs, 100.0 * gbs / copy_gbs);
+  };
+  {
+    const cg::Tensor x = cg::randn({kBatch, 64, 112, 112}, dev).requires_grad_();
+    cg::Tensor y;
+    const double fwd = cg::bench::median_ms(dev, [&] { y = F::max_pool2d(x, 3, 2, 1); });
+    const double out = static_cast<double>(y.numel()), in = static_cast<double>(x.numel());
+    report("max_pool2d 3x3/2 64x112x112 fwd (+idx)", fwd, 4 * in + 12 * out);
+    const cg::Tensor dy = cg::randn(y.shape(), dev);
+    const double bwd = cg::bench::median_ms(dev, [&] { cg::autograd::grad({y}, {x}, {dy}, true); });
+    report("max_pool2d 3x3/2 backward", bwd, 12 * out + 4 * in);
+  }
+  {
+    const cg::Tensor x = cg::randn({kBatch, 512, 7, 7}, dev).requires_grad_();
+    cg::Tensor y;
+    const double fwd = cg::bench::median_ms(dev, [&] { y = F::adaptive_avg_pool2d(x, 1); });
+    report("adaptive_avg_pool2d 512x7x7 -> 1 fwd", fwd, 4.0 * static_cast<double>(x.numel() + y.numel()));
+    const cg::Tensor dy = cg::randn(y.shape(), dev);
+    const double bwd = cg::bench::median_ms(dev, [&] { cg::autograd::grad({y}, {x}, {dy}, true); });
+    report("adaptive_avg_pool2d backward", bwd, 4.0 * static_cast<double>(x.numel() + y.numel()));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    return conv_bench_main();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "conv_bench: %s\n", e.what());
+    return 1;
+  }
+}

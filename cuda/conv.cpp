@@ -1,0 +1,462 @@
+// conv2d through cuDNN's convolution API: descriptors per call (cheap host objects), the
+// ranked algorithm candidates of each (direction, device, geometry, TF32, search mode) cached
+// process-wide, workspaces from the stream-ordered allocator, and the batch split into chunks
+// of whole images when a tensor exceeds cuDNN's int sizes. Compiled by the C++ compiler: only
+// host-side cuDNN calls live here.
+#include "cuda/conv.h"
+
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "cuda/cudnn_handle.h"
+#include "cugrad/device.h"
+#include "cugrad/error.h"
+#include "host/runtime/cuda_context.h"
+
+namespace cugrad::cuda {
+
+namespace {
+
+enum class Direction : int { forward = 0, backward_data = 1, backward_filter = 2 };
+
+// One ranked candidate: the algorithm and the math type to run it with.
+struct Choice {
+  int algo = 0;
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+};
+
+using Key = std::array<std::int64_t, 20>;
+
+Key make_key(Direction dir, int device, bool tf32, bool searched, const Conv2dGeometry& g) {
+  return {static_cast<std::int64_t>(dir),
+          device,
+          tf32 ? 1 : 0,
+          searched ? 1 : 0,
+          g.n,
+          g.c_in,
+          g.h,
+          g.w,
+          g.c_out,
+          g.kh,
+          g.kw,
+          g.stride_h,
+          g.stride_w,
+          g.pad_h,
+          g.pad_w,
+          g.dil_h,
+          g.dil_w,
+          g.groups,
+          g.out_h,
+          g.out_w};
+}
+
+// The process-wide cache, leaked on purpose like the handle pool (no teardown order issues).
+struct AlgoCache {
+  std::mutex mutex;
+  std::map<Key, std::vector<Choice>> entries;
+};
+
+AlgoCache& algo_cache() {
+  static AlgoCache* const cache = new AlgoCache();
+  return *cache;
+}
+
+bool benchmark_mode() {
+  static const bool on = [] {
+    const char* v = std::getenv("CUGRAD_CUDNN_BENCHMARK");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+// Largest workspace a candidate may ask for: 1 GiB, or 1/16 of the device's memory if smaller.
+std::size_t workspace_limit(int device) {
+  const std::size_t total = runtime::device_properties(device).totalGlobalMem;
+  return std::min<std::size_t>(std::size_t{1} << 30, total / 16);
+}
+
+// Strict float32 forbids tensor-op math (TF32 on Ampere and later); nothing may down-convert
+// float32 inputs to half precision.
+bool math_allowed(cudnnMathType_t m, bool tf32) {
+  if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
+  return tf32 || m != CUDNN_TENSOR_OP_MATH;
+}
+
+bool is_not_supported(cudnnStatus_t s) { return CUDNN_STATUS_CATEGORY(s) == CUDNN_STATUS_NOT_SUPPORTED; }
+
+// Descriptors of one call: x (input or its gradient), w (filter or its gradient), y (output or
+// its gradient), and the convolution.
+struct ConvDescs {
+  TensorDescriptor x;
+  FilterDescriptor w;
+  TensorDescriptor y;
+  ConvolutionDescriptor conv;
+  ConvDescs(const Conv2dGeometry& g, cudnnMathType_t math)
+      : x(CUDNN_DATA_FLOAT, g.n, g.c_in, g.h, g.w),
+        w(CUDNN_DATA_FLOAT, g.c_out, g.c_in_per_group(), g.kh, g.kw),
+        y(CUDNN_DATA_FLOAT, g.n, g.c_out, g.out_h, g.out_w) {
+    conv.set(g.pad_h, g.pad_w, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.groups, CUDNN_DATA_FLOAT, math);
+  }
+};
+
+// Device buffers of one call, matching ConvDescs; inputs are const-cast only because cuDNN's
+// Find*Ex signatures are uniform (it reads them).
+struct Buffers {
+  void* x;
+  void* w;
+  void* y;
+};
+
+// ---- the three directions, in one shape for the generic planning and execution below ----
+
+struct ForwardOp {
+  using Perf = cudnnConvolutionFwdAlgoPerf_t;
+  using Algo = cudnnConvolutionFwdAlgo_t;
+  static constexpr Direction kDir = Direction::forward;
+  static constexpr int kCount = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
+  static constexpr const char* kCall = "cudnnConvolutionForward";
+  static constexpr Algo kFallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;  // no workspace
+  static cudnnStatus_t heuristics(cudnnHandle_t h, const ConvDescs& d, int* n, Perf* p) {
+    return cudnnGetConvolutionForwardAlgorithm_v7(h, d.x.get(), d.w.get(), d.conv.get(), d.y.get(), kCount, n,
+                                                  p);
+  }
+  static cudnnStatus_t find(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, void* ws,
+                            std::size_t bytes, int* n, Perf* p) {
+    return cudnnFindConvolutionForwardAlgorithmEx(h, d.x.get(), b.x, d.w.get(), b.w, d.conv.get(), d.y.get(),
+                                                  b.y, kCount, n, p, ws, bytes);
+  }
+  static cudnnStatus_t workspace(cudnnHandle_t h, const ConvDescs& d, Algo a, std::size_t* bytes) {
+    return cudnnGetConvolutionForwardWorkspaceSize(h, d.x.get(), d.w.get(), d.conv.get(), d.y.get(), a,
+                                                   bytes);
+  }
+  static cudnnStatus_t run(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, Algo a, void* ws,
+                           std::size_t bytes, float beta) {
+    const float alpha = 1.0f;
+    return cudnnConvolutionForward(h, &alpha, d.x.get(), b.x, d.w.get(), b.w, d.conv.get(), a, ws, bytes,
+                                   &beta, d.y.get(), b.y);
+  }
+};
+
+struct BackwardDataOp {
+  using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdDataAlgo_t;
+  static constexpr Direction kDir = Direction::backward_data;
+  static constexpr int kCount = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
+  static constexpr const char* kCall = "cudnnConvolutionBackwardData";
+  static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
+  static cudnnStatus_t heuristics(cudnnHandle_t h, const ConvDescs& d, int* n, Perf* p) {
+    return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, d.w.get(), d.y.get(), d.conv.get(), d.x.get(),
+                                                       kCount, n, p);
+  }
+  static cudnnStatus_t find(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, void* ws,
+                            std::size_t bytes, int* n, Perf* p) {
+    return cudnnFindConvolutionBackwardDataAlgorithmEx(h, d.w.get(), b.w, d.y.get(), b.y, d.conv.get(),
+                                                       d.x.get(), b.x, kCount, n, p, ws, bytes);
+  }
+  static cudnnStatus_t workspace(cudnnHandle_t h, const ConvDescs& d, Algo a, std::size_t* bytes) {
+    return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w.get(), d.y.get(), d.conv.get(), d.x.get(), a,
+                                                        bytes);
+  }
+  static cudnnStatus_t run(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, Algo a, void* ws,
+                           std::size_t bytes, float beta) {
+    const float alpha = 1.0f;
+    return cudnnConvolutionBackwardData(h, &alpha, d.w.get(), b.w, d.y.get(), b.y, d.conv.get(), a, ws, bytes,
+                                        &beta, d.x.get(), b.x);
+  }
+};
+
+struct BackwardFilterOp {
+  using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+  using Algo = cudnnConvolutionBwdFilterAlgo_t;
+  static constexpr Direction kDir = Direction::backward_filter;
+  static constexpr int kCount = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
+  static constexpr const char* kCall = "cudnnConvolutionBackwardFilter";
+  static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
+  static cudnnStatus_t heuristics(cudnnHandle_t h, const ConvDescs& d, int* n, Perf* p) {
+    return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, d.x.get(), d.y.get(), d.conv.get(), d.w.get(),
+                                                         kCount, n, p);
+  }
+  static cudnnStatus_t find(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, void* ws,
+                            std::size_t bytes, int* n, Perf* p) {
+    return cudnnFindConvolutionBackwardFilterAlgorithmEx(h, d.x.get(), b.x, d.y.get(), b.y, d.conv.get(),
+                                                         d.w.get(), b.w, kCount, n, p, ws, bytes);
+  }
+  static cudnnStatus_t workspace(cudnnHandle_t h, const ConvDescs& d, Algo a, std::size_t* bytes) {
+    return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x.get(), d.y.get(), d.conv.get(), d.w.get(), a,
+                                                          bytes);
+  }
+  static cudnnStatus_t run(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, Algo a, void* ws,
+                           std::size_t bytes, float beta) {
+    const float alpha = 1.0f;
+    return cudnnConvolutionBackwardFilter(h, &alpha, d.x.get(), b.x, d.y.get(), b.y, d.conv.get(), a, ws,
+                                          bytes, &beta, d.w.get(), b.w);
+  }
+};
+
+// ---- planning: ranked candidates, cached ----
+
+struct Plan {
+  Key key;
+  std::vector<Choice> ranked;
+};
+
+// Ranks the algorithms for one geometry. Search mode puts cuDNN's measured order first; the
+// heuristic order follows (so a measured list cut short by the workspace still has fallbacks),
+// then an algorithm that works for every geometry.
+template <class Op>
+std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, bool tf32,
+                                    bool search, Device dev, const Stream& stream) {
+  const std::size_t limit = workspace_limit(dev.index());
+  std::vector<Choice> out;
+  const auto add = [&](int algo, cudnnMathType_t reported) {
+    const cudnnMathType_t math = tf32 ? reported : CUDNN_FMA_MATH;
+    for (const Choice& c : out)
+      if (c.algo == algo && c.math == math) return;
+    out.push_back({algo, math});
+  };
+  const auto usable = [&](cudnnStatus_t status, cudnnMathType_t math) {
+    return status == CUDNN_STATUS_SUCCESS && math_allowed(math, tf32);
+  };
+
+  std::array<typename Op::Perf, Op::kCount> perf{};
+  int count = 0;
+  CUGRAD_CUDNN_CHECK(Op::heuristics(h, d, &count, perf.data()));
+  count = std::clamp(count, 0, Op::kCount);
+
+  if (search) {
+    std::size_t want = 0;
+    for (int i = 0; i < count; ++i)
+      if (usable(perf[i].status, perf[i].mathType) && perf[i].memory <= limit)
+        want = std::max(want, perf[i].memory);
+    // The largest workspace a ranked candidate wants, halved until the allocator can give it.
+    std::optional<Workspace> ws;
+    for (;;) {
+      try {
+        ws.emplace(dev, want, stream);
+        break;
+      } catch (const OutOfMemoryError&) {
+        if (want == 0) throw;
+        want /= 2;
+      }
+    }
+    std::array<typename Op::Perf, Op::kCount> found{};
+    int found_count = 0;
+    CUGRAD_CUDNN_CHECK(Op::find(h, d, b, ws->data(), ws->size(), &found_count, found.data()));
+    found_count = std::clamp(found_count, 0, Op::kCount);
+    for (int i = 0; i < found_count; ++i)
+      if (usable(found[i].status, found[i].mathType) && found[i].memory <= ws->size())
+        add(static_cast<int>(found[i].algo), found[i].mathType);
+  }
+  for (int i = 0; i < count; ++i)
+    if (usable(perf[i].status, perf[i].mathType) && perf[i].memory <= limit)
+      add(static_cast<int>(perf[i].algo), perf[i].mathType);
+  add(static_cast<int>(Op::kFallback), tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  return out;
+}
+
+// The cached candidates for `g` (a chunk's geometry), ranking them on first use. `b` are the
+// call's buffers: search mode times the algorithms on them (and overwrites the output).
+template <class Op>
+Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& stream) {
+  const bool tf32 = allow_tf32();
+  bool search = benchmark_mode();
+  if (search) {
+    // cudnnFind* synchronizes and cannot be captured into a CUDA graph: use the heuristics.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    CUGRAD_CUDA_CHECK(cudaStreamIsCapturing(runtime::cuda_stream(stream), &capture));
+    if (capture != cudaStreamCaptureStatusNone) search = false;
+  }
+  Plan p{make_key(Op::kDir, dev.index(), tf32, search, g), {}};
+  AlgoCache& cache = algo_cache();
+  {
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    const auto it = cache.entries.find(p.key);
+    if (it != cache.entries.end()) {
+      p.ranked = it->second;
+      return p;
+    }
+  }
+  cudnnHandle_t h = cudnn_handle(stream.handle());
+  const ConvDescs d(g, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  std::vector<Choice> ranked = rank_algorithms<Op>(h, d, b, tf32, search, dev, stream);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  p.ranked = cache.entries.emplace(p.key, std::move(ranked)).first->second;  // first ranking wins a race
+  return p;
+}
+
+// Moves `c` to the front of the cached ranking (it worked where the ones above it did not).
+void promote(const Key& key, const Choice& c) {
+  AlgoCache& cache = algo_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  const auto it = cache.entries.find(key);
+  if (it == cache.entries.end()) return;
+  auto& v = it->second;
+  const auto pos =
+      std::find_if(v.begin(), v.end(), [&](const Choice& x) { return x.algo == c.algo && x.math == c.math; });
+  if (pos != v.end()) std::rotate(v.begin(), pos, pos + 1);
+}
+
+// Runs one chunk with the first candidate cuDNN accepts. Statuses other than NOT_SUPPORTED
+// are errors at once (the library's text, the call, file:line).
+template <class Op>
+void execute(const Conv2dGeometry& g, const Buffers& b, float beta, const Plan& p, Device dev,
+             const Stream& stream) {
+  cudnnHandle_t h = cudnn_handle(stream.handle());
+  ConvDescs d(g, CUDNN_FMA_MATH);
+  cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+  for (std::size_t i = 0; i < p.ranked.size(); ++i) {
+    const Choice& c = p.ranked[i];
+    d.conv.set_math(c.math);
+    const auto algo = static_cast<typename Op::Algo>(c.algo);
+    std::size_t bytes = 0;
+    cudnnStatus_t status = Op::workspace(h, d, algo, &bytes);
+    if (status == CUDNN_STATUS_SUCCESS) {
+      Workspace ws(dev, bytes, stream);
+      status = Op::run(h, d, b, algo, ws.data(), bytes, beta);
+      if (status == CUDNN_STATUS_SUCCESS) {
+        if (i > 0) promote(p.key, c);
+        return;
+      }
+    }
+    if (!is_not_supported(status))
+      detail::throw_cudnn_error(static_cast<int>(status), Op::kCall, __FILE__, __LINE__);
+    last = status;
+  }
+  detail::throw_cudnn_error(static_cast<int>(last), Op::kCall, __FILE__, __LINE__);
+}
+
+// ---- batch chunks ----
+
+// Images per cuDNN call: every tensor of a call must have at most INT_MAX elements.
+std::int64_t chunk_images(const Conv2dGeometry& g) {
+  const std::int64_t per = std::max(g.c_in * g.h * g.w, g.c_out * g.out_h * g.out_w);
+  CUGRAD_CHECK(per <= INT_MAX, "conv2d: one image of input or output has ", per,
+               " elements; cuDNN's 4-D descriptors take at most 2^31 - 1 per tensor");
+  return std::max<std::int64_t>(1, std::min<std::int64_t>(g.n, INT_MAX / per));
+}
+
+Conv2dGeometry with_images(const Conv2dGeometry& g, std::int64_t n) {
+  Conv2dGeometry c = g;
+  c.n = n;
+  return c;
+}
+
+// Calls fn(start, count, plan) for each chunk of images, after planning every distinct chunk
+// shape (at most two) first: search mode writes into the output buffers, which must not
+// happen after a chunk has accumulated into them. buffers(start) gives a chunk's buffers.
+template <class Op, class MakeBuffers, class Fn>
+void for_each_chunk(const Conv2dGeometry& g, MakeBuffers&& buffers, Device dev, const Stream& stream,
+                    Fn&& fn) {
+  const std::int64_t chunk = chunk_images(g);
+  const std::int64_t tail = g.n % chunk;
+  const Plan full = plan<Op>(with_images(g, chunk), buffers(0), dev, stream);
+  std::optional<Plan> last;
+  if (tail != 0) last = plan<Op>(with_images(g, tail), buffers(g.n - tail), dev, stream);
+  for (std::int64_t start = 0; start < g.n; start += chunk) {
+    const std::int64_t count = std::min(chunk, g.n - start);
+    fn(start, count, count == chunk ? full : *last);
+  }
+}
+
+void check_stream(const Stream& stream, const char* name) {
+  CUGRAD_CHECK(stream.device().is_cuda(), name, ": needs a CUDA stream, got one on ", stream.device());
+}
+
+}  // namespace
+
+void conv2d_forward_f32(const float* x, const float* weight, const float* bias, float* y,
+                        const Conv2dGeometry& g, const Stream& stream) {
+  check_stream(stream, "conv2d_forward_f32");
+  if (g.n == 0) return;
+  const Device dev = stream.device();
+  const std::int64_t xs = g.c_in * g.h * g.w, ys = g.c_out * g.out_h * g.out_w;
+  const auto buffers = [&](std::int64_t start) {
+    return Buffers{const_cast<float*>(x + start * xs), const_cast<float*>(weight), y + start * ys};
+  };
+  std::optional<TensorDescriptor> bias_desc;
+  if (bias) bias_desc.emplace(CUDNN_DATA_FLOAT, 1, g.c_out, 1, 1);
+  for_each_chunk<ForwardOp>(
+      g, buffers, dev, stream, [&](std::int64_t start, std::int64_t count, const Plan& p) {
+        const Conv2dGeometry part = with_images(g, count);
+        execute<ForwardOp>(part, buffers(start), 0.0f, p, dev, stream);
+        if (bias) {
+          const TensorDescriptor y_desc(CUDNN_DATA_FLOAT, count, g.c_out, g.out_h, g.out_w);
+          const float one = 1.0f;
+          CUGRAD_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(stream.handle()), &one, bias_desc->get(), bias, &one,
+                                            y_desc.get(), y + start * ys));
+        }
+      });
+}
+
+void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, const Conv2dGeometry& g,
+                               const Stream& stream) {
+  check_stream(stream, "conv2d_backward_input_f32");
+  if (g.n == 0) return;
+  const Device dev = stream.device();
+  const std::int64_t xs = g.c_in * g.h * g.w, ys = g.c_out * g.out_h * g.out_w;
+  const auto buffers = [&](std::int64_t start) {
+    return Buffers{dx + start * xs, const_cast<float*>(weight), const_cast<float*>(dy + start * ys)};
+  };
+  for_each_chunk<BackwardDataOp>(
+      g, buffers, dev, stream, [&](std::int64_t start, std::int64_t count, const Plan& p) {
+        execute<BackwardDataOp>(with_images(g, count), buffers(start), 0.0f, p, dev, stream);
+      });
+}
+
+void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight, const Conv2dGeometry& g,
+                                const Stream& stream) {
+  check_stream(stream, "conv2d_backward_weight_f32");
+  if (g.n == 0) {
+    CUGRAD_CUDA_CHECK(cudaMemsetAsync(dweight, 0, static_cast<std::size_t>(g.w_numel()) * sizeof(float),
+                                      runtime::cuda_stream(stream)));
+    return;
+  }
+  const Device dev = stream.device();
+  const std::int64_t xs = g.c_in * g.h * g.w, ys = g.c_out * g.out_h * g.out_w;
+  const auto buffers = [&](std::int64_t start) {
+    return Buffers{const_cast<float*>(x + start * xs), dweight, const_cast<float*>(dy + start * ys)};
+  };
+  // Chunks after the first add to the gradient (beta = 1).
+  for_each_chunk<BackwardFilterOp>(g, buffers, dev, stream,
+                                   [&](std::int64_t start, std::int64_t count, const Plan& p) {
+                                     execute<BackwardFilterOp>(with_images(g, count), buffers(start),
+                                                               start == 0 ? 0.0f : 1.0f, p, dev, stream);
+                                   });
+}
+
+void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream) {
+  check_stream(stream, "conv2d_backward_bias_f32");
+  if (g.n == 0) {
+    CUGRAD_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(g.c_out) * sizeof(float),
+                                      runtime::cuda_stream(stream)));
+    return;
+  }
+  const std::int64_t ys = g.c_out * g.out_h * g.out_w;
+  const std::int64_t chunk = chunk_images(g);
+  const TensorDescriptor db_desc(CUDNN_DATA_FLOAT, 1, g.c_out, 1, 1);
+  for (std::int64_t start = 0; start < g.n; start += chunk) {
+    const std::int64_t count = std::min(chunk, g.n - start);
+    const TensorDescriptor dy_desc(CUDNN_DATA_FLOAT, count, g.c_out, g.out_h, g.out_w);
+    const float one = 1.0f, beta = start == 0 ? 0.0f : 1.0f;
+    CUGRAD_CUDNN_CHECK(cudnnConvolutionBackwardBias(cudnn_handle(stream.handle()), &one, dy_desc.get(),
+                                                    dy + start * ys, &beta, db_desc.get(), dbias));
+  }
+}
+
+std::size_t conv2d_algorithm_cache_size() {
+  AlgoCache& cache = algo_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  return cache.entries.size();
+}
+
+}  // namespace cugrad::cuda

@@ -1,0 +1,50 @@
+// conv2d on CUDA through cuDNN's convolution API (float32, NCHW): forward, input gradient,
+// weight gradient and bias gradient, with the algorithm of each direction chosen once per
+// geometry and cached. The launchers take the cugrad::Stream the op runs on (not only its
+// handle) because they take cuDNN workspaces from the stream-ordered allocator on it.
+#pragma once
+
+#include <cstddef>
+
+#include "cugrad/stream.h"
+#include "host/cpu/conv.h"
+
+namespace cugrad::cuda {
+
+// Common contract: every pointer is device memory of the current device (the device of
+// `stream`), contiguous NCHW float32 as described by `g` (a valid geometry, checked by the op).
+// Work is queued on `stream`; nothing synchronizes the host, except the one-time algorithm
+// search when CUGRAD_CUDNN_BENCHMARK=1 (below). Tensors above 2^31 - 1 elements are processed
+// in chunks of whole images (cuDNN's 4-D descriptors take int sizes); one image must fit.
+//
+// Algorithm choice, per direction and per (device, geometry, TF32 setting, search mode):
+//  - default: cuDNN's heuristics (cudnnGet*Algorithm_v7), which rank the algorithms by
+//    expected speed without running anything (no host synchronization; capturable);
+//  - CUGRAD_CUDNN_BENCHMARK=1 in the environment: cudnnFind*AlgorithmEx times every algorithm
+//    on the call's own buffers once (host-blocking, like torch.backends.cudnn.benchmark), and
+//    the ranking is by measured time; during CUDA-graph capture the heuristics are used instead.
+// Candidates are kept in ranked order, filtered to those cuDNN reports as supported whose
+// workspace fits in min(1 GiB, device memory / 16) and whose math is allowed. A candidate that
+// cuDNN then refuses (a NOT_SUPPORTED status) is skipped and the next one used and remembered.
+// Math: strict float32 (CUDNN_FMA_MATH) unless cugrad::allow_tf32(), then the math type cuDNN
+// ranked (TF32 tensor cores allowed; never a down-conversion to half precision).
+
+/// y = conv(x, weight) + bias (bias may be null; added by cudnnAddTensor).
+void conv2d_forward_f32(const float* x, const float* weight, const float* bias, float* y,
+                        const Conv2dGeometry& g, const Stream& stream);
+
+/// dx = the input gradient for the output gradient dy (cudnnConvolutionBackwardData), fully written.
+void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, const Conv2dGeometry& g,
+                               const Stream& stream);
+
+/// dweight = the weight gradient (cudnnConvolutionBackwardFilter), fully written (zeros when n == 0).
+void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight, const Conv2dGeometry& g,
+                                const Stream& stream);
+
+/// dbias[o] = Σ dy over images and pixels (cudnnConvolutionBackwardBias), fully written.
+void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream);
+
+/// Number of (direction, geometry, ...) entries in the algorithm cache (tests, diagnostics).
+std::size_t conv2d_algorithm_cache_size();
+
+}  // namespace cugrad::cuda

@@ -1,0 +1,239 @@
+// CUDA pooling kernels over contiguous float32 NCHW planes: max (with argmax indices), average
+// (count_include_pad) and adaptive average, forward and backward.
+//
+// Launch shape: 1-D grid-stride loops of 256 threads (grid from grid_for: at most 32 blocks per
+// SM). Forward kernels: one thread per output element, reading its window (each input element
+// is read by about kh·kw/(stride_h·stride_w) threads, mostly from L1/L2) and writing the output
+// (and the int64 index) once. Backward kernels gather: one thread per input element walks the
+// outputs whose window can hold it, in output order, and writes dx once: no atomics, no zeroing
+// pass, and the same result on every run (deterministic).
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/launch.cuh"
+#include "cuda/pool.h"
+
+namespace cugrad::cuda {
+
+namespace {
+
+__device__ __forceinline__ std::int64_t first_index() {
+  return blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+}
+__device__ __forceinline__ std::int64_t grid_stride() {
+  return static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+}
+
+__device__ __forceinline__ std::int64_t clamp_end(std::int64_t end, std::int64_t size) {
+  return end < size ? end : size;
+}
+
+// First and one-past-last output position along one axis whose window
+// [o·stride − pad, o·stride − pad + span − 1] contains input position `in` (span = dil·(k−1) + 1).
+__device__ __forceinline__ void covering_outputs(std::int64_t in, std::int64_t pad, std::int64_t span,
+                                                 std::int64_t stride, std::int64_t out_size,
+                                                 std::int64_t& first, std::int64_t& last) {
+  const std::int64_t pos = in + pad;  // >= 0
+  first = pos < span ? 0 : (pos - span) / stride + 1;
+  last = clamp_end(pos / stride + 1, out_size);
+}
+
+// One thread per output element: the window's maximum (first maximum in row-major window
+// order; a NaN wins) and its flat in-plane index; -inf and -1 for a window with no in-plane
+// element. Reads the window, writes y (and indices when non-null) once.
+__global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                          std::int64_t* __restrict__ indices, Pool2dGeometry g,
+                                          std::int64_t total) {
+  for (std::int64_t o = first_index(); o < total; o += grid_stride()) {
+    const std::int64_t j = o % g.out_w;
+    const std::int64_t t = o / g.out_w;
+    const std::int64_t i = t % g.out_h;
+    const std::int64_t plane = t / g.out_h;
+    const float* in = x + plane * g.h * g.w;
+    float best = -INFINITY;
+    std::int64_t best_index = -1;
+    for (std::int64_t p = 0; p < g.kh; ++p) {
+      const std::int64_t ih = i * g.stride_h - g.pad_h + p * g.dil_h;
+      if (ih < 0 || ih >= g.h) continue;
+      for (std::int64_t q = 0; q < g.kw; ++q) {
+        const std::int64_t iw = j * g.stride_w - g.pad_w + q * g.dil_w;
+        if (iw < 0 || iw >= g.w) continue;
+        const float v = __ldg(in + ih * g.w + iw);
+        if (best_index < 0 || v > best || isnan(v)) {
+          best = v;
+          best_index = ih * g.w + iw;
+        }
+      }
+    }
+    y[o] = best;
+    if (indices) indices[o] = best_index;
+  }
+}
+
+// One thread per input element: Σ dy over the outputs whose saved index is this element.
+// Reads the covering outputs' indices and gradients, writes dx once.
+__global__ void max_pool2d_backward_kernel(const float* __restrict__ dy,
+                                           const std::int64_t* __restrict__ indices, float* __restrict__ dx,
+                                           Pool2dGeometry g, std::int64_t total) {
+  const std::int64_t span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
+  const std::int64_t ohw = g.out_h * g.out_w;
+  for (std::int64_t e = first_index(); e < total; e += grid_stride()) {
+    const std::int64_t iw = e % g.w;
+    const std::int64_t t = e / g.w;
+    const std::int64_t ih = t % g.h;
+    const std::int64_t plane = t / g.h;
+    std::int64_t i0, i1, j0, j1;
+    covering_outputs(ih, g.pad_h, span_h, g.stride_h, g.out_h, i0, i1);
+    covering_outputs(iw, g.pad_w, span_w, g.stride_w, g.out_w, j0, j1);
+    const std::int64_t target = ih * g.w + iw;
+    const std::int64_t* idx = indices + plane * ohw;
+    const float* grad = dy + plane * ohw;
+    float sum = 0.0f;
+    for (std::int64_t i = i0; i < i1; ++i)
+      for (std::int64_t j = j0; j < j1; ++j) {
+        const std::int64_t o = i * g.out_w + j;
+        if (__ldg(idx + o) == target) sum += __ldg(grad + o);
+      }
+    dx[e] = sum;
+  }
+}
+
+// One thread per output element: the sum of the window's in-plane elements over kh·kw.
+__global__ void avg_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                          Pool2dGeometry g, std::int64_t total) {
+  const float inv = 1.0f / static_cast<float>(g.kh * g.kw);
+  for (std::int64_t o = first_index(); o < total; o += grid_stride()) {
+    const std::int64_t j = o % g.out_w;
+    const std::int64_t t = o / g.out_w;
+    const std::int64_t i = t % g.out_h;
+    const std::int64_t plane = t / g.out_h;
+    const float* in = x + plane * g.h * g.w;
+    float sum = 0.0f;
+    for (std::int64_t p = 0; p < g.kh; ++p) {
+      const std::int64_t ih = i * g.stride_h - g.pad_h + p;
+      if (ih < 0 || ih >= g.h) continue;
+      for (std::int64_t q = 0; q < g.kw; ++q) {
+        const std::int64_t iw = j * g.stride_w - g.pad_w + q;
+        if (iw >= 0 && iw < g.w) sum += __ldg(in + ih * g.w + iw);
+      }
+    }
+    y[o] = sum * inv;
+  }
+}
+
+// One thread per input element: Σ dy over the windows that contain it, over kh·kw.
+__global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx,
+                                           Pool2dGeometry g, std::int64_t total) {
+  const float inv = 1.0f / static_cast<float>(g.kh * g.kw);
+  const std::int64_t ohw = g.out_h * g.out_w;
+  for (std::int64_t e = first_index(); e < total; e += grid_stride()) {
+    const std::int64_t iw = e % g.w;
+    const std::int64_t t = e / g.w;
+    const std::int64_t ih = t % g.h;
+    const std::int64_t plane = t / g.h;
+    std::int64_t i0, i1, j0, j1;
+    covering_outputs(ih, g.pad_h, g.kh, g.stride_h, g.out_h, i0, i1);
+    covering_outputs(iw, g.pad_w, g.kw, g.stride_w, g.out_w, j0, j1);
+    const float* grad = dy + plane * ohw;
+    float sum = 0.0f;
+    for (std::int64_t i = i0; i < i1; ++i)
+      for (std::int64_t j = j0; j < j1; ++j) sum += __ldg(grad + i * g.out_w + j);
+    dx[e] = sum * inv;
+  }
+}
+
+// One thread per output element: the mean of its adaptive window.
+__global__ void adaptive_avg_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                                   Pool2dGeometry g, std::int64_t total) {
+  for (std::int64_t o = first_index(); o < total; o += grid_stride()) {
+    const std::int64_t j = o % g.out_w;
+    const std::int64_t t = o / g.out_w;
+    const std::int64_t i = t % g.out_h;
+    const std::int64_t plane = t / g.out_h;
+    const std::int64_t h0 = adaptive_start(i, g.h, g.out_h), h1 = adaptive_end(i, g.h, g.out_h);
+    const std::int64_t w0 = adaptive_start(j, g.w, g.out_w), w1 = adaptive_end(j, g.w, g.out_w);
+    const float* in = x + plane * g.h * g.w;
+    float sum = 0.0f;
+    for (std::int64_t ih = h0; ih < h1; ++ih)
+      for (std::int64_t iw = w0; iw < w1; ++iw) sum += __ldg(in + ih * g.w + iw);
+    y[o] = sum / static_cast<float>((h1 - h0) * (w1 - w0));
+  }
+}
+
+// One thread per input element: Σ dy / window size over the adaptive windows that contain it.
+// Window o along an axis contains e iff o is in [floor(e·out/in), ceil((e+1)·out/in)); the
+// bounds are checked again per window, so rounding can never add a window that does not hold e.
+__global__ void adaptive_avg_pool2d_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx,
+                                                    Pool2dGeometry g, std::int64_t total) {
+  const std::int64_t ohw = g.out_h * g.out_w;
+  for (std::int64_t e = first_index(); e < total; e += grid_stride()) {
+    const std::int64_t iw = e % g.w;
+    const std::int64_t t = e / g.w;
+    const std::int64_t ih = t % g.h;
+    const std::int64_t plane = t / g.h;
+    const std::int64_t i0 = adaptive_start(ih, g.out_h, g.h),
+                       i1 = clamp_end(adaptive_end(ih, g.out_h, g.h), g.out_h);
+    const std::int64_t j0 = adaptive_start(iw, g.out_w, g.w),
+                       j1 = clamp_end(adaptive_end(iw, g.out_w, g.w), g.out_w);
+    const float* grad = dy + plane * ohw;
+    float sum = 0.0f;
+    for (std::int64_t i = i0; i < i1; ++i) {
+      const std::int64_t h0 = adaptive_start(i, g.h, g.out_h), h1 = adaptive_end(i, g.h, g.out_h);
+      if (ih < h0 || ih >= h1) continue;
+      for (std::int64_t j = j0; j < j1; ++j) {
+        const std::int64_t w0 = adaptive_start(j, g.w, g.out_w), w1 = adaptive_end(j, g.w, g.out_w);
+        if (iw < w0 || iw >= w1) continue;
+        sum += __ldg(grad + i * g.out_w + j) / static_cast<float>((h1 - h0) * (w1 - w0));
+      }
+    }
+    dx[e] = sum;
+  }
+}
+
+}  // namespace
+
+void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
+                            void* stream) {
+  const std::int64_t total = g.out_numel();
+  if (total == 0) return;
+  max_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, indices, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
+                             void* stream) {
+  const std::int64_t total = g.in_numel();
+  if (total == 0) return;
+  max_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, indices, dx, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream) {
+  const std::int64_t total = g.out_numel();
+  if (total == 0) return;
+  avg_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream) {
+  const std::int64_t total = g.in_numel();
+  if (total == 0) return;
+  avg_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, dx, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void adaptive_avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream) {
+  const std::int64_t total = g.out_numel();
+  if (total == 0) return;
+  adaptive_avg_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+void adaptive_avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream) {
+  const std::int64_t total = g.in_numel();
+  if (total == 0) return;
+  adaptive_avg_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, dx, g, total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cugrad::cuda

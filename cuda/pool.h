@@ -1,0 +1,27 @@
+// Launchers of the CUDA pooling kernels (cuda/pool.cu) for contiguous float32 NCHW planes
+// described by Pool2dGeometry (host/cpu/pool.h), with the semantics of the CPU reference.
+// `stream` is a cudaStream_t passed opaquely; every launch is checked; nothing synchronizes.
+#pragma once
+
+#include <cstdint>
+
+#include "host/cpu/pool.h"
+
+namespace cugrad::cuda {
+
+// Pointers are device memory of the current device; every output element is written, so no
+// output needs zeroing first. Backward kernels gather (one thread per input element, adding
+// the outputs whose window holds it in output order): deterministic, no atomics.
+
+/// As cpu::max_pool2d_forward; indices may be null (inference: no index is stored).
+void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
+                            void* stream);
+/// As cpu::max_pool2d_backward, from the indices of the forward pass.
+void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
+                             void* stream);
+void avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream);
+void avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream);
+void adaptive_avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream);
+void adaptive_avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream);
+
+}  // namespace cugrad::cuda

@@ -1,0 +1,192 @@
+// nn::functional::conv2d: argument checks, the output geometry, dispatch to the CPU reference
+// (host/cpu/conv: im2col + GEMM) or cuDNN (cuda/conv), and the backward node, which computes
+// the input, weight and bias gradients each only when an input that needs it asks for it.
+//
+// Choices where PyTorch is more permissive or silent:
+//  - Only batched 4-D input (N, C_in, H, W); a 3-D unbatched input is an error (unsqueeze(0)).
+//  - At least one input channel (PyTorch returns an odd empty result for C_in = 0). N = 0 gives
+//    an empty output, and backward gives zero weight and bias gradients.
+//  - The backward node saves x only when the weight requires grad and the weight only when x
+//    does: a frozen convolution does not keep its input alive for backward.
+#include "host/ops/conv.h"
+
+#include <atomic>
+
+#include "cuda/conv.h"
+#include "cugrad/nn/functional.h"
+#include "host/autograd/functions.h"
+#include "host/cpu/conv.h"
+#include "host/ops/op_util.h"
+
+namespace cugrad {
+
+namespace {
+
+std::atomic<std::uint64_t> g_input_grads{0}, g_weight_grads{0}, g_bias_grads{0};
+
+}  // namespace
+
+Conv2dBackwardCounts conv2d_backward_counts() {
+  return {g_input_grads.load(), g_weight_grads.load(), g_bias_grads.load()};
+}
+
+namespace nn::functional {
+
+namespace {
+
+constexpr const char* kOp = "conv2d";
+constexpr const char* kBackward = "Conv2dBackward";
+
+std::string pair_str(Int2 v) { return detail::cat("(", v.h, ", ", v.w, ")"); }
+
+Conv2dGeometry check_conv(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride,
+                          Int2 padding, Int2 dilation, std::int64_t groups) {
+  check_defined(kOp, x);
+  check_defined(kOp, weight, "weight");
+  CUGRAD_CHECK(x.dim() == 4, kOp, ": expected a 4-D input (N, C_in, H, W), got ", describe(x),
+               x.dim() == 3 ? " (add the batch dimension with unsqueeze(0))" : "");
+  CUGRAD_CHECK(weight.dim() == 4, kOp, ": expected a 4-D weight (C_out, C_in / groups, kH, kW), got ",
+               describe(weight));
+  CUGRAD_CHECK(is_floating(x.dtype()), kOp,
+               ": needs a floating-point input (float32; float64 on the CPU), got ", describe(x));
+  CUGRAD_CHECK(!(x.is_cuda() && x.dtype() != DType::float32), kOp,
+               ": only float32 is supported on CUDA, got ", describe(x));
+  CUGRAD_CHECK(weight.device() == x.device(), kOp, ": weight is on ", weight.device(),
+               " but the input is on ", x.device(), ": ", describe(weight), " vs ", describe(x));
+  CUGRAD_CHECK(weight.dtype() == x.dtype(), kOp, ": weight is ", weight.dtype(), " but the input is ",
+               x.dtype(), ": ", describe(weight), " vs ", describe(x), " (convert it with .to(dtype))");
+  CUGRAD_CHECK(stride.h >= 1 && stride.w >= 1, kOp, ": stride must be >= 1, got ", pair_str(stride));
+  CUGRAD_CHECK(padding.h >= 0 && padding.w >= 0, kOp, ": padding must be >= 0, got ", pair_str(padding));
+  CUGRAD_CHECK(dilation.h >= 1 && dilation.w >= 1, kOp, ": dilation must be >= 1, got ", pair_str(dilation));
+  CUGRAD_CHECK(groups >= 1, kOp, ": groups must be >= 1, got ", groups);
+
+  Conv2dGeometry g;
+  g.n = x.size(0);
+  g.c_in = x.size(1);
+  g.h = x.size(2);
+  g.w = x.size(3);
+  g.c_out = weight.size(0);
+  g.kh = weight.size(2);
+  g.kw = weight.size(3);
+  CUGRAD_CHECK(g.c_in >= 1, kOp, ": the input needs at least one channel, got ", describe(x));
+  CUGRAD_CHECK(
+      g.c_out >= 1 && g.kh >= 1 && g.kw >= 1 && weight.size(1) >= 1, kOp,
+      ": the weight needs at least one output channel, input channel and kernel row and column, got ",
+      describe(weight));
+  CUGRAD_CHECK(g.c_in % groups == 0, kOp, ": input channels (", g.c_in, ") must be divisible by groups (",
+               groups, "), input ", describe(x));
+  CUGRAD_CHECK(g.c_out % groups == 0, kOp, ": output channels (", g.c_out, ", weight dimension 0) must be ",
+               "divisible by groups (", groups, "), weight ", describe(weight));
+  CUGRAD_CHECK(weight.size(1) * groups == g.c_in, kOp, ": weight ", describe(weight), " with groups=", groups,
+               " expects ", weight.size(1) * groups, " input channels, but the input ", describe(x), " has ",
+               g.c_in);
+  if (bias.defined()) {
+    CUGRAD_CHECK(bias.dim() == 1 && bias.size(0) == g.c_out, kOp, ": bias must have shape [", g.c_out,
+                 "] (one value per output channel), got ", describe(bias));
+    CUGRAD_CHECK(bias.device() == x.device(), kOp, ": bias is on ", bias.device(), " but the input is on ",
+                 x.device(), ": ", describe(bias), " vs ", describe(x));
+    CUGRAD_CHECK(bias.dtype() == x.dtype(), kOp, ": bias is ", bias.dtype(), " but the input is ", x.dtype(),
+                 ": ", describe(bias), " vs ", describe(x), " (convert it with .to(dtype))");
+  }
+  g.stride_h = stride.h;
+  g.stride_w = stride.w;
+  g.pad_h = padding.h;
+  g.pad_w = padding.w;
+  g.dil_h = dilation.h;
+  g.dil_w = dilation.w;
+  g.groups = groups;
+  g.out_h = Conv2dGeometry::out_size(g.h, g.kh, g.stride_h, g.pad_h, g.dil_h);
+  g.out_w = Conv2dGeometry::out_size(g.w, g.kw, g.stride_w, g.pad_w, g.dil_w);
+  CUGRAD_CHECK(g.out_h >= 1 && g.out_w >= 1, kOp, ": the padded input (", g.h + 2 * g.pad_h, " x ",
+               g.w + 2 * g.pad_w, ") is smaller than the dilated kernel (", g.dil_h * (g.kh - 1) + 1, " x ",
+               g.dil_w * (g.kw - 1) + 1, "): input ", describe(x), ", weight ", describe(weight),
+               ", padding ", pair_str(padding), ", dilation ", pair_str(dilation));
+  return g;
+}
+
+Shape output_shape(const Conv2dGeometry& g) { return {g.n, g.c_out, g.out_h, g.out_w}; }
+
+const float* cf32(const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+const void* cptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
+
+// Gradients of y = conv2d(x, weight, bias) for the output gradient dy: (dx, dweight, dbias),
+// undefined where not wanted. x is needed only for dweight, weight only for dx.
+TensorList conv2d_grads(const Tensor& dy, const Tensor& x, const Tensor& weight, const Conv2dGeometry& g,
+                        const Device dev, DType dtype, bool need_x, bool need_w, bool need_b) {
+  CUGRAD_CHECK(dy.shape() == output_shape(g) && dy.dtype() == dtype && dy.device() == dev, kBackward,
+               ": the output gradient ", describe(dy), " does not match the output ", dtype,
+               shape_str(output_shape(g)), " on ", dev);
+  Tensor dx = need_x ? empty({g.n, g.c_in, g.h, g.w}, dev, dtype) : Tensor();
+  Tensor dw = need_w ? empty({g.c_out, g.c_in_per_group(), g.kh, g.kw}, dev, dtype) : Tensor();
+  Tensor db = need_b ? empty({g.c_out}, dev, dtype) : Tensor();
+  if (need_x) ++g_input_grads;
+  if (need_w) ++g_weight_grads;
+  if (need_b) ++g_bias_grads;
+  if (g.n == 0) {  // dx is empty; the parameters' gradients are sums over nothing
+    if (dw.defined()) dw.zero_();
+    if (db.defined()) db.zero_();
+    return {dx, dw, db};
+  }
+  if (dev.is_cuda()) {
+    OpScope scope(kBackward, dev);
+    scope.reads(dy);
+    if (need_x) {
+      scope.reads(weight);
+      scope.writes(dx);
+    }
+    if (need_w) {
+      scope.reads(x);
+      scope.writes(dw);
+    }
+    if (need_b) scope.writes(db);
+    const Stream stream = Stream::current(dev);
+    if (need_x) cuda::conv2d_backward_input_f32(cf32(dy), cf32(weight), dx.data_ptr<float>(), g, stream);
+    if (need_w) cuda::conv2d_backward_weight_f32(cf32(x), cf32(dy), dw.data_ptr<float>(), g, stream);
+    if (need_b) cuda::conv2d_backward_bias_f32(cf32(dy), db.data_ptr<float>(), g, stream);
+  } else {
+    if (need_x) cpu::conv2d_backward_input(dtype, dy.raw_data(), weight.raw_data(), dx.raw_data(), g);
+    if (need_w) cpu::conv2d_backward_weight(dtype, x.raw_data(), dy.raw_data(), dw.raw_data(), g);
+    if (need_b) cpu::conv2d_backward_bias(dtype, dy.raw_data(), db.raw_data(), g);
+  }
+  return {dx, dw, db};
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+              Int2 dilation, std::int64_t groups) {
+  const Conv2dGeometry g = check_conv(x, weight, bias, stride, padding, dilation, groups);
+  const Device dev = x.device();
+  Tensor y = empty(output_shape(g), dev, x.dtype());
+  if (g.n > 0) {
+    if (dev.is_cuda()) {
+      OpScope scope(kOp, dev);
+      scope.reads(x);
+      scope.reads(weight);
+      if (bias.defined()) scope.reads(bias);
+      scope.writes(y);
+      cuda::conv2d_forward_f32(cf32(x), cf32(weight), cf32(bias), y.data_ptr<float>(), g,
+                               Stream::current(dev));
+    } else {
+      cpu::conv2d_forward(x.dtype(), x.raw_data(), weight.raw_data(), cptr(bias), y.raw_data(), g);
+    }
+  }
+
+  if (autograd::any_requires_grad({&x, &weight, &bias})) {
+    const DType dtype = x.dtype();
+    // dweight needs x and dx needs the weight; nothing else is kept.
+    const Tensor saved_x = weight.requires_grad() ? x : Tensor();
+    const Tensor saved_w = x.requires_grad() ? weight : Tensor();
+    autograd::record_lambda(
+        kBackward, {x, weight, bias}, {y},
+        [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
+          return conv2d_grads(grads[0], saved[0], saved[1], g, dev, dtype, node.needs_input_grad(0),
+                              node.needs_input_grad(1), node.needs_input_grad(2));
+        },
+        {saved_x, saved_w});
+  }
+  return y;
+}
+
+}  // namespace nn::functional
+}  // namespace cugrad

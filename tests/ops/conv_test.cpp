@@ -1,0 +1,615 @@
+// nn::functional::conv2d: the CPU path (im2col + GEMM) against direct loops written here,
+// forward and backward, float32 and float64, over strides, padding, dilation, groups
+// (depthwise included), 1x1 kernels and images; pruning of the backward (a frozen convolution
+// computes only its input gradient, a first layer only its parameter gradients); errors;
+// PyTorch's golden file on the CPU and the GPU; float64 gradchecks; and (GPU suites) cuDNN
+// against the float64 CPU reference on awkward shapes, the algorithm cache, TF32 opt-in and
+// side streams.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "cuda/conv.h"
+#include "cugrad/cugrad.h"
+#include "cugrad/nn/functional.h"
+#include "host/ops/conv.h"
+#include "tests/support/gpu.h"
+#include "tests/support/parity.h"
+
+namespace cg = cugrad;
+namespace F = cugrad::nn::functional;
+using cg::nn::Int2;
+using cg::testing::all_close;
+using cg::testing::norm_close;
+
+namespace {
+
+const cg::Device kCpu = cg::Device::cpu();
+const cg::Device kCuda = cg::Device::cuda(0);
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const cg::ValueError& e) {
+    return e.what();
+  } catch (const cg::Error& e) {
+    return std::string("(not a ValueError) ") + e.what();
+  }
+  return "";
+}
+
+bool mentions(const std::string& message, const std::string& what) {
+  return message.find("conv2d") != std::string::npos && message.find(what) != std::string::npos;
+}
+
+std::vector<double> values(const cg::Tensor& t) { return t.cpu().to(cg::DType::float64).to_vector<double>(); }
+
+// One convolution: input shape, output channels, kernel, stride, padding, dilation, groups, bias.
+struct Cfg {
+  cg::Shape x;
+  std::int64_t c_out;
+  Int2 k, stride = 1, padding = 0, dilation = 1;
+  std::int64_t groups = 1;
+  bool bias = true;
+  std::string name() const {
+    return cg::detail::cat("x", cg::shape_str(x), " c_out ", c_out, " k ", k.h, "x", k.w, " s ", stride.h,
+                           ",", stride.w, " p ", padding.h, ",", padding.w, " d ", dilation.h, ",",
+                           dilation.w, " g ", groups, bias ? " bias" : " no bias");
+  }
+  cg::Shape w_shape() const { return {c_out, x[1] / groups, k.h, k.w}; }
+  std::int64_t out_h() const { return (x[2] + 2 * padding.h - dilation.h * (k.h - 1) - 1) / stride.h + 1; }
+  std::int64_t out_w() const { return (x[3] + 2 * padding.w - dilation.w * (k.w - 1) - 1) / stride.w + 1; }
+  cg::Shape y_shape() const { return {x[0], c_out, out_h(), out_w()}; }
+};
+
+// Awkward configurations: every feature alone and combined, odd sizes, 1x1 images and kernels.
+std::vector<Cfg> configs() {
+  return {
+      {{2, 3, 7, 6}, 4, 3, 1, 1},                         // 3x3 "same"
+      {{2, 4, 9, 9}, 6, 3, 2, 0, 1, 2, false},            // stride 2, groups 2, no bias
+      {{2, 2, 5, 8}, 3, 3, 1, 2, 2},                      // dilation 2
+      {{3, 3, 4, 4}, 5, 1},                               // pointwise (im2col skipped)
+      {{2, 3, 5, 7}, 4, 1, 2},                            // 1x1 with stride 2 (im2col needed)
+      {{1, 1, 1, 1}, 1, 1},                               // one element
+      {{3, 2, 1, 1}, 3, 3, 1, 1},                         // 1x1 image, 3x3 kernel, padding 1
+      {{2, 6, 5, 5}, 12, 3, 1, 1, 1, 6},                  // depthwise, multiplier 2
+      {{2, 4, 6, 5}, 4, {1, 3}, {2, 1}, {0, 1}},          // non-square kernel, stride, padding
+      {{2, 3, 5, 6}, 2, {5, 6}},                          // kernel = image: 1x1 output
+      {{1, 4, 11, 10}, 6, 3, {3, 2}, {2, 1}, {2, 3}, 2},  // everything at once
+      {{5, 3, 6, 6}, 8, 2, 2, 0, 1, 1, false},            // stride = kernel
+  };
+}
+
+struct Inputs {
+  cg::Tensor x, w, b, dy;
+  cg::TensorList list() const { return {x, w, b, dy}; }
+};
+
+Inputs make_inputs(const Cfg& c, cg::DType dtype = cg::DType::float32) {
+  Inputs in;
+  in.x = cg::randn(c.x, kCpu, dtype);
+  in.w = cg::randn(c.w_shape(), kCpu, dtype) * 0.5;
+  if (c.bias) in.b = cg::randn({c.c_out}, kCpu, dtype);
+  in.dy = cg::randn(c.y_shape(), kCpu, dtype);
+  return in;
+}
+
+cg::Tensor run_conv(const Cfg& c, const cg::Tensor& x, const cg::Tensor& w, const cg::Tensor& b) {
+  return F::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups);
+}
+
+// ---- direct loops (double), independent of im2col ----
+
+struct Ref {
+  cg::Tensor y, dx, dw, db;
+};
+
+Ref loop_conv(const Cfg& c, const Inputs& in) {
+  const auto xv = values(in.x), wv = values(in.w), gv = values(in.dy);
+  const auto bv = c.bias ? values(in.b) : std::vector<double>(static_cast<std::size_t>(c.c_out), 0.0);
+  const std::int64_t n = c.x[0], ci = c.x[1], h = c.x[2], w = c.x[3], co = c.c_out;
+  const std::int64_t oh = c.out_h(), ow = c.out_w(), cg_in = ci / c.groups, cg_out = co / c.groups;
+  std::vector<double> y(static_cast<std::size_t>(n * co * oh * ow)), dx(xv.size(), 0.0), dw(wv.size(), 0.0),
+      db(static_cast<std::size_t>(co), 0.0);
+  const auto xi = [&](std::int64_t b, std::int64_t ch, std::int64_t i, std::int64_t j) {
+    return static_cast<std::size_t>(((b * ci + ch) * h + i) * w + j);
+  };
+  const auto wi = [&](std::int64_t o, std::int64_t ch, std::int64_t p, std::int64_t q) {
+    return static_cast<std::size_t>(((o * cg_in + ch) * c.k.h + p) * c.k.w + q);
+  };
+  for (std::int64_t b = 0; b < n; ++b)
+    for (std::int64_t o = 0; o < co; ++o) {
+      const std::int64_t grp = o / cg_out;
+      for (std::int64_t i = 0; i < oh; ++i)
+        for (std::int64_t j = 0; j < ow; ++j) {
+          const auto yi = static_cast<std::size_t>(((b * co + o) * oh + i) * ow + j);
+          double acc = bv[static_cast<std::size_t>(o)];
+          const double g = gv[yi];
+          db[static_cast<std::size_t>(o)] += g;
+          for (std::int64_t ch = 0; ch < cg_in; ++ch)
+            for (std::int64_t p = 0; p < c.k.h; ++p)
+              for (std::int64_t q = 0; q < c.k.w; ++q) {
+                const std::int64_t ih = i * c.stride.h - c.padding.h + p * c.dilation.h;
+                const std::int64_t iw = j * c.stride.w - c.padding.w + q * c.dilation.w;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
+                const std::size_t xe = xi(b, grp * cg_in + ch, ih, iw), we = wi(o, ch, p, q);
+                acc += wv[we] * xv[xe];
+                dx[xe] += wv[we] * g;
+                dw[we] += xv[xe] * g;
+              }
+          y[yi] = acc;
+        }
+    }
+  Ref r;
+  r.y = cg::from_vector(y, c.y_shape());
+  r.dx = cg::from_vector(dx, c.x);
+  r.dw = cg::from_vector(dw, c.w_shape());
+  r.db = cg::from_vector(db, {co});
+  return r;
+}
+
+}  // namespace
+
+// ---- CPU against the loops ----
+
+TEST(Conv2d, ForwardAndBackwardMatchLoops) {
+  cg::manual_seed(101);
+  for (const cg::DType dtype : {cg::DType::float32, cg::DType::float64}) {
+    const double tol = dtype == cg::DType::float32 ? 1e-5 : 1e-12;
+    for (const Cfg& c : configs()) {
+      SCOPED_TRACE(cg::detail::cat(dtype, " ", c.name()));
+      const Inputs in = make_inputs(c, dtype);
+      const Ref ref = loop_conv(c, in);
+      const cg::Tensor x = in.x.clone().requires_grad_(), w = in.w.clone().requires_grad_();
+      const cg::Tensor b = c.bias ? in.b.clone().requires_grad_() : cg::Tensor();
+      const cg::Tensor y = run_conv(c, x, w, b);
+      EXPECT_EQ(y.shape(), c.y_shape());
+      EXPECT_EQ(y.dtype(), dtype);
+      EXPECT_EQ(y.grad_fn_name(), "Conv2dBackward");
+      EXPECT_TRUE(norm_close(y, ref.y, tol)) << "y";
+      EXPECT_TRUE(all_close(y, ref.y, {tol, tol})) << "y";
+      const cg::TensorList g =
+          c.bias ? cg::autograd::grad({y}, {x, w, b}, {in.dy}) : cg::autograd::grad({y}, {x, w}, {in.dy});
+      EXPECT_TRUE(norm_close(g[0], ref.dx, tol)) << "dx";
+      EXPECT_TRUE(norm_close(g[1], ref.dw, tol)) << "dweight";
+      if (c.bias) EXPECT_TRUE(norm_close(g[2], ref.db, tol)) << "dbias";
+    }
+  }
+}
+
+TEST(Conv2d, GroupsEqualSeparateConvolutionsPerGroup) {
+  cg::manual_seed(102);
+  // groups = 2 is two independent convolutions on the channel halves, concatenated.
+  const cg::Tensor x = cg::randn({2, 4, 6, 5}), w = cg::randn({6, 2, 3, 3}), b = cg::randn({6});
+  const auto yv = values(F::conv2d(x, w, b, 1, 1, 1, 2));
+  const auto xv = x.to_vector<float>();
+  constexpr std::int64_t kPlane = 6 * 5;
+  for (std::int64_t grp = 0; grp < 2; ++grp) {
+    std::vector<float> xs;  // x[:, 2 grp : 2 grp + 2]
+    for (std::int64_t n = 0; n < 2; ++n)
+      xs.insert(xs.end(), xv.begin() + (n * 4 + grp * 2) * kPlane,
+                xv.begin() + (n * 4 + grp * 2 + 2) * kPlane);
+    const cg::Tensor part = F::conv2d(cg::from_vector(xs, {2, 2, 6, 5}), w.narrow(0, grp * 3, 3).clone(),
+                                      b.narrow(0, grp * 3, 3).clone(), 1, 1);
+    const auto pv = values(part);
+    for (std::int64_t n = 0; n < 2; ++n)
+      for (std::int64_t k = 0; k < 3 * kPlane; ++k)
+        EXPECT_NEAR(yv[static_cast<std::size_t>((n * 6 + grp * 3) * kPlane + k)],
+                    pv[static_cast<std::size_t>(n * 3 * kPlane + k)], 1e-5);
+  }
+}
+
+TEST(Conv2d, EmptyBatchGivesEmptyOutputAndZeroParameterGradients) {
+  const cg::Tensor x = cg::randn({0, 3, 5, 5}).requires_grad_(), w = cg::randn({4, 3, 3, 3}).requires_grad_(),
+                   b = cg::randn({4}).requires_grad_();
+  const cg::Tensor y = F::conv2d(x, w, b, 1, 1);
+  EXPECT_EQ(y.shape(), (cg::Shape{0, 4, 5, 5}));
+  const cg::TensorList g = cg::autograd::grad({y}, {x, w, b}, {cg::zeros({0, 4, 5, 5})});
+  EXPECT_EQ(g[0].shape(), x.shape());
+  EXPECT_TRUE(cg::testing::all_equal(g[1], cg::zeros({4, 3, 3, 3})));
+  EXPECT_TRUE(cg::testing::all_equal(g[2], cg::zeros({4})));
+}
+
+// ---- pruning: only the gradients somebody needs ----
+
+namespace {
+
+struct CountDelta {
+  cg::Conv2dBackwardCounts before = cg::conv2d_backward_counts();
+  cg::Conv2dBackwardCounts now() const {
+    const cg::Conv2dBackwardCounts a = cg::conv2d_backward_counts();
+    return {a.input - before.input, a.weight - before.weight, a.bias - before.bias};
+  }
+};
+
+bool ran(const std::string& name) {
+  for (const std::string& n : cg::autograd::last_backward_stats().executed)
+    if (n == name) return true;
+  return false;
+}
+
+// Pruning on `dev`: frozen layer, first layer, autograd::grad of one input, no grad mode.
+void expect_pruning(cg::Device dev) {
+  SCOPED_TRACE(dev.str());
+  cg::manual_seed(103);
+  const Cfg c{{2, 3, 6, 6}, 4, 3, 1, 1};
+  const Inputs in = make_inputs(c);
+  const cg::Tensor xd = in.x.to(dev), wd = in.w.to(dev), bd = in.b.to(dev), dy = in.dy.to(dev);
+  {  // Frozen convolution: weight and bias need nothing; only grad-input runs.
+    const cg::Tensor x = xd.clone().requires_grad_();
+    const CountDelta d;
+    run_conv(c, x, wd, bd).backward(dy);
+    const auto n = d.now();
+    EXPECT_EQ(n.input, 1u);
+    EXPECT_EQ(n.weight, 0u);
+    EXPECT_EQ(n.bias, 0u);
+    EXPECT_TRUE(x.grad().defined());
+    EXPECT_TRUE(ran("Conv2dBackward"));
+  }
+  {  // First layer: the input needs no grad; weight and bias gradients only.
+    const cg::Tensor w = wd.clone().requires_grad_(), b = bd.clone().requires_grad_();
+    const CountDelta d;
+    run_conv(c, xd, w, b).backward(dy);
+    const auto n = d.now();
+    EXPECT_EQ(n.input, 0u);
+    EXPECT_EQ(n.weight, 1u);
+    EXPECT_EQ(n.bias, 1u);
+    EXPECT_TRUE(w.grad().defined());
+    EXPECT_TRUE(b.grad().defined());
+    EXPECT_FALSE(xd.grad().defined());
+  }
+  {  // Everything requires grad, but autograd::grad asks for the weight only.
+    const cg::Tensor x = xd.clone().requires_grad_(), w = wd.clone().requires_grad_(),
+                     b = bd.clone().requires_grad_();
+    const CountDelta d;
+    const cg::Tensor gw = cg::autograd::grad({run_conv(c, x, w, b)}, {w}, {dy})[0];
+    const auto n = d.now();
+    EXPECT_EQ(n.input, 0u);
+    EXPECT_EQ(n.weight, 1u);
+    EXPECT_EQ(n.bias, 0u);
+    EXPECT_TRUE(norm_close(gw, loop_conv(c, in).dw, 1e-5));
+  }
+  {  // Weight without bias: two gradients, no bias gradient exists.
+    const cg::Tensor x = xd.clone().requires_grad_(), w = wd.clone().requires_grad_();
+    const CountDelta d;
+    run_conv(c, x, w, bd).backward(dy);
+    const auto n = d.now();
+    EXPECT_EQ(n.input, 1u);
+    EXPECT_EQ(n.weight, 1u);
+    EXPECT_EQ(n.bias, 0u);
+  }
+  {  // No grad mode: nothing recorded.
+    const cg::Tensor w = wd.clone().requires_grad_();
+    cg::NoGradGuard ng;
+    EXPECT_FALSE(run_conv(c, xd, w, bd).requires_grad());
+  }
+}
+
+}  // namespace
+
+TEST(Conv2d, BackwardComputesOnlyTheGradientsNeeded) { expect_pruning(kCpu); }
+
+TEST(Conv2d, FrozenLayerBelowAFrozenLayerRunsNoBackward) {
+  cg::manual_seed(104);
+  // Two frozen convolutions on an input that needs no grad, then a trainable one: backward
+  // runs only the top node (nothing below the lowest trainable layer).
+  const cg::Tensor x = cg::randn({2, 2, 6, 6});
+  const cg::Tensor w1 = cg::randn({3, 2, 3, 3}), w2 = cg::randn({3, 3, 3, 3});
+  const cg::Tensor w3 = cg::randn({2, 3, 1, 1}).requires_grad_();
+  const cg::Tensor h = F::conv2d(F::conv2d(x, w1, {}, 1, 1), w2, {}, 1, 1);
+  EXPECT_FALSE(h.requires_grad());
+  const CountDelta d;
+  F::conv2d(h, w3).sum().backward();
+  const auto n = d.now();
+  EXPECT_EQ(n.input, 0u);
+  EXPECT_EQ(n.weight, 1u);
+  std::size_t convs = 0;
+  for (const std::string& name : cg::autograd::last_backward_stats().executed)
+    convs += name == "Conv2dBackward";
+  EXPECT_EQ(convs, 1u);
+}
+
+TEST(Conv2d, SavedWeightModifiedInPlaceIsReported) {
+  const cg::Tensor x = cg::randn({1, 2, 4, 4}).requires_grad_();
+  cg::Tensor w = cg::randn({2, 2, 3, 3});
+  const cg::Tensor y = F::conv2d(x, w);
+  w.mul_(2.0);
+  const std::string m = message_of([&] { y.backward(cg::ones(y.shape())); });
+  EXPECT_NE(m.find("Conv2dBackward"), std::string::npos) << m;
+  EXPECT_NE(m.find("modified by an in-place operation"), std::string::npos) << m;
+}
+
+// ---- errors ----
+
+TEST(Conv2d, ErrorsNameTheOpAndTheProblem) {
+  const cg::Tensor x = cg::randn({2, 4, 5, 5}), w = cg::randn({6, 4, 3, 3});
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(cg::Tensor(), w); }), "undefined"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, cg::Tensor()); }), "weight is an undefined"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(cg::randn({4, 5, 5}), w); }), "unsqueeze(0)"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, cg::randn({6, 4, 3})); }), "4-D weight"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x.to(cg::DType::int64), w.to(cg::DType::int64)); }),
+                       "floating-point"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w.to(cg::DType::float64)); }), "weight is float64"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, cg::ones({6}, kCpu, cg::DType::float64)); }),
+                       "bias is float64"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({6, 3, 3, 3}));
+                       }),
+                       "expects 3 input channels"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({6, 4, 3, 3}), {}, 1, 0, 1, 3);
+                       }),
+                       "divisible by groups"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({5, 2, 3, 3}), {}, 1, 0, 1, 2);
+                       }),
+                       "output channels (5"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, cg::ones({5})); }), "bias must have shape [6]"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, cg::ones({6, 1})); }), "bias must have shape [6]"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, {}, 0); }), "stride must be >= 1"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, w, {}, {1, -1});
+                       }),
+                       "stride must be >= 1, got (1, -1)"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, {}, 1, -1); }), "padding must be >= 0"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, {}, 1, 0, 0); }), "dilation must be >= 1"));
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, w, {}, 1, 0, 1, 0); }), "groups must be >= 1"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({6, 4, 6, 3}));
+                       }),
+                       "smaller than the dilated kernel"));
+  EXPECT_TRUE(
+      mentions(message_of([&] { F::conv2d(x, w, {}, 1, 0, 3); }), "smaller than the dilated kernel (7 x 7)"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(cg::randn({2, 0, 5, 5}), cg::randn({6, 0, 3, 3}));
+                       }),
+                       "at least one channel"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({0, 4, 3, 3}));
+                       }),
+                       "at least one output channel"));
+  EXPECT_NO_THROW(F::conv2d(x, cg::randn({6, 4, 5, 5})));            // kernel = image
+  EXPECT_NO_THROW(F::conv2d(x, cg::randn({6, 4, 7, 7}), {}, 1, 1));  // fits with padding
+}
+
+// ---- golden file from PyTorch ----
+
+namespace {
+
+// The file's metadata "convs": a JSON list of flat objects with cin, cout, k, stride, padding,
+// dilation, groups, bias and hw ([h, w]); the batch is the x tensor's.
+struct GoldenConv {
+  std::int64_t cin = 0, cout = 0, k = 0, stride = 1, padding = 0, dilation = 1, groups = 1;
+  bool bias = false;
+};
+
+std::vector<GoldenConv> parse_convs(const std::string& json) {
+  std::vector<GoldenConv> out;
+  const std::regex object(R"(\{([^}]*)\})"), field(R"re("(\w+)"\s*:\s*(\[[^\]]*\]|[^,}\s]+))re");
+  for (auto o = std::sregex_iterator(json.begin(), json.end(), object); o != std::sregex_iterator(); ++o) {
+    GoldenConv c;
+    const std::string body = (*o)[1];
+    for (auto f = std::sregex_iterator(body.begin(), body.end(), field); f != std::sregex_iterator(); ++f) {
+      const std::string key = (*f)[1], value = (*f)[2];
+      if (key == "cin")
+        c.cin = std::stoll(value);
+      else if (key == "cout")
+        c.cout = std::stoll(value);
+      else if (key == "k")
+        c.k = std::stoll(value);
+      else if (key == "stride")
+        c.stride = std::stoll(value);
+      else if (key == "padding")
+        c.padding = std::stoll(value);
+      else if (key == "dilation")
+        c.dilation = std::stoll(value);
+      else if (key == "groups")
+        c.groups = std::stoll(value);
+      else if (key == "bias")
+        c.bias = value == "true";
+      else if (key != "hw")
+        ADD_FAILURE() << "unknown conv setting in the golden file: " << key;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+void expect_golden(cg::Device dev) {
+  SCOPED_TRACE(dev.str());
+  const auto file = cg::io::read_safetensors(std::string(CUGRAD_GOLDEN_DIR) + "/conv_pool.safetensors");
+  const auto get = [&](const std::string& key) { return file.tensors.at(key); };
+  const std::vector<GoldenConv> convs = parse_convs(file.metadata.at("convs"));
+  ASSERT_EQ(convs.size(), 4u);
+  for (std::size_t i = 0; i < convs.size(); ++i) {
+    const GoldenConv& c = convs[i];
+    const std::string p = "conv" + std::to_string(i) + "_";
+    SCOPED_TRACE(p);
+    const cg::Tensor x = get(p + "x").to(dev).requires_grad_(), w = get(p + "w").to(dev).requires_grad_();
+    ASSERT_EQ(x.size(1), c.cin);
+    ASSERT_EQ(w.size(0), c.cout);
+    ASSERT_EQ(w.size(2), c.k);
+    ASSERT_EQ(file.tensors.count(p + "b") == 1, c.bias);
+    const cg::Tensor b = c.bias ? get(p + "b").to(dev).requires_grad_() : cg::Tensor();
+    const cg::Tensor y = F::conv2d(x, w, b, c.stride, c.padding, c.dilation, c.groups);
+    EXPECT_EQ(y.device(), dev);
+    const cg::TensorList g = c.bias ? cg::autograd::grad({y}, {x, w, b}, {get(p + "dy").to(dev)})
+                                    : cg::autograd::grad({y}, {x, w}, {get(p + "dy").to(dev)});
+    EXPECT_TRUE(norm_close(y, get(p + "y"), 1e-5)) << "y";
+    EXPECT_TRUE(norm_close(g[0], get(p + "dx"), 1e-5)) << "dx";
+    EXPECT_TRUE(norm_close(g[1], get(p + "dw"), 1e-5)) << "dw";
+    if (c.bias) EXPECT_TRUE(norm_close(g[2], get(p + "db"), 1e-5)) << "db";
+  }
+}
+
+}  // namespace
+
+TEST(Conv2dGolden, MatchesPyTorchOnCpu) { expect_golden(kCpu); }
+
+// ---- gradcheck (float64, CPU) ----
+
+TEST(Conv2dGradcheck, InputWeightAndBias) {
+  cg::manual_seed(105);
+  const std::vector<Cfg> cases = {
+      {{2, 3, 5, 4}, 2, 3, 1, 1},
+      {{1, 4, 7, 6}, 4, 3, 2, 1, 1, 2, false},     // stride 2, groups 2
+      {{2, 2, 6, 6}, 3, 3, 1, 2, 2},               // dilation 2
+      {{1, 3, 5, 5}, 3, 3, {2, 1}, {1, 0}, 1, 3},  // depthwise
+      {{2, 2, 3, 4}, 3, 1},                        // pointwise
+      {{1, 2, 1, 1}, 2, 3, 1, 1},                  // 1x1 image
+      {{1, 4, 6, 7}, 2, {2, 3}, {1, 2}, {1, 1}, {2, 1}, 2},
+  };
+  for (const Cfg& c : cases) {
+    SCOPED_TRACE(c.name());
+    const Inputs in = make_inputs(c, cg::DType::float64);
+    cg::TensorList leaves{in.x.clone().requires_grad_(), in.w.clone().requires_grad_()};
+    if (c.bias) leaves.push_back(in.b.clone().requires_grad_());
+    EXPECT_EQ(
+        cg::autograd::gradcheck(
+            [&](const cg::TensorList& t) { return run_conv(c, t[0], t[1], c.bias ? t[2] : cg::Tensor()); },
+            leaves),
+        "");
+  }
+  // The check can fail: a convolution whose weight is detached has a wrong weight gradient.
+  const Cfg c{{1, 2, 4, 4}, 2, 3};
+  const Inputs in = make_inputs(c, cg::DType::float64);
+  EXPECT_NE(
+      cg::autograd::gradcheck(
+          [&](const cg::TensorList& t) { return run_conv(c, t[0], t[1].detach(), {}) + t[1].sum() * 0.0; },
+          {in.x.clone().requires_grad_(), in.w.clone().requires_grad_()}),
+      "");
+}
+
+// ---- GPU: cuDNN against the float64 CPU reference ----
+
+namespace {
+
+enum class Out { y, dx, dw, db };
+
+// inputs {x, w, b, dy}; the requested output of the convolution, all inputs requiring grad.
+cg::Tensor conv_out(const Cfg& c, const cg::TensorList& t, Out out) {
+  const cg::Tensor x = t[0].detach().requires_grad_(), w = t[1].detach().requires_grad_();
+  const cg::Tensor b = t[2].defined() ? t[2].detach().requires_grad_() : cg::Tensor();
+  const cg::Tensor y = run_conv(c, x, w, b);
+  if (out == Out::y) return y;
+  const cg::Tensor& wrt = out == Out::dx ? x : out == Out::dw ? w : b;
+  return cg::autograd::grad({y}, {wrt}, {t[3]})[0];
+}
+
+// Outputs are sums of many products: compared by relative norm (1e-5) against float64.
+void expect_parity(const Cfg& c, double tol = 1e-5) {
+  SCOPED_TRACE(c.name());
+  const Inputs in = make_inputs(c);
+  for (const Out out : {Out::y, Out::dx, Out::dw, Out::db}) {
+    if (out == Out::db && !c.bias) continue;
+    EXPECT_TRUE(cg::testing::cuda_matches_cpu64_norm(
+        [&](const cg::TensorList& t) { return conv_out(c, t, out); }, in.list(), tol))
+        << "output " << static_cast<int>(out);
+  }
+}
+
+}  // namespace
+
+TEST(Conv2dGPU, MatchesCpuAtAwkwardShapes) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(111);
+  for (const Cfg& c : configs()) expect_parity(c);
+  expect_parity({{129, 16, 13, 13}, 16, 3, 1, 1});            // large batch, odd images
+  expect_parity({{7, 32, 9, 9}, 32, 3, 1, 1, 1, 32, false});  // depthwise, no bias
+  expect_parity({{3, 5, 17, 1}, 7, {3, 1}, {2, 1}, {1, 0}});  // one-column images
+}
+
+TEST(Conv2dGPU, ResNetShapesSpreadOverTheWholeGpu) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(112);
+  expect_parity({{8, 3, 224, 224}, 64, 7, 2, 3, 1, 1, false});  // ResNet-18 stem
+  expect_parity({{16, 64, 56, 56}, 64, 3, 1, 1, 1, 1, false});  // layer1
+  expect_parity({{16, 128, 28, 28}, 256, 3, 2, 1, 1, 1, false});
+  expect_parity({{16, 128, 28, 28}, 256, 1, 2, 0, 1, 1, false});  // downsample
+}
+
+TEST(Conv2dGPU, GoldenFile) {
+  CUGRAD_REQUIRE_GPU();
+  expect_golden(kCuda);
+}
+
+TEST(Conv2dGPU, BackwardComputesOnlyTheGradientsNeeded) {
+  CUGRAD_REQUIRE_GPU();
+  expect_pruning(kCuda);
+}
+
+TEST(Conv2dGPU, AlgorithmsAreChosenOncePerShape) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(113);
+  const cg::Tensor x = cg::randn({3, 5, 11, 13}, kCuda).requires_grad_(),
+                   w = cg::randn({7, 5, 3, 3}, kCuda).requires_grad_();
+  F::conv2d(x, w, {}, 1, 1).sum().backward();
+  const std::size_t after_first = cg::cuda::conv2d_algorithm_cache_size();
+  for (int i = 0; i < 3; ++i) F::conv2d(x, w, {}, 1, 1).sum().backward();
+  EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after_first);
+  // A new geometry adds one entry per direction run (forward, data, filter).
+  F::conv2d(x, w, {}, 2, 1).sum().backward();
+  EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after_first + 3);
+}
+
+TEST(Conv2dGPU, Tf32IsOptInAndStaysClose) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(114);
+  const Cfg c{{8, 64, 20, 20}, 64, 3, 1, 1};
+  const Inputs in = make_inputs(c);
+  const Ref ref = loop_conv(c, in);
+  ASSERT_FALSE(cg::allow_tf32());
+  const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
+  cg::set_allow_tf32(true);
+  cg::Tensor y;
+  try {
+    y = run_conv(c, in.x.cuda(), in.w.cuda(), in.b.cuda());
+  } catch (...) {
+    cg::set_allow_tf32(false);
+    throw;
+  }
+  cg::set_allow_tf32(false);
+  EXPECT_TRUE(norm_close(y, ref.y, 1e-2));                     // TF32 keeps 10 mantissa bits
+  EXPECT_GT(cg::cuda::conv2d_algorithm_cache_size(), before);  // its own cache entry
+  EXPECT_TRUE(norm_close(run_conv(c, in.x.cuda(), in.w.cuda(), in.b.cuda()), ref.y, 1e-5));  // strict again
+}
+
+TEST(Conv2dGPU, RunsOnTheCurrentStream) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(115);
+  const Cfg c{{4, 8, 15, 15}, 8, 3, 1, 1};
+  const Inputs in = make_inputs(c);
+  const Ref ref = loop_conv(c, in);
+  const cg::Tensor x = in.x.cuda(), w = in.w.cuda(), b = in.b.cuda(), dy = in.dy.cuda();
+  const cg::Stream side = cg::Stream::create(kCuda);
+  cg::Tensor y, gw;
+  {
+    cg::StreamGuard on(side);
+    // A slow kernel first: a result read before the side stream finished would be wrong.
+    cg::testing::spin_on(side, 20.0);
+    const cg::Tensor wl = w.detach().requires_grad_();
+    y = run_conv(c, x, wl, b);
+    gw = cg::autograd::grad({y}, {wl}, {dy})[0];
+  }
+  EXPECT_TRUE(norm_close(y, ref.y, 1e-5));
+  EXPECT_TRUE(norm_close(gw, ref.dw, 1e-5));
+}
+
+TEST(Conv2dGPU, ErrorsOnTheDevice) {
+  CUGRAD_REQUIRE_GPU();
+  const cg::Tensor x = cg::randn({2, 3, 5, 5}, kCuda);
+  EXPECT_TRUE(mentions(message_of([&] { F::conv2d(x, cg::randn({4, 3, 3, 3})); }), "weight is on cpu"));
+  EXPECT_TRUE(mentions(message_of([&] {
+                         F::conv2d(x, cg::randn({4, 3, 3, 3}, kCuda), cg::ones({4}));
+                       }),
+                       "bias is on cpu"));
+  const std::string m = message_of([&] {
+    F::conv2d(cg::randn({2, 3, 5, 5}, kCuda, cg::DType::float64),
+              cg::randn({4, 3, 3, 3}, kCuda, cg::DType::float64));
+  });
+  EXPECT_NE(m.find("float"), std::string::npos) << m;  // float64 is CPU-only (here or at creation)
+}
