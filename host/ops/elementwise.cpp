@@ -30,6 +30,9 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::mul_scalar: return "mul";
     case UnaryOp::rsub_scalar: return "rsub";
     case UnaryOp::rdiv_scalar: return "rdiv";
+    case UnaryOp::sigmoid: return "sigmoid";
+    case UnaryOp::tanh: return "tanh";
+    case UnaryOp::leaky_relu: return "leaky_relu";
   }
   return "unary";
 }
@@ -161,6 +164,29 @@ void record_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, doub
         return TensorList{g[0] * -a / (s[0] * s[0])};
       };
       break;
+    case UnaryOp::sigmoid:  // y' = y (1 - y), from the saved output
+      name = "SigmoidBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * s[0] * (1.0 - s[0])};
+      };
+      break;
+    case UnaryOp::tanh:  // y' = 1 - y², from the saved output
+      name = "TanhBackward";
+      saved = {out};
+      fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{g[0] * (1.0 - s[0] * s[0])};
+      };
+      break;
+    case UnaryOp::leaky_relu:
+      // PyTorch: x > 0 -> 1, else slope (slope at 0). With a positive slope the output has the
+      // sign of the input, so the output is saved (an in-place leaky_relu needs no copy of x).
+      name = "LeakyReluBackward";
+      saved = {a > 0.0 ? out : x};
+      fn = [a](const TensorList& g, const TensorList& s, const autograd::Node&) {
+        return TensorList{where(gt(s[0], 0.0), g[0], g[0] * a)};
+      };
+      break;
   }
   record_lambda(name, {x}, {out}, std::move(fn), saved);
 }
@@ -180,7 +206,8 @@ Tensor& unary_(UnaryOp op, Tensor& x, double a = 0.0, double b = 0.0) {
     // Under autograd: compute out of place, then move values and history onto x. Ops whose
     // backward needs x's old value get a copy of it, since x is about to change.
     const bool saves_input = op == UnaryOp::log || op == UnaryOp::abs || op == UnaryOp::pow ||
-                             op == UnaryOp::clamp || op == UnaryOp::rdiv_scalar;
+                             op == UnaryOp::clamp || op == UnaryOp::rdiv_scalar ||
+                             (op == UnaryOp::leaky_relu && a <= 0.0);
     const Tensor r = unary(op, saves_input ? x.clone() : x, a, b);
     {
       NoGradGuard ng;
@@ -415,6 +442,14 @@ Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::rsqrt, a); }
 Tensor abs(const Tensor& a) { return unary(UnaryOp::abs, a); }
 Tensor sign(const Tensor& a) { return unary(UnaryOp::sign, a); }
 Tensor relu(const Tensor& a) { return unary(UnaryOp::relu, a); }
+Tensor sigmoid(const Tensor& a) { return unary(UnaryOp::sigmoid, a); }
+Tensor tanh(const Tensor& a) { return unary(UnaryOp::tanh, a); }
+Tensor leaky_relu(const Tensor& a, double negative_slope) {
+  check_defined("leaky_relu", a);
+  CUGRAD_CHECK(std::isfinite(negative_slope), "leaky_relu: negative_slope must be finite, got ", negative_slope,
+               " for ", describe(a));
+  return unary(UnaryOp::leaky_relu, a, negative_slope);
+}
 Tensor pow(const Tensor& a, double exponent) { return unary(UnaryOp::pow, a, exponent); }
 Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max) {
   check_defined("clamp", a);
@@ -430,6 +465,9 @@ Tensor Tensor::rsqrt() const { return cugrad::rsqrt(*this); }
 Tensor Tensor::abs() const { return cugrad::abs(*this); }
 Tensor Tensor::sign() const { return cugrad::sign(*this); }
 Tensor Tensor::relu() const { return cugrad::relu(*this); }
+Tensor Tensor::sigmoid() const { return cugrad::sigmoid(*this); }
+Tensor Tensor::tanh() const { return cugrad::tanh(*this); }
+Tensor Tensor::leaky_relu(double negative_slope) const { return cugrad::leaky_relu(*this, negative_slope); }
 Tensor Tensor::pow(double e) const { return cugrad::pow(*this, e); }
 Tensor Tensor::clamp(std::optional<double> lo, std::optional<double> hi) const { return cugrad::clamp(*this, lo, hi); }
 
@@ -452,6 +490,13 @@ Tensor& Tensor::mul_(double v) {
 }
 Tensor& Tensor::neg_() { return unary_(UnaryOp::neg, *this); }
 Tensor& Tensor::relu_() { return unary_(UnaryOp::relu, *this); }
+Tensor& Tensor::sigmoid_() { return unary_(UnaryOp::sigmoid, *this); }
+Tensor& Tensor::tanh_() { return unary_(UnaryOp::tanh, *this); }
+Tensor& Tensor::leaky_relu_(double negative_slope) {
+  check_defined("leaky_relu_", *this);
+  CUGRAD_CHECK(std::isfinite(negative_slope), "leaky_relu_: negative_slope must be finite, got ", negative_slope);
+  return unary_(UnaryOp::leaky_relu, *this, negative_slope);
+}
 Tensor& Tensor::exp_() { return unary_(UnaryOp::exp, *this); }
 Tensor& Tensor::clamp_(std::optional<double> lo, std::optional<double> hi) {
   check_defined("clamp_", *this);

@@ -16,13 +16,17 @@ enum class UnaryOp : std::uint8_t {
   mul_scalar,   // x * a
   rsub_scalar,  // a - x
   rdiv_scalar,  // a / x
+  sigmoid,      // 1 / (1 + exp(-x))
+  tanh,
+  leaky_relu,   // x > 0 ? x : a * x
 };
 enum class BinaryOp : std::uint8_t { add, sub, mul, div, maximum, minimum, eq, ne, lt, le, gt, ge };
 
 constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq; }
 constexpr bool needs_floating(UnaryOp op) {
   return op == UnaryOp::exp || op == UnaryOp::log || op == UnaryOp::sqrt || op == UnaryOp::rsqrt ||
-         op == UnaryOp::pow || op == UnaryOp::rdiv_scalar;
+         op == UnaryOp::pow || op == UnaryOp::rdiv_scalar || op == UnaryOp::sigmoid || op == UnaryOp::tanh ||
+         op == UnaryOp::leaky_relu;
 }
 
 template <typename T>
@@ -66,6 +70,15 @@ CUGRAD_HOST_DEVICE CUGRAD_INLINE T apply_unary(UnaryOp op, T x, T a, T b) {
         if (a == T(0.5)) return std::sqrt(x);
         return std::pow(x, a);
       case UnaryOp::rdiv_scalar: return a / x;
+      // exp of a non-positive argument only: no overflow for large |x|, and the two branches
+      // agree at 0. NaN takes the second branch and stays NaN.
+      case UnaryOp::sigmoid: {
+        if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
+        const T e = std::exp(x);
+        return e / (T(1) + e);
+      }
+      case UnaryOp::tanh: return std::tanh(x);
+      case UnaryOp::leaky_relu: return x > T(0) ? x : x * a;  // NaN * a stays NaN
       default: break;
     }
   }

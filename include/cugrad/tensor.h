@@ -108,6 +108,9 @@ class Tensor {
   Tensor abs() const;
   Tensor sign() const;
   Tensor relu() const;
+  Tensor sigmoid() const;
+  Tensor tanh() const;
+  Tensor leaky_relu(double negative_slope = 0.01) const;
   Tensor pow(double exponent) const;
   Tensor clamp(std::optional<double> min, std::optional<double> max) const;
 
@@ -119,6 +122,9 @@ class Tensor {
   Tensor& mul_(double value);
   Tensor& neg_();
   Tensor& relu_();
+  Tensor& sigmoid_();
+  Tensor& tanh_();
+  Tensor& leaky_relu_(double negative_slope = 0.01);
   Tensor& exp_();
   Tensor& clamp_(std::optional<double> min, std::optional<double> max);
 
@@ -135,8 +141,16 @@ class Tensor {
   Tensor argmax(std::int64_t dim, bool keepdim = false) const;
   Tensor var(bool unbiased = true) const;
   Tensor var(std::int64_t dim, bool unbiased = true, bool keepdim = false) const;
+  /// `t.var(0)` means dimension 0: an int literal would otherwise be ambiguous between
+  /// the (bool unbiased) and (int64 dim) overloads. Same for std.
+  Tensor var(int dim, bool unbiased = true, bool keepdim = false) const {
+    return var(static_cast<std::int64_t>(dim), unbiased, keepdim);
+  }
   Tensor std(bool unbiased = true) const;
   Tensor std(std::int64_t dim, bool unbiased = true, bool keepdim = false) const;
+  Tensor std(int dim, bool unbiased = true, bool keepdim = false) const {
+    return std(static_cast<std::int64_t>(dim), unbiased, keepdim);
+  }
   Tensor norm(double p = 2.0) const;
   Tensor norm(double p, std::int64_t dim, bool keepdim = false) const;
 
@@ -255,6 +269,11 @@ Tensor rsqrt(const Tensor& a);
 Tensor abs(const Tensor& a);
 Tensor sign(const Tensor& a);
 Tensor relu(const Tensor& a);
+/// 1 / (1 + exp(-x)), computed without overflow for large |x|; floating dtypes.
+Tensor sigmoid(const Tensor& a);
+Tensor tanh(const Tensor& a);
+/// x > 0 ? x : negative_slope * x; floating dtypes. Gradient: 1 where x > 0, else the slope.
+Tensor leaky_relu(const Tensor& a, double negative_slope = 0.01);
 Tensor pow(const Tensor& a, double exponent);
 Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max);
 
@@ -271,8 +290,15 @@ Tensor argmax(const Tensor& a);
 Tensor argmax(const Tensor& a, std::int64_t dim, bool keepdim = false);
 Tensor var(const Tensor& a, bool unbiased = true);
 Tensor var(const Tensor& a, std::int64_t dim, bool unbiased = true, bool keepdim = false);
+/// var(a, 0) means dimension 0 (see Tensor::var(int)).
+inline Tensor var(const Tensor& a, int dim, bool unbiased = true, bool keepdim = false) {
+  return var(a, static_cast<std::int64_t>(dim), unbiased, keepdim);
+}
 Tensor std(const Tensor& a, bool unbiased = true);
 Tensor std(const Tensor& a, std::int64_t dim, bool unbiased = true, bool keepdim = false);
+inline Tensor std(const Tensor& a, int dim, bool unbiased = true, bool keepdim = false) {
+  return std(a, static_cast<std::int64_t>(dim), unbiased, keepdim);
+}
 Tensor norm(const Tensor& a, double p = 2.0);
 Tensor norm(const Tensor& a, double p, std::int64_t dim, bool keepdim = false);
 
