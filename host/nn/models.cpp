@@ -1,0 +1,94 @@
+// Model builders: the reference Fashion-MNIST CNN and ResNet-18 (torchvision's names, shapes
+// and initialization).
+#include <cmath>
+
+#include "cugrad/autograd.h"
+#include "cugrad/error.h"
+#include "cugrad/nn/models.h"
+
+namespace cugrad::nn {
+
+namespace {
+
+Conv2d conv3x3(std::int64_t in, std::int64_t out, std::int64_t stride = 1) {
+  return Conv2d(in, out, 3, {.stride = stride, .padding = 1, .bias = false});
+}
+
+// torchvision's ResNet initialization of a convolution: kaiming_normal_(mode="fan_out",
+// nonlinearity="relu"), i.e. N(0, 2 / (out_channels · kH · kW)).
+void kaiming_normal_fan_out(Conv2dImpl& conv) {
+  const double fan_out = static_cast<double>(conv.out_channels * conv.kernel_size.h * conv.kernel_size.w);
+  NoGradGuard no_grad;
+  conv.weight.copy_(randn(conv.weight.shape(), conv.weight.device(), conv.weight.dtype()) * std::sqrt(2.0 / fan_out));
+}
+
+}  // namespace
+
+ReferenceCnnImpl::ReferenceCnnImpl(std::int64_t w, std::int64_t num_classes, std::int64_t in_channels)
+    : Module("ReferenceCnn") {
+  CUGRAD_CHECK(w > 0 && num_classes > 0 && in_channels > 0, "ReferenceCnn: width (", w, "), num_classes (",
+               num_classes, ") and in_channels (", in_channels, ") must be positive");
+  f = register_module(
+      "f", Sequential({conv3x3(in_channels, w), BatchNorm2d(w), ReLU(),              // 0 1 2
+                       conv3x3(w, w), BatchNorm2d(w), ReLU(), MaxPool2d(2),          // 3 4 5 6
+                       conv3x3(w, 2 * w), BatchNorm2d(2 * w), ReLU(),                // 7 8 9
+                       conv3x3(2 * w, 2 * w), BatchNorm2d(2 * w), ReLU(), MaxPool2d(2),  // 10 11 12 13
+                       conv3x3(2 * w, 4 * w), BatchNorm2d(4 * w), ReLU(),            // 14 15 16
+                       AdaptiveAvgPool2d(1), Flatten(), Linear(4 * w, num_classes)}));  // 17 18 19
+}
+
+BasicBlockImpl::BasicBlockImpl(std::int64_t in_planes, std::int64_t planes, std::int64_t stride)
+    : Module("BasicBlock") {
+  conv1 = register_module("conv1", conv3x3(in_planes, planes, stride));
+  bn1 = register_module("bn1", BatchNorm2d(planes));
+  relu = register_module("relu", ReLU());
+  conv2 = register_module("conv2", conv3x3(planes, planes));
+  bn2 = register_module("bn2", BatchNorm2d(planes));
+  if (stride != 1 || in_planes != planes) {
+    downsample = register_module(
+        "downsample", Sequential({Conv2d(in_planes, planes, 1, {.stride = stride, .bias = false}), BatchNorm2d(planes)}));
+  }
+}
+
+Tensor BasicBlockImpl::forward(const Tensor& x) {
+  Tensor out = relu(bn1(conv1(x)));
+  out = bn2(conv2(out));
+  const Tensor identity = downsample ? downsample(x) : x;
+  return relu(out + identity);
+}
+
+ResNetImpl::ResNetImpl(std::int64_t num_classes, std::int64_t in_channels) : Module("ResNet") {
+  CUGRAD_CHECK(num_classes > 0 && in_channels > 0, "resnet18: num_classes (", num_classes, ") and in_channels (",
+               in_channels, ") must be positive");
+  conv1 = register_module("conv1", Conv2d(in_channels, 64, 7, {.stride = 2, .padding = 3, .bias = false}));
+  bn1 = register_module("bn1", BatchNorm2d(64));
+  relu = register_module("relu", ReLU());
+  maxpool = register_module("maxpool", MaxPool2d(3, {.stride = Int2(2), .padding = 1}));
+  std::int64_t in_planes = 64;
+  auto make_layer = [&](std::int64_t planes, std::int64_t stride) {
+    Sequential layer({BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)});
+    in_planes = planes;
+    return layer;
+  };
+  layer1 = register_module("layer1", make_layer(64, 1));
+  layer2 = register_module("layer2", make_layer(128, 2));
+  layer3 = register_module("layer3", make_layer(256, 2));
+  layer4 = register_module("layer4", make_layer(512, 2));
+  avgpool = register_module("avgpool", AdaptiveAvgPool2d(1));
+  fc = register_module("fc", Linear(512, num_classes));
+  for (const auto& m : modules()) {
+    if (auto* conv = dynamic_cast<Conv2dImpl*>(m.get())) kaiming_normal_fan_out(*conv);
+  }
+}
+
+Tensor ResNetImpl::forward(const Tensor& x) {
+  Tensor y = maxpool(relu(bn1(conv1(x))));
+  y = layer4(layer3(layer2(layer1(y))));
+  return fc(avgpool(y).flatten(1));  // torchvision flattens in forward (no module)
+}
+
+ResNet resnet18(std::int64_t num_classes, std::int64_t in_channels) {
+  return ResNet(num_classes, in_channels);
+}
+
+}  // namespace cugrad::nn
