@@ -24,12 +24,12 @@ required=(
   "libopenblas-dev|header:cblas.h link:openblas"
   "nlohmann-json3-dev|header:nlohmann/json.hpp"
   "zlib1g-dev|header:zlib.h link:z"
+  "libpng-dev|header:png.h link:png"
+  "libcli11-dev|header:CLI/CLI.hpp"
 )
 # Wanted: libraries and data sets of the io, example and benchmark parts; a warning when absent.
 wanted=(
   "libfmt-dev|header:fmt/core.h"
-  "libpng-dev|header:png.h"
-  "libcli11-dev|header:CLI/CLI.hpp"
   "libbenchmark-dev|header:benchmark/benchmark.h link:benchmark"
   "dataset-fashion-mnist|file:/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 )
