@@ -4,79 +4,23 @@
 
 #include <cuda_runtime.h>
 
-#include <mutex>
 #include <vector>
 
 #include "cugrad/device.h"
 #include "cugrad/error.h"
+#include "cuda/handle_pool.h"
 
 namespace cugrad::cuda {
 
 namespace {
 
-// Handles no thread holds, by device index. Created once and never destroyed: a static
-// destructor may run after the CUDA driver has shut down, and cublasDestroy then would
-// crash or hang. The handles and the pool are reclaimed by the OS at exit.
-struct IdleHandles {
-  std::mutex mutex;
-  std::vector<std::vector<cublasHandle_t>> by_device;
-};
-
-IdleHandles& idle_handles() {
-  static IdleHandles* const idle = new IdleHandles();
-  return *idle;
-}
-
-// An idle handle for `device` (the current device), or a new one.
-cublasHandle_t acquire_handle(int device) {
-  {
-    IdleHandles& idle = idle_handles();
-    std::lock_guard<std::mutex> lock(idle.mutex);
-    const auto d = static_cast<std::size_t>(device);
-    if (d < idle.by_device.size() && !idle.by_device[d].empty()) {
-      cublasHandle_t h = idle.by_device[d].back();
-      idle.by_device[d].pop_back();
-      return h;
-    }
-  }
+cublasHandle_t create_cublas() {
   cublasHandle_t h = nullptr;
   CUGRAD_CUBLAS_CHECK(cublasCreate(&h));
   return h;
 }
 
-// The handles of one thread, by device index. Its destructor runs when the thread ends
-// (for the main thread, during exit) and only moves the handles to the idle pool: no CUDA
-// call, nothing that can throw out of it.
-class ThreadHandles {
- public:
-  ThreadHandles() = default;
-  ThreadHandles(const ThreadHandles&) = delete;
-  ThreadHandles& operator=(const ThreadHandles&) = delete;
-
-  ~ThreadHandles() {
-    try {
-      IdleHandles& idle = idle_handles();
-      std::lock_guard<std::mutex> lock(idle.mutex);
-      if (idle.by_device.size() < handles_.size()) idle.by_device.resize(handles_.size());
-      for (std::size_t d = 0; d < handles_.size(); ++d)
-        if (handles_[d] != nullptr) idle.by_device[d].push_back(handles_[d]);
-    } catch (...) {
-      // Out of memory or a broken mutex while a thread ends: the handles leak, harmlessly.
-    }
-  }
-
-  cublasHandle_t get(int device) {
-    const auto d = static_cast<std::size_t>(device);
-    if (d >= handles_.size()) handles_.resize(d + 1, nullptr);
-    if (handles_[d] == nullptr) handles_[d] = acquire_handle(device);
-    return handles_[d];
-  }
-
- private:
-  std::vector<cublasHandle_t> handles_;
-};
-
-thread_local ThreadHandles t_handles;
+using Handles = detail::HandlePool<cublasHandle_t, create_cublas>;
 
 cublasOperation_t op_of(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
@@ -101,7 +45,7 @@ bool check_gemm(const char* name, bool trans_a, bool trans_b, std::int64_t m, st
 cublasHandle_t blas_handle(void* stream) {
   int device = 0;
   CUGRAD_CUDA_CHECK(cudaGetDevice(&device));
-  cublasHandle_t h = t_handles.get(device);
+  cublasHandle_t h = Handles::get(device);
   CUGRAD_CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(stream)));
   CUGRAD_CUBLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST));
   CUGRAD_CUBLAS_CHECK(cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));

@@ -6,76 +6,23 @@
 
 #include <climits>
 #include <cstdio>
-#include <mutex>
 #include <vector>
 
 #include "cugrad/error.h"
+#include "cuda/handle_pool.h"
 #include "host/runtime/allocator.h"
 
 namespace cugrad::cuda {
 
 namespace {
 
-// Handles no thread holds, by device index. Created once and never destroyed: a static
-// destructor may run after the CUDA driver has shut down, and cudnnDestroy then could crash.
-struct IdleHandles {
-  std::mutex mutex;
-  std::vector<std::vector<cudnnHandle_t>> by_device;
-};
-
-IdleHandles& idle_handles() {
-  static IdleHandles* const idle = new IdleHandles();
-  return *idle;
-}
-
-cudnnHandle_t acquire_handle(int device) {
-  {
-    IdleHandles& idle = idle_handles();
-    std::lock_guard<std::mutex> lock(idle.mutex);
-    const auto d = static_cast<std::size_t>(device);
-    if (d < idle.by_device.size() && !idle.by_device[d].empty()) {
-      cudnnHandle_t h = idle.by_device[d].back();
-      idle.by_device[d].pop_back();
-      return h;
-    }
-  }
+cudnnHandle_t create_cudnn() {
   cudnnHandle_t h = nullptr;
   CUGRAD_CUDNN_CHECK(cudnnCreate(&h));
   return h;
 }
 
-// The handles of one thread, by device index; its destructor (thread exit) only moves them to
-// the idle pool: no CUDA call, nothing that can throw out of it.
-class ThreadHandles {
- public:
-  ThreadHandles() = default;
-  ThreadHandles(const ThreadHandles&) = delete;
-  ThreadHandles& operator=(const ThreadHandles&) = delete;
-
-  ~ThreadHandles() {
-    try {
-      IdleHandles& idle = idle_handles();
-      std::lock_guard<std::mutex> lock(idle.mutex);
-      if (idle.by_device.size() < handles_.size()) idle.by_device.resize(handles_.size());
-      for (std::size_t d = 0; d < handles_.size(); ++d)
-        if (handles_[d] != nullptr) idle.by_device[d].push_back(handles_[d]);
-    } catch (...) {
-      // Out of memory or a broken mutex while a thread ends: the handles leak, harmlessly.
-    }
-  }
-
-  cudnnHandle_t get(int device) {
-    const auto d = static_cast<std::size_t>(device);
-    if (d >= handles_.size()) handles_.resize(d + 1, nullptr);
-    if (handles_[d] == nullptr) handles_[d] = acquire_handle(device);
-    return handles_[d];
-  }
-
- private:
-  std::vector<cudnnHandle_t> handles_;
-};
-
-thread_local ThreadHandles t_handles;
+using Handles = detail::HandlePool<cudnnHandle_t, create_cudnn>;
 
 // Destructors must not throw: a failed destroy is reported on stderr.
 void log_cudnn_failure(cudnnStatus_t status, const char* call) noexcept {
@@ -94,7 +41,7 @@ int as_int(std::int64_t v, const char* what) {
 cudnnHandle_t cudnn_handle(void* stream) {
   int device = 0;
   CUGRAD_CUDA_CHECK(cudaGetDevice(&device));
-  cudnnHandle_t h = t_handles.get(device);
+  cudnnHandle_t h = Handles::get(device);
   CUGRAD_CUDNN_CHECK(cudnnSetStream(h, static_cast<cudaStream_t>(stream)));
   return h;
 }

@@ -23,16 +23,7 @@ namespace {
 
 const cg::Device kCpu = cg::Device::cpu();
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::ValueError& e) {
-    return e.what();
-  } catch (const cg::Error& e) {
-    return std::string("(not a ValueError) ") + e.what();
-  }
-  return "";
-}
+std::string message_of(const std::function<void()>& f) { return cg::testing::value_error_message(f); }
 
 // The reference: x reshaped to rows, @ wᵀ, + b, reshaped back (composed differentiable ops).
 cg::Tensor reference_linear(const cg::Tensor& x, const cg::Tensor& w, const cg::Tensor& b) {

@@ -31,16 +31,7 @@ const cg::Device kCpu = cg::Device::cpu();
 const cg::Device kCuda = cg::Device::cuda(0);
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::ValueError& e) {
-    return e.what();
-  } catch (const cg::Error& e) {
-    return std::string("(not a ValueError) ") + e.what();
-  }
-  return "";
-}
+std::string message_of(const std::function<void()>& f) { return cg::testing::value_error_message(f); }
 
 bool mentions(const std::string& message, const std::string& op, const std::string& what) {
   return message.find(op) != std::string::npos && message.find(what) != std::string::npos;

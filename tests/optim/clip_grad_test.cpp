@@ -36,16 +36,7 @@ cg::Tensor leaf(const cg::Tensor& t) {
   return p;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::ValueError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("(not a ValueError) ") + e.what();
-  }
-  return "";
-}
+std::string message_of(const std::function<void()>& f) { return cg::testing::value_error_message(f); }
 
 ::testing::AssertionResult fails_with(const std::function<void()>& f, const std::string& what) {
   const std::string m = message_of(f);

@@ -13,6 +13,7 @@
 
 #include "cugrad/cugrad.h"
 #include "cugrad/optim.h"
+#include "tests/support/parity.h"
 
 namespace cg = cugrad;
 using cg::optim::AnnealStrategy;
@@ -38,16 +39,7 @@ struct Fixture {
       : opt(params, {.lr = lr, .momentum = momentum, .nesterov = nesterov}) {}
 };
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::ValueError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("(not a ValueError) ") + e.what();
-  }
-  return "";
-}
+std::string message_of(const std::function<void()>& f) { return cg::testing::value_error_message(f); }
 
 ::testing::AssertionResult fails_with(const std::function<void()>& f, const std::string& what) {
   const std::string m = message_of(f);

@@ -31,16 +31,7 @@ namespace {
 const cg::Device kCpu = cg::Device::cpu();
 const cg::Device kCuda = cg::Device::cuda(0);
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::ValueError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("(not a ValueError) ") + e.what();
-  }
-  return "";
-}
+std::string message_of(const std::function<void()>& f) { return cg::testing::value_error_message(f); }
 
 // The error names the optimizer (or its method) and contains `what`.
 ::testing::AssertionResult fails_with(const std::function<void()>& f, const std::string& what) {

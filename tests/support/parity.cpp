@@ -133,4 +133,15 @@ std::vector<Shape> awkward_shapes() {
   return {{1}, {7}, {33}, {1000003}, {3, 5, 7}, {2, 1, 9, 4}, {}};
 }
 
+std::string value_error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ValueError& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("(not a ValueError) ") + e.what();
+  }
+  return "";
+}
+
 }  // namespace cugrad::testing

@@ -25,6 +25,10 @@ struct Tolerance {
 /// Exact equality of values (integers, indices, masks).
 ::testing::AssertionResult all_equal(const Tensor& actual, const Tensor& expected);
 
+/// What `f` threw: the message of a cugrad::ValueError; "(not a ValueError) " + the message of
+/// any other std::exception; "" when it did not throw. Error tests check the message's parts.
+std::string value_error_message(const std::function<void()>& f);
+
 using TensorFn = std::function<Tensor(const TensorList&)>;
 
 /// Runs `fn` on `inputs` moved to CUDA (with new memory poisoned) and on `inputs` converted
