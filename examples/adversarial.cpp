@@ -56,11 +56,6 @@ cg::Tensor pgd(cg::nn::Module& model, const cg::Tensor& x, const cg::Tensor& y, 
   return adv;
 }
 
-std::int64_t correct(cg::nn::Module& model, const cg::Tensor& x, const cg::Tensor& y) {
-  cg::NoGradGuard ng;
-  return cg::eq(model(x).argmax(1), y).sum().item<std::int64_t>();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {

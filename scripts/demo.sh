@@ -37,7 +37,7 @@ else
   echo "== demo without a GPU: a smaller network (width 8) on subsets, so that the CPU finishes in minutes"
   echo "   (the GPU demo trains width 64 on all 60000 images for 5 epochs)"
   train=(--width 8 --epochs 2 --max-train 6000 --max-test 2000)
-  finetune=(--width 8 --epochs 1 --finetune-epochs 1 --max-train 3000 --max-test 1000 --timing-steps 5)
+  finetune=(--width 8 --epochs 2 --finetune-epochs 2 --max-train 4000 --max-test 1000 --timing-steps 5)
   adversarial=(--width 8 --images 500 --pgd-steps 10)
   inspect=(--width 8 --steps 40 --every 20 --max-train 3000)
 fi
