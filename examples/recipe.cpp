@@ -123,7 +123,7 @@ EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optim
   return s;
 }
 
-double evaluate(nn::Module& model, data::DataLoader& loader, std::int64_t label_offset) {
+Evaluation evaluate_full(nn::Module& model, data::DataLoader& loader, std::int64_t label_offset) {
   const bool was_training = model.is_training();
   model.eval();
   NoGradGuard ng;
@@ -131,10 +131,14 @@ double evaluate(nn::Module& model, data::DataLoader& loader, std::int64_t label_
   for (auto& [x, y] : loader) {
     const Tensor yy = shift_labels(y, label_offset);
     const Tensor logits = model(x);
-    m.add(zeros({}, logits.device()), logits, yy);
+    m.add(nn::functional::cross_entropy(logits, yy), logits, yy);
   }
   model.train(was_training);
-  return m.accuracy();
+  return {m.accuracy(), m.mean_loss()};
+}
+
+double evaluate(nn::Module& model, data::DataLoader& loader, std::int64_t label_offset) {
+  return evaluate_full(model, loader, label_offset).accuracy;
 }
 
 std::string ensure_dir(const std::string& path) {

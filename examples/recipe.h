@@ -67,7 +67,14 @@ struct EpochStats {
 EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optimizer& opt,
                        optim::LRScheduler* scheduler, const Recipe& recipe, const std::string& label);
 
-/// Accuracy of `model` (put in eval mode, no grad) on `loader`; restores the mode after.
+/// Accuracy and mean negative log-likelihood (cross-entropy without smoothing) of `model`
+/// (put in eval mode, no grad) on `loader`; restores the mode after.
+struct Evaluation {
+  double accuracy = 0;
+  double nll = 0;
+};
+Evaluation evaluate_full(nn::Module& model, data::DataLoader& loader, std::int64_t label_offset = 0);
+/// The accuracy of evaluate_full.
 double evaluate(nn::Module& model, data::DataLoader& loader, std::int64_t label_offset = 0);
 
 /// Accumulates device-side counts without reading them back each batch.
