@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cugrad/error.h"
+#include "host/tensor/dispatch.h"
 
 namespace cugrad::cpu {
 
@@ -99,27 +100,12 @@ void backward(const T* x, const T* dy, const BatchNormDims& d, const void* weigh
   }
 }
 
-template <typename F>
-void dispatch_float(DType dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case DType::float32:
-      f(float{});
-      return;
-    case DType::float64:
-      f(double{});
-      return;
-    default:
-      break;
-  }
-  throw ValueError(detail::cat(op, ": the CPU kernel needs float32 or float64, got ", dtype));
-}
-
 }  // namespace
 
 void batch_norm_train_forward(DType dtype, const void* x, void* y, const BatchNormDims& d, const void* weight,
                               const void* bias, double eps, void* save_mean, void* save_invstd,
                               void* running_mean, void* running_var, double factor) {
-  dispatch_float(dtype, "batch_norm", [&](auto tag) {
+  dispatch_floating_dtype(dtype, "batch_norm", [&](auto tag) {
     using T = decltype(tag);
     train_forward<T>(static_cast<const T*>(x), static_cast<T*>(y), d, weight, bias, eps,
                      static_cast<T*>(save_mean), static_cast<T*>(save_invstd), static_cast<T*>(running_mean),
@@ -130,7 +116,7 @@ void batch_norm_train_forward(DType dtype, const void* x, void* y, const BatchNo
 void batch_norm_eval_forward(DType dtype, const void* x, void* y, const BatchNormDims& d, const void* weight,
                              const void* bias, const void* running_mean, const void* running_var,
                              double eps) {
-  dispatch_float(dtype, "batch_norm", [&](auto tag) {
+  dispatch_floating_dtype(dtype, "batch_norm", [&](auto tag) {
     using T = decltype(tag);
     eval_forward<T>(static_cast<const T*>(x), static_cast<T*>(y), d, weight, bias,
                     static_cast<const T*>(running_mean), static_cast<const T*>(running_var), eps);
@@ -140,7 +126,7 @@ void batch_norm_eval_forward(DType dtype, const void* x, void* y, const BatchNor
 void batch_norm_backward(DType dtype, const void* x, const void* dy, const BatchNormDims& d,
                          const void* weight, const void* mean, const void* invstd_or_var, bool training,
                          double eps, void* dx, void* dweight, void* dbias) {
-  dispatch_float(dtype, "batch_norm_backward", [&](auto tag) {
+  dispatch_floating_dtype(dtype, "batch_norm_backward", [&](auto tag) {
     using T = decltype(tag);
     backward<T>(static_cast<const T*>(x), static_cast<const T*>(dy), d, weight, static_cast<const T*>(mean),
                 static_cast<const T*>(invstd_or_var), training, eps, static_cast<T*>(dx),

@@ -8,6 +8,7 @@
 
 #include "cugrad/error.h"
 #include "host/cpu/matmul.h"
+#include "host/tensor/dispatch.h"
 
 namespace cugrad::cpu {
 
@@ -159,20 +160,11 @@ void backward_bias(const T* dy, T* dbias, const Conv2dGeometry& g) {
   }
 }
 
-template <typename F>
-void dispatch_float(DType dtype, const char* name, F&& f) {
-  CUGRAD_CHECK(is_floating(dtype), name, ": dtype ", dtype, " is not supported (float32 or float64)");
-  if (dtype == DType::float32)
-    f(float{});
-  else
-    f(double{});
-}
-
 }  // namespace
 
 void conv2d_forward(DType dtype, const void* x, const void* weight, const void* bias, void* y,
                     const Conv2dGeometry& g) {
-  dispatch_float(dtype, "conv2d", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "conv2d", [&](auto zero) {
     using T = decltype(zero);
     forward<T>(static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const T*>(bias),
                static_cast<T*>(y), g);
@@ -181,7 +173,7 @@ void conv2d_forward(DType dtype, const void* x, const void* weight, const void* 
 
 void conv2d_backward_input(DType dtype, const void* dy, const void* weight, void* dx,
                            const Conv2dGeometry& g) {
-  dispatch_float(dtype, "conv2d_backward_input", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "conv2d_backward_input", [&](auto zero) {
     using T = decltype(zero);
     backward_input<T>(static_cast<const T*>(dy), static_cast<const T*>(weight), static_cast<T*>(dx), g);
   });
@@ -189,14 +181,14 @@ void conv2d_backward_input(DType dtype, const void* dy, const void* weight, void
 
 void conv2d_backward_weight(DType dtype, const void* x, const void* dy, void* dweight,
                             const Conv2dGeometry& g) {
-  dispatch_float(dtype, "conv2d_backward_weight", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "conv2d_backward_weight", [&](auto zero) {
     using T = decltype(zero);
     backward_weight<T>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dweight), g);
   });
 }
 
 void conv2d_backward_bias(DType dtype, const void* dy, void* dbias, const Conv2dGeometry& g) {
-  dispatch_float(dtype, "conv2d_backward_bias", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "conv2d_backward_bias", [&](auto zero) {
     using T = decltype(zero);
     backward_bias<T>(static_cast<const T*>(dy), static_cast<T*>(dbias), g);
   });

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cugrad/error.h"
+#include "host/tensor/dispatch.h"
 
 namespace cugrad::cpu {
 
@@ -92,21 +93,6 @@ void scale_grad(T* grad, const T* upstream, const std::int64_t* target, const Cr
   }
 }
 
-template <typename F>
-void dispatch_floating(DType dtype, const char* op, F&& f) {
-  switch (dtype) {
-    case DType::float32:
-      f(float{});
-      return;
-    case DType::float64:
-      f(double{});
-      return;
-    default:
-      break;
-  }
-  throw ValueError(detail::cat(op, ": needs float32 or float64, got ", dtype));
-}
-
 }  // namespace
 
 std::int64_t cross_entropy_first_bad_target(const std::int64_t* target, const CrossEntropyProblem& p) {
@@ -119,7 +105,7 @@ std::int64_t cross_entropy_first_bad_target(const std::int64_t* target, const Cr
 
 void cross_entropy_forward(DType dtype, const void* logits, const std::int64_t* target, const void* weight,
                            const CrossEntropyProblem& p, void* loss, void* grad) {
-  dispatch_floating(dtype, "cross_entropy", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "cross_entropy", [&](auto zero) {
     using T = decltype(zero);
     forward<T>(static_cast<const T*>(logits), target, static_cast<const T*>(weight), p, static_cast<T*>(loss),
                static_cast<T*>(grad));
@@ -128,7 +114,7 @@ void cross_entropy_forward(DType dtype, const void* logits, const std::int64_t* 
 
 void cross_entropy_scale_grad(DType dtype, void* grad, const void* upstream, const std::int64_t* target,
                               const CrossEntropyProblem& p) {
-  dispatch_floating(dtype, "cross_entropy", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "cross_entropy", [&](auto zero) {
     using T = decltype(zero);
     scale_grad<T>(static_cast<T*>(grad), static_cast<const T*>(upstream), target, p);
   });

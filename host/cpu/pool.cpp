@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "cugrad/error.h"
+#include "host/tensor/dispatch.h"
 
 namespace cugrad::cpu {
 
@@ -136,19 +137,10 @@ void adaptive_backward(const T* dy, T* dx, const Pool2dGeometry& g) {
   }
 }
 
-template <typename F>
-void dispatch_float(DType dtype, const char* name, F&& f) {
-  CUGRAD_CHECK(is_floating(dtype), name, ": dtype ", dtype, " is not supported (float32 or float64)");
-  if (dtype == DType::float32)
-    f(float{});
-  else
-    f(double{});
-}
-
 }  // namespace
 
 void max_pool2d_forward(DType dtype, const void* x, void* y, std::int64_t* indices, const Pool2dGeometry& g) {
-  dispatch_float(dtype, "max_pool2d", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "max_pool2d", [&](auto zero) {
     using T = decltype(zero);
     max_forward<T>(static_cast<const T*>(x), static_cast<T*>(y), indices, g);
   });
@@ -156,35 +148,35 @@ void max_pool2d_forward(DType dtype, const void* x, void* y, std::int64_t* indic
 
 void max_pool2d_backward(DType dtype, const void* dy, const std::int64_t* indices, void* dx,
                          const Pool2dGeometry& g) {
-  dispatch_float(dtype, "max_pool2d_backward", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "max_pool2d_backward", [&](auto zero) {
     using T = decltype(zero);
     max_backward<T>(static_cast<const T*>(dy), indices, static_cast<T*>(dx), g);
   });
 }
 
 void avg_pool2d_forward(DType dtype, const void* x, void* y, const Pool2dGeometry& g) {
-  dispatch_float(dtype, "avg_pool2d", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "avg_pool2d", [&](auto zero) {
     using T = decltype(zero);
     avg_forward<T>(static_cast<const T*>(x), static_cast<T*>(y), g);
   });
 }
 
 void avg_pool2d_backward(DType dtype, const void* dy, void* dx, const Pool2dGeometry& g) {
-  dispatch_float(dtype, "avg_pool2d_backward", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "avg_pool2d_backward", [&](auto zero) {
     using T = decltype(zero);
     avg_backward<T>(static_cast<const T*>(dy), static_cast<T*>(dx), g);
   });
 }
 
 void adaptive_avg_pool2d_forward(DType dtype, const void* x, void* y, const Pool2dGeometry& g) {
-  dispatch_float(dtype, "adaptive_avg_pool2d", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "adaptive_avg_pool2d", [&](auto zero) {
     using T = decltype(zero);
     adaptive_forward<T>(static_cast<const T*>(x), static_cast<T*>(y), g);
   });
 }
 
 void adaptive_avg_pool2d_backward(DType dtype, const void* dy, void* dx, const Pool2dGeometry& g) {
-  dispatch_float(dtype, "adaptive_avg_pool2d_backward", [&](auto zero) {
+  dispatch_floating_dtype(dtype, "adaptive_avg_pool2d_backward", [&](auto zero) {
     using T = decltype(zero);
     adaptive_backward<T>(static_cast<const T*>(dy), static_cast<T*>(dx), g);
   });

@@ -36,4 +36,16 @@ decltype(auto) dispatch_cuda_dtype(DType t, const char* op, F&& f) {
   throw ValueError(detail::cat(op, ": dtype ", t, " is not supported on CUDA"));
 }
 
+/// For kernels written for float and double only: calls f(float{}) or f(double{}); any other
+/// dtype is a ValueError naming `op`.
+template <typename F>
+decltype(auto) dispatch_floating_dtype(DType t, const char* op, F&& f) {
+  switch (t) {
+    case DType::float32: return f(float{});
+    case DType::float64: return f(double{});
+    default: break;
+  }
+  throw ValueError(detail::cat(op, ": needs float32 or float64, got ", t));
+}
+
 }  // namespace cugrad

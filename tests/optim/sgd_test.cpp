@@ -191,22 +191,10 @@ std::vector<double> values(const cg::Tensor& t) { return t.cpu().to(cg::DType::f
   return ::testing::AssertionSuccess();
 }
 
-// ResNet-18's parameters (torchvision order): conv1, bn1, layer1..4 (two basic blocks each, a
-// downsample conv + bn in the first block of layers 2-4), fc.
+// ResNet-18's parameters in torchvision order (62 tensors), from the model builder.
 std::vector<cg::Shape> resnet18_parameter_shapes() {
-  std::vector<cg::Shape> s = {{64, 3, 7, 7}, {64}, {64}};
-  const std::int64_t widths[] = {64, 128, 256, 512};
-  std::int64_t in = 64;
-  for (int stage = 0; stage < 4; ++stage) {
-    const std::int64_t w = widths[stage];
-    for (int block = 0; block < 2; ++block) {
-      const std::int64_t cin = block == 0 ? in : w;
-      s.insert(s.end(), {{w, cin, 3, 3}, {w}, {w}, {w, w, 3, 3}, {w}, {w}});
-      if (block == 0 && stage > 0) s.insert(s.end(), {{w, cin, 1, 1}, {w}, {w}});
-    }
-    in = w;
-  }
-  s.insert(s.end(), {{1000, 512}, {1000}});
+  std::vector<cg::Shape> s;
+  for (const cg::Tensor& p : cg::nn::resnet18()->parameters()) s.push_back(p.shape());
   return s;
 }
 
