@@ -1,6 +1,7 @@
 // Checkpoints: safetensors save/load of named tensors (F32, F64, I64, I32, U8).
 #pragma once
 
+#include <cstddef>
 #include <map>
 #include <string>
 
@@ -23,6 +24,9 @@ struct SafetensorsFile {
 /// contiguous and non-overlapping, covering the data section exactly to the end of the file.
 /// Any violation is a cugrad::Error naming the file and the problem.
 SafetensorsFile read_safetensors(const std::string& path);
+/// The same validation and result for a whole file's bytes already in memory; `name` is what
+/// error messages call it.
+SafetensorsFile parse_safetensors(const void* data, std::size_t size, const std::string& name = "<memory>");
 /// The tensors of read_safetensors(path), moved to `device`.
 StateDict load_safetensors(const std::string& path, Device device = Device::cpu());
 /// Writes tensors (any device; copied to the host) and optional metadata atomically: a

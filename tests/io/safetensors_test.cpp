@@ -4,6 +4,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
 
 #include "cugrad/cugrad.h"
 #include "tests/support/parity.h"
@@ -107,4 +110,31 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
             std::string::npos);
   EXPECT_NE(error_of(write_raw("meta.safetensors", R"({"__metadata__":{"k":1}})", 0)).find("not a string"),
             std::string::npos);
+}
+
+TEST(Safetensors, ParsesBytesInMemoryLikeAFile) {
+  cg::StateDict sd;
+  sd["w"] = cg::from_vector(std::vector<float>{1.5f, -2.0f, 3.25f}, {3});
+  sd["step"] = cg::from_vector(std::vector<std::int64_t>{7}, {});
+  const std::string path = tmp_path("memory.safetensors");
+  cg::io::save_safetensors(sd, path, {{"k", "v"}});
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const cg::io::SafetensorsFile f = cg::io::parse_safetensors(bytes.data(), bytes.size());
+  EXPECT_EQ(f.metadata.at("k"), "v");
+  EXPECT_TRUE(cg::testing::all_equal(f.tensors.at("w"), sd["w"]));
+  EXPECT_EQ(f.tensors.at("step").item<std::int64_t>(), 7);
+  // A malformed buffer is the same clear error, naming the source given.
+  try {
+    cg::io::parse_safetensors(bytes.data(), bytes.size() - 1, "checkpoint bytes");
+    ADD_FAILURE() << "a truncated buffer parsed";
+  } catch (const cg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint bytes"), std::string::npos) << e.what();
+  }
+  try {
+    cg::io::parse_safetensors(bytes.data(), 5);
+    ADD_FAILURE() << "a 5-byte buffer parsed";
+  } catch (const cg::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("<memory>"), std::string::npos) << e.what();
+  }
 }
