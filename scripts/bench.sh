@@ -14,7 +14,8 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   echo "bench: no NVIDIA GPU is visible (nvidia-smi -L failed); the benchmarks need one" >&2
   exit 1
 fi
-bash scripts/setup_deps.sh
+# GPU hosts are usually offline: check, but do not wait on apt (set CUGRAD_SKIP_APT=0 to allow it).
+CUGRAD_SKIP_APT=${CUGRAD_SKIP_APT:-1} bash scripts/setup_deps.sh
 bash scripts/configure.sh -DCUGRAD_BUILD_BENCH=ON
 cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}"
 

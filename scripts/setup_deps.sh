@@ -98,6 +98,9 @@ run_as_root() {
 }
 
 install_packages() {  # apt-get install PACKAGES; status 1 when apt is unusable or fails
+  # CUGRAD_SKIP_APT=1: never call apt (offline machines, such as the GPU hosts, where apt-get
+  # update would only wait for a network that is not there).
+  if [[ "${CUGRAD_SKIP_APT:-0}" == 1 ]]; then log "CUGRAD_SKIP_APT=1: not installing $*"; return 1; fi
   command -v apt-get >/dev/null 2>&1 || { log "apt-get is not available"; return 1; }
   local apt_log="$tmp_dir/apt.log"
   log "installing: $*"
