@@ -12,7 +12,7 @@ namespace cugrad::cuda {
 /// cuda/device_errors.cu, zero at module load). Host function; called once per device.
 unsigned int* device_error_claim_word();
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(CUGRAD_CUDA_EMULATOR)  // tests/emu compiles device code as C++
 /// Records an error for the host to report (first one per generation wins; see
 /// host/runtime/device_errors.h). Never blocks; a sink without a record ignores the report.
 /// Only atomicMax on the device-memory claim word is atomic; the mapped record is written with

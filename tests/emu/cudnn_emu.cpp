@@ -1,0 +1,1070 @@
+// CPU emulation of the part of the cuDNN 9 C API that cugrad uses (cuda/conv.cpp,
+// cuda/cudnn_handle.cpp, host/runtime/error.cpp), linked in place of libcudnn when the GPU
+// code paths run on the CPU.
+//
+// Emulation model (shared with the rest of tests/emu): "device pointers" are host pointers,
+// every call runs synchronously in the calling thread, and streams are opaque values that are
+// stored and returned but otherwise ignored. Only CUDNN_DATA_FLOAT tensors are supported (the
+// other data types are refused with CUDNN_STATUS_NOT_SUPPORTED when a descriptor is set), and
+// only 4-D descriptors exist. Every result is a double sum, scaled by alpha/beta in double and
+// rounded to float once, and every algorithm computes the same values. The math type decides
+// how the convolution's two inputs reach the multiplier, as on a GPU with tensor cores (the
+// runtime emulation reports sm_90): CUDNN_FMA_MATH exactly (strict float32);
+// CUDNN_DEFAULT_MATH and CUDNN_TENSOR_OP_MATH rounded to TF32 (10 mantissa bits, round to
+// nearest even); CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION rounded to half precision. The
+// environment's NVIDIA_TF32_OVERRIDE=0 (read on every call) turns the TF32 rounding off. Bias
+// gradients and cudnnAddTensor are always exact.
+//
+// Semantics, as cuDNN documents them:
+//   forward          y  = alpha * conv(x, w) + beta * y
+//   backward data    dx = alpha * conv^T(dy, w) + beta * dx
+//   backward filter  dw = alpha * dW(x, dy) + beta * dw
+//   backward bias    db[c] = alpha * sum_{n,h,w} dy[n,c,h,w] + beta * db[c]
+//   add tensor       C  = alpha * A + beta * C, A broadcast along its dimensions of size 1
+// with groups, padding, stride, dilation, CUDNN_CONVOLUTION (flipped filter) or
+// CUDNN_CROSS_CORRELATION, and the strides stored in the descriptors (NCHW, NHWC, or explicit
+// strides from cudnnSetTensor4dDescriptorEx). When beta == 0 the output is never read (it may
+// hold NaN).
+//
+// Algorithms: each direction reports every enumerant of its algorithm enum. Some are always
+// supported, some only for some geometries (FFT*: stride 1 and dilation 1; WINOGRAD: also a 3x3
+// filter and one group), some never (status CUDNN_STATUS_NOT_SUPPORTED in the perf results, and
+// from the workspace query and the convolution call). Some need a workspace (a modest size, or
+// an im2col-sized one for FWD_ALGO_GEMM, or a larger one for the FFT algorithms), others none;
+// a call given less workspace than its algorithm needs (or a null workspace with a nonzero
+// need) fails with CUDNN_STATUS_BAD_PARAM, so that under-allocation is loud rather than
+// silently skipped. The needed bytes of the workspace are overwritten on every call (a pattern
+// fill), as real scratch use would, so that a too-small allocation shows under ASan/valgrind.
+//
+// Argument checking: a null or unknown (never created, or destroyed) handle or descriptor, a
+// descriptor that was never set, a null data pointer or scalar, or shapes that do not agree
+// (x channels != filter channels * groups, filter count not a multiple of groups, y dims not
+// the computed output dims, a filter larger than the padded input, bias dims that neither
+// match nor are 1) give CUDNN_STATUS_BAD_PARAM.
+#include <cudnn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <mutex>
+#include <new>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+// A 4-D tensor or filter: dims[0..3] = n, c, h, w (k, c, r, s for a filter) and the stride of
+// each dimension in elements.
+struct Dims4 {
+  bool set = false;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  std::int64_t dims[4] = {0, 0, 0, 0};
+  std::int64_t strides[4] = {0, 0, 0, 0};
+  std::int64_t numel() const { return dims[0] * dims[1] * dims[2] * dims[3]; }
+};
+
+}  // namespace
+
+struct cudnnContext {
+  cudaStream_t stream = nullptr;
+};
+
+struct cudnnTensorStruct {
+  Dims4 d;
+};
+
+struct cudnnFilterStruct {
+  Dims4 d;
+  cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
+};
+
+struct cudnnConvolutionStruct {
+  bool set = false;
+  int pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  cudnnDataType_t compute_type = CUDNN_DATA_FLOAT;
+  int groups = 1;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+
+namespace {
+
+// ---- object registry: refuses destroyed or made-up handles and descriptors ----
+
+enum class Kind { handle, tensor, filter, convolution };
+
+struct Registry {
+  std::mutex mutex;
+  std::unordered_map<const void*, Kind> live;
+};
+
+Registry& registry() {
+  static Registry* const r = new Registry();  // leaked: usable from static destructors
+  return *r;
+}
+
+bool is_live(const void* p, Kind kind) {
+  if (p == nullptr) return false;
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  const auto it = r.live.find(p);
+  return it != r.live.end() && it->second == kind;
+}
+
+void add_live(const void* p, Kind kind) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.live[p] = kind;
+}
+
+// Removes p from the registry; false if it was not a live object of that kind.
+bool remove_live(const void* p, Kind kind) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  const auto it = r.live.find(p);
+  if (it == r.live.end() || it->second != kind) return false;
+  r.live.erase(it);
+  return true;
+}
+
+template <class T>
+cudnnStatus_t create_object(T** out, Kind kind) {
+  if (out == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  T* p = new (std::nothrow) T();
+  if (p == nullptr) return CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+  add_live(p, kind);
+  *out = p;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Descriptors: destroying null is a no-op, as in cuDNN.
+template <class T>
+cudnnStatus_t destroy_descriptor(T* p, Kind kind) {
+  if (p == nullptr) return CUDNN_STATUS_SUCCESS;
+  if (!remove_live(p, kind)) return CUDNN_STATUS_BAD_PARAM;
+  delete p;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+bool tensor_ok(const cudnnTensorStruct* t) { return is_live(t, Kind::tensor) && t->d.set; }
+bool filter_ok(const cudnnFilterStruct* f) { return is_live(f, Kind::filter) && f->d.set; }
+bool conv_ok(const cudnnConvolutionStruct* c) { return is_live(c, Kind::convolution) && c->set; }
+
+// Float is supported; another valid data type is not; anything else is a bad parameter.
+cudnnStatus_t check_data_type(cudnnDataType_t t) {
+  if (t == CUDNN_DATA_FLOAT) return CUDNN_STATUS_SUCCESS;
+  const int v = static_cast<int>(t);
+  return v >= 0 && v <= static_cast<int>(CUDNN_DATA_COMPLEX_FP64) ? CUDNN_STATUS_NOT_SUPPORTED
+                                                                  : CUDNN_STATUS_BAD_PARAM;
+}
+
+// Checks the dims and data type of a 4-D tensor or filter (strides are the caller's).
+cudnnStatus_t check_dims(cudnnDataType_t type, int n, int c, int h, int w) {
+  if (n <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t st = check_data_type(type);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  // cuDNN: a tensor descriptor may describe at most 2^31 - 1 elements.
+  const std::int64_t total = std::int64_t{n} * c * h * w;
+  if (total > INT_MAX) return CUDNN_STATUS_NOT_SUPPORTED;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Packed strides of (n, c, h, w) in NCHW or NHWC order.
+cudnnStatus_t packed_dims(cudnnTensorFormat_t format, cudnnDataType_t type, int n, int c, int h, int w,
+                          Dims4* out) {
+  if (format == CUDNN_TENSOR_NCHW_VECT_C) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (format != CUDNN_TENSOR_NCHW && format != CUDNN_TENSOR_NHWC) return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t st = check_dims(type, n, c, h, w);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  Dims4 d;
+  d.set = true;
+  d.type = type;
+  d.dims[0] = n;
+  d.dims[1] = c;
+  d.dims[2] = h;
+  d.dims[3] = w;
+  if (format == CUDNN_TENSOR_NCHW) {
+    d.strides[3] = 1;
+    d.strides[2] = w;
+    d.strides[1] = std::int64_t{h} * w;
+    d.strides[0] = std::int64_t{c} * h * w;
+  } else {
+    d.strides[1] = 1;
+    d.strides[3] = c;
+    d.strides[2] = std::int64_t{w} * c;
+    d.strides[0] = std::int64_t{h} * w * c;
+  }
+  *out = d;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Calls f(offset, index) for every element of d, index being the packed NCHW position.
+template <class F>
+void for_each_element(const Dims4& d, F&& f) {
+  std::int64_t idx = 0;
+  for (std::int64_t a = 0; a < d.dims[0]; ++a)
+    for (std::int64_t b = 0; b < d.dims[1]; ++b)
+      for (std::int64_t c = 0; c < d.dims[2]; ++c)
+        for (std::int64_t e = 0; e < d.dims[3]; ++e, ++idx)
+          f(a * d.strides[0] + b * d.strides[1] + c * d.strides[2] + e * d.strides[3], idx);
+}
+
+// out[element] = alpha * acc[index] + beta * out[element]; out is not read when beta == 0.
+void write_out(const Dims4& d, const std::vector<double>& acc, float alpha_f, float beta_f, float* out) {
+  const double alpha = alpha_f, beta = beta_f;
+  for_each_element(d, [&](std::int64_t off, std::int64_t idx) {
+    out[off] = static_cast<float>(beta_f == 0.0f ? alpha * acc[idx] : alpha * acc[idx] + beta * out[off]);
+  });
+}
+
+// ---- convolution geometry ----
+
+struct Geo {
+  std::int64_t N, C, H, W;   // input
+  std::int64_t K, Cg, R, S;  // filter: K outputs, Cg inputs per group, R x S
+  std::int64_t P, Q;         // output spatial dims
+  std::int64_t G, Kg;        // groups, outputs per group
+  std::int64_t pad_h, pad_w, stride_h, stride_w, dil_h, dil_w;
+  bool flip;  // CUDNN_CONVOLUTION: the filter is applied flipped
+  Dims4 x, w, y;
+};
+
+// Output size of one spatial dimension; 0 when the dilated filter exceeds the padded input.
+std::int64_t out_size(std::int64_t in, std::int64_t pad, std::int64_t f, std::int64_t stride,
+                      std::int64_t dil) {
+  const std::int64_t span = (f - 1) * dil + 1, padded = in + 2 * pad;
+  return padded < span ? 0 : (padded - span) / stride + 1;
+}
+
+// Validates x, w and the convolution (y may be null: not checked) and fills g.
+cudnnStatus_t resolve(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+                      const cudnnConvolutionStruct* conv, const cudnnTensorStruct* y, Geo* g) {
+  if (!tensor_ok(x) || !filter_ok(w) || !conv_ok(conv)) return CUDNN_STATUS_BAD_PARAM;
+  if (y != nullptr && !tensor_ok(y)) return CUDNN_STATUS_BAD_PARAM;
+  if (x->d.type != w->d.type || (y != nullptr && y->d.type != x->d.type)) return CUDNN_STATUS_BAD_PARAM;
+  Geo r{};
+  r.N = x->d.dims[0];
+  r.C = x->d.dims[1];
+  r.H = x->d.dims[2];
+  r.W = x->d.dims[3];
+  r.K = w->d.dims[0];
+  r.Cg = w->d.dims[1];
+  r.R = w->d.dims[2];
+  r.S = w->d.dims[3];
+  r.G = conv->groups;
+  if (r.C != r.Cg * r.G || r.K % r.G != 0) return CUDNN_STATUS_BAD_PARAM;
+  r.Kg = r.K / r.G;
+  r.pad_h = conv->pad_h;
+  r.pad_w = conv->pad_w;
+  r.stride_h = conv->stride_h;
+  r.stride_w = conv->stride_w;
+  r.dil_h = conv->dil_h;
+  r.dil_w = conv->dil_w;
+  r.flip = conv->mode == CUDNN_CONVOLUTION;
+  r.P = out_size(r.H, r.pad_h, r.R, r.stride_h, r.dil_h);
+  r.Q = out_size(r.W, r.pad_w, r.S, r.stride_w, r.dil_w);
+  if (r.P <= 0 || r.Q <= 0) return CUDNN_STATUS_BAD_PARAM;
+  r.x = x->d;
+  r.w = w->d;
+  if (y != nullptr) {
+    const Dims4& yd = y->d;
+    if (yd.dims[0] != r.N || yd.dims[1] != r.K || yd.dims[2] != r.P || yd.dims[3] != r.Q)
+      return CUDNN_STATUS_BAD_PARAM;
+    r.y = yd;
+  }
+  // Float data computes in float (cuDNN's TRUE_FLOAT_CONFIG); nothing else is emulated.
+  if (conv->compute_type != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+  *g = r;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The outputs o in [0, out) whose input position o * stride + off lies in [0, in): [*lo, *hi).
+void valid_range(std::int64_t off, std::int64_t stride, std::int64_t in, std::int64_t out, std::int64_t* lo,
+                 std::int64_t* hi) {
+  const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };  // a >= 0, b > 0
+  std::int64_t l = off >= 0 ? 0 : ceil_div(-off, stride);
+  std::int64_t h = in - off <= 0 ? 0 : ceil_div(in - off, stride);
+  h = std::min(h, out);
+  l = std::min(l, h);
+  *lo = l;
+  *hi = h;
+}
+
+// One run of taps: a filter element (w_off in memory, w_idx in packed KCRS order) against
+// `count` consecutive output columns of one output row and the input elements they read.
+// Element i of the run: x at x_off + i * x_step (packed index x_idx + i * x_step_idx), y at
+// y_off + i * y_step (packed index y_idx + i).
+struct Run {
+  std::int64_t w_off, w_idx;
+  std::int64_t x_off, x_step, x_idx, x_step_idx;
+  std::int64_t y_off, y_step, y_idx;
+  std::int64_t count;
+};
+
+// Calls f(run) for every run of the convolution, so that every (input, filter, output) triple
+// is visited exactly once.
+template <class F>
+void for_each_run(const Geo& g, F&& f) {
+  const std::int64_t* xs = g.x.strides;
+  const std::int64_t* ws = g.w.strides;
+  const std::int64_t* ys = g.y.strides;
+  for (std::int64_t n = 0; n < g.N; ++n)
+    for (std::int64_t gi = 0; gi < g.G; ++gi)
+      for (std::int64_t kk = 0; kk < g.Kg; ++kk) {
+        const std::int64_t k = gi * g.Kg + kk;
+        for (std::int64_t cc = 0; cc < g.Cg; ++cc) {
+          const std::int64_t c = gi * g.Cg + cc;
+          for (std::int64_t r = 0; r < g.R; ++r) {
+            const std::int64_t rr = g.flip ? g.R - 1 - r : r;
+            std::int64_t p_lo = 0, p_hi = 0;
+            valid_range(r * g.dil_h - g.pad_h, g.stride_h, g.H, g.P, &p_lo, &p_hi);
+            for (std::int64_t s = 0; s < g.S; ++s) {
+              const std::int64_t ss = g.flip ? g.S - 1 - s : s;
+              std::int64_t q_lo = 0, q_hi = 0;
+              valid_range(s * g.dil_w - g.pad_w, g.stride_w, g.W, g.Q, &q_lo, &q_hi);
+              if (q_lo >= q_hi) continue;
+              Run run;
+              run.w_off = k * ws[0] + cc * ws[1] + rr * ws[2] + ss * ws[3];
+              run.w_idx = ((k * g.Cg + cc) * g.R + rr) * g.S + ss;
+              run.x_step = g.stride_w * xs[3];
+              run.x_step_idx = g.stride_w;
+              run.y_step = ys[3];
+              run.count = q_hi - q_lo;
+              const std::int64_t w0 = q_lo * g.stride_w - g.pad_w + s * g.dil_w;  // input column of q_lo
+              for (std::int64_t p = p_lo; p < p_hi; ++p) {
+                const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dil_h;
+                run.x_off = n * xs[0] + c * xs[1] + h * xs[2] + w0 * xs[3];
+                run.x_idx = ((n * g.C + c) * g.H + h) * g.W + w0;
+                run.y_off = n * ys[0] + k * ys[1] + p * ys[2] + q_lo * ys[3];
+                run.y_idx = ((n * g.K + k) * g.P + p) * g.Q + q_lo;
+                f(run);
+              }
+            }
+          }
+        }
+      }
+}
+
+enum class Dir { forward, backward_data, backward_filter };
+
+// How the convolution's inputs reach the multiplier.
+enum class Precision { fp32, tf32, fp16 };
+
+// v rounded to TF32 (8 exponent bits, 10 mantissa bits; round to nearest even); NaN and
+// infinity unchanged, overflow rounds to infinity.
+float to_tf32(float v) {
+  std::uint32_t u = 0;
+  std::memcpy(&u, &v, sizeof u);
+  if ((u & 0x7f800000u) == 0x7f800000u) return v;
+  u += 0x0fffu + ((u >> 13) & 1u);
+  u &= 0xffffe000u;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+template <Precision P>
+double load(const float* p) {
+  if constexpr (P == Precision::tf32) return to_tf32(*p);
+  if constexpr (P == Precision::fp16) return static_cast<float>(static_cast<_Float16>(*p));
+  return *p;
+}
+
+Precision precision_of(cudnnMathType_t math) {
+  switch (math) {
+    case CUDNN_FMA_MATH:
+      return Precision::fp32;
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      return Precision::fp16;
+    case CUDNN_DEFAULT_MATH:
+    case CUDNN_TENSOR_OP_MATH: {
+      const char* env = std::getenv("NVIDIA_TF32_OVERRIDE");
+      return env != nullptr && std::strcmp(env, "0") == 0 ? Precision::fp32 : Precision::tf32;
+    }
+  }
+  return Precision::fp32;
+}
+
+// Runs one direction: the output is y (forward), x (backward data) or w (backward filter).
+template <Precision P>
+void compute(Dir dir, const Geo& g, float alpha, const float* x, const float* w, const float* y, float beta,
+             float* out) {
+  switch (dir) {
+    case Dir::forward: {
+      std::vector<double> acc(static_cast<std::size_t>(g.y.numel()), 0.0);
+      for_each_run(g, [&](const Run& u) {
+        const double wv = load<P>(w + u.w_off);
+        const float* xp = x + u.x_off;
+        double* a = acc.data() + u.y_idx;
+        for (std::int64_t i = 0; i < u.count; ++i) a[i] += load<P>(xp + i * u.x_step) * wv;
+      });
+      write_out(g.y, acc, alpha, beta, out);
+      break;
+    }
+    case Dir::backward_data: {
+      std::vector<double> acc(static_cast<std::size_t>(g.x.numel()), 0.0);
+      for_each_run(g, [&](const Run& u) {
+        const double wv = load<P>(w + u.w_off);
+        const float* yp = y + u.y_off;
+        double* a = acc.data() + u.x_idx;
+        for (std::int64_t i = 0; i < u.count; ++i) a[i * u.x_step_idx] += load<P>(yp + i * u.y_step) * wv;
+      });
+      write_out(g.x, acc, alpha, beta, out);
+      break;
+    }
+    case Dir::backward_filter: {
+      std::vector<double> acc(static_cast<std::size_t>(g.w.numel()), 0.0);
+      for_each_run(g, [&](const Run& u) {
+        const float* xp = x + u.x_off;
+        const float* yp = y + u.y_off;
+        double sum = 0.0;
+        for (std::int64_t i = 0; i < u.count; ++i)
+          sum += load<P>(xp + i * u.x_step) * load<P>(yp + i * u.y_step);
+        acc[u.w_idx] += sum;
+      });
+      write_out(g.w, acc, alpha, beta, out);
+      break;
+    }
+  }
+}
+
+// ---- algorithms ----
+
+enum class Need { none, small, gemm, fft };
+enum class When { always, unit, winograd, never };
+
+struct AlgoInfo {
+  int algo;
+  Need need;
+  When when;
+  bool deterministic;
+};
+
+// Every enumerant of each algorithm enum, in the emulated heuristics' preference order.
+constexpr AlgoInfo kForward[] = {
+    {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, Need::small, When::always, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, Need::none, When::always, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD, Need::none, When::winograd, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_GEMM, Need::gemm, When::always, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_FFT, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_DIRECT, Need::none, When::never, true},
+    {CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, Need::none, When::never, true},
+};
+constexpr AlgoInfo kBackwardData[] = {
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, Need::small, When::always, true},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, Need::none, When::always, false},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD, Need::none, When::winograd, true},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED, Need::none, When::never, true},
+};
+constexpr AlgoInfo kBackwardFilter[] = {
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, Need::small, When::always, true},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, Need::none, When::always, false},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, Need::small, When::always, false},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING, Need::fft, When::unit, true},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD, Need::none, When::never, true},
+    {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED, Need::none, When::never, true},
+};
+static_assert(std::size(kForward) == CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+static_assert(std::size(kBackwardData) == CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+static_assert(std::size(kBackwardFilter) == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+
+struct AlgoTable {
+  const AlgoInfo* begin;
+  const AlgoInfo* end;
+};
+
+AlgoTable table(Dir dir) {
+  switch (dir) {
+    case Dir::forward:
+      return {std::begin(kForward), std::end(kForward)};
+    case Dir::backward_data:
+      return {std::begin(kBackwardData), std::end(kBackwardData)};
+    case Dir::backward_filter:
+      return {std::begin(kBackwardFilter), std::end(kBackwardFilter)};
+  }
+  return {nullptr, nullptr};
+}
+
+const AlgoInfo* find_algo(Dir dir, int algo) {
+  const AlgoTable t = table(dir);
+  for (const AlgoInfo* a = t.begin; a != t.end; ++a)
+    if (a->algo == algo) return a;
+  return nullptr;
+}
+
+bool supported(const AlgoInfo& a, const Geo& g) {
+  const bool unit = g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1;
+  switch (a.when) {
+    case When::always:
+      return true;
+    case When::unit:
+      return unit;
+    case When::winograd:
+      return unit && g.R == 3 && g.S == 3 && g.G == 1;
+    case When::never:
+      return false;
+  }
+  return false;
+}
+
+std::size_t workspace_bytes(const AlgoInfo& a, const Geo& g) {
+  switch (a.need) {
+    case Need::none:
+      return 0;
+    case Need::small:
+      return 256 + 8 * static_cast<std::size_t>(g.Cg * g.R * g.S);  // index tables
+    case Need::gemm:
+      return sizeof(float) * static_cast<std::size_t>(g.Cg * g.R * g.S * g.P * g.Q);  // im2col
+    case Need::fft:
+      return sizeof(float) * 2 * static_cast<std::size_t>(g.x.numel() + g.K * g.Cg * g.H * g.W + g.y.numel());
+  }
+  return 0;
+}
+
+// Validates everything about one convolution call except the scalars; on success *info is
+// the algorithm and *need its workspace.
+cudnnStatus_t check_call(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct* xd, const void* x,
+                         const cudnnFilterStruct* wd, const void* w, const cudnnConvolutionStruct* cd,
+                         const cudnnTensorStruct* yd, const void* y, int algo, const void* ws,
+                         std::size_t ws_bytes, Geo* g, const AlgoInfo** info) {
+  if (!is_live(handle, Kind::handle)) return CUDNN_STATUS_BAD_PARAM;
+  if (x == nullptr || w == nullptr || y == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t st = resolve(xd, wd, cd, yd, g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  const AlgoInfo* a = find_algo(dir, algo);
+  if (a == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  if (!supported(*a, *g)) return CUDNN_STATUS_NOT_SUPPORTED;
+  const std::size_t need = workspace_bytes(*a, *g);
+  if (need > 0 && (ws == nullptr || ws_bytes < need)) return CUDNN_STATUS_BAD_PARAM;
+  *info = a;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Uses the workspace as scratch the way a real kernel would (a pattern fill of what it needs).
+void touch_workspace(const AlgoInfo& a, const Geo& g, void* ws) {
+  const std::size_t need = workspace_bytes(a, g);
+  if (need > 0) std::memset(ws, 0xA5, need);
+}
+
+// The convolution entry points: x, w, y are the forward roles (the output is y, x or w).
+cudnnStatus_t run_conv(Dir dir, cudnnHandle_t handle, const void* alpha, const cudnnTensorStruct* xd,
+                       const void* x, const cudnnFilterStruct* wd, const void* w,
+                       const cudnnConvolutionStruct* cd, const cudnnTensorStruct* yd, const void* y, int algo,
+                       void* ws, std::size_t ws_bytes, const void* beta) {
+  Geo g{};
+  const AlgoInfo* info = nullptr;
+  const cudnnStatus_t st = check_call(dir, handle, xd, x, wd, w, cd, yd, y, algo, ws, ws_bytes, &g, &info);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (alpha == nullptr || beta == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  touch_workspace(*info, g, ws);
+  float* out = const_cast<float*>(static_cast<const float*>(dir == Dir::forward         ? y
+                                                            : dir == Dir::backward_data ? x
+                                                                                        : w));
+  const auto run = [&](auto kernel) {
+    kernel(dir, g, *static_cast<const float*>(alpha), static_cast<const float*>(x),
+           static_cast<const float*>(w), static_cast<const float*>(y), *static_cast<const float*>(beta), out);
+  };
+  switch (precision_of(cd->math)) {
+    case Precision::fp32:
+      run(compute<Precision::fp32>);
+      break;
+    case Precision::tf32:
+      run(compute<Precision::tf32>);
+      break;
+    case Precision::fp16:
+      run(compute<Precision::fp16>);
+      break;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// cudnnGet*Algorithm_v7: every algorithm, supported ones first in preference order.
+template <class Perf, class Algo>
+cudnnStatus_t heuristics(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct* xd,
+                         const cudnnFilterStruct* wd, const cudnnConvolutionStruct* cd,
+                         const cudnnTensorStruct* yd, int requested, int* returned, Perf* perf) {
+  if (!is_live(handle, Kind::handle)) return CUDNN_STATUS_BAD_PARAM;
+  if (returned == nullptr || perf == nullptr || requested <= 0) return CUDNN_STATUS_BAD_PARAM;
+  Geo g{};
+  const cudnnStatus_t st = resolve(xd, wd, cd, yd, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  std::vector<Perf> all;
+  const AlgoTable t = table(dir);
+  for (int pass = 0; pass < 2; ++pass)
+    for (const AlgoInfo* a = t.begin; a != t.end; ++a) {
+      const bool ok = supported(*a, g);
+      if (ok != (pass == 0)) continue;
+      Perf p{};
+      p.algo = static_cast<Algo>(a->algo);
+      p.status = ok ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_NOT_SUPPORTED;
+      p.time = ok ? 0.1f * static_cast<float>(all.size() + 1) : -1.0f;  // an estimate: the rank
+      p.memory = ok ? workspace_bytes(*a, g) : 0;
+      p.determinism = a->deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+      p.mathType = cd->math;
+      all.push_back(p);
+    }
+  const int n = std::min<int>(requested, static_cast<int>(all.size()));
+  std::copy(all.begin(), all.begin() + n, perf);
+  *returned = n;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// cudnnFind*AlgorithmEx: runs every supported algorithm that fits the workspace on the given
+// buffers (alpha = 1, beta = 0: the output is overwritten) and ranks them by measured time.
+template <class Perf, class Algo>
+cudnnStatus_t find_ex(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct* xd, const void* x,
+                      const cudnnFilterStruct* wd, const void* w, const cudnnConvolutionStruct* cd,
+                      const cudnnTensorStruct* yd, const void* y, int requested, int* returned, Perf* perf,
+                      void* ws, std::size_t ws_bytes) {
+  if (!is_live(handle, Kind::handle)) return CUDNN_STATUS_BAD_PARAM;
+  if (returned == nullptr || perf == nullptr || requested <= 0) return CUDNN_STATUS_BAD_PARAM;
+  if (x == nullptr || w == nullptr || y == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  if (ws == nullptr && ws_bytes > 0) return CUDNN_STATUS_BAD_PARAM;
+  Geo g{};
+  const cudnnStatus_t st = resolve(xd, wd, cd, yd, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  std::vector<Perf> ran, failed;
+  const AlgoTable t = table(dir);
+  const float one = 1.0f, zero = 0.0f;
+  for (const AlgoInfo* a = t.begin; a != t.end; ++a) {
+    Perf p{};
+    p.algo = static_cast<Algo>(a->algo);
+    p.determinism = a->deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+    p.mathType = cd->math;
+    p.time = -1.0f;
+    if (!supported(*a, g)) {
+      p.status = CUDNN_STATUS_NOT_SUPPORTED;
+      failed.push_back(p);
+      continue;
+    }
+    p.memory = workspace_bytes(*a, g);
+    if (p.memory > ws_bytes) {
+      // What cuDNN reports as CUDNN_STATUS_ALLOC_FAILED (a deprecated alias of this value).
+      p.status = CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+      failed.push_back(p);
+      continue;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    p.status = run_conv(dir, handle, &one, xd, x, wd, w, cd, yd, y, a->algo, ws, ws_bytes, &zero);
+    const auto stop = std::chrono::steady_clock::now();
+    if (p.status == CUDNN_STATUS_SUCCESS) {
+      p.time = std::chrono::duration<float, std::milli>(stop - start).count();
+      ran.push_back(p);
+    } else {
+      failed.push_back(p);
+    }
+  }
+  std::stable_sort(ran.begin(), ran.end(), [](const Perf& a, const Perf& b) { return a.time < b.time; });
+  ran.insert(ran.end(), failed.begin(), failed.end());
+  const int n = std::min<int>(requested, static_cast<int>(ran.size()));
+  std::copy(ran.begin(), ran.begin() + n, perf);
+  *returned = n;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t workspace_size(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct* xd,
+                             const cudnnFilterStruct* wd, const cudnnConvolutionStruct* cd,
+                             const cudnnTensorStruct* yd, int algo, std::size_t* bytes) {
+  if (!is_live(handle, Kind::handle) || bytes == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  Geo g{};
+  const cudnnStatus_t st = resolve(xd, wd, cd, yd, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  const AlgoInfo* a = find_algo(dir, algo);
+  if (a == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  if (!supported(*a, g)) return CUDNN_STATUS_NOT_SUPPORTED;
+  *bytes = workspace_bytes(*a, g);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- library, handle ----
+
+size_t CUDNNWINAPI cudnnGetVersion(void) { return CUDNN_VERSION; }
+
+const char* CUDNNWINAPI cudnnGetErrorString(cudnnStatus_t status) {
+  switch (static_cast<int>(status)) {
+#define CUGRAD_EMU_STATUS(name) \
+  case name:                    \
+    return #name;
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_SUCCESS)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_INITIALIZED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_SUBLIBRARY_VERSION_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_SERIALIZATION_VERSION_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_DEPRECATED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_LICENSE_ERROR)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_RUNTIME_IN_PROGRESS)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_RUNTIME_FP_OVERFLOW)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_SUBLIBRARY_LOADING_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_NULL_POINTER)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_OUT_OF_BOUND)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_SIZE_INSUFFICIENT)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_STREAM_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_DUPLICATED_ENTRIES)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_ATTRIBUTE_TYPE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_CUDA_GRAPH_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_BAD_PARAM_DESCRIPTOR_TYPE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_GRAPH_PATTERN)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_SHAPE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_LAYOUT)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDA_DRIVER)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_INCOMPATIBLE_CUDART)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_ARCH_MISMATCH)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_RUNTIME_PREREQUISITE_MISSING)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_SUBLIBRARY_UNAVAILABLE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_PADDING)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_CUDA_GRAPH_NATIVE_API)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_NOT_SUPPORTED_INVALID_DYNAMIC_SHAPE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_COMPILATION_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_UNEXPECTED_VALUE)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_BAD_LAUNCH_PARAM)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_INTERNAL_ERROR_TEXTURE_CREATION_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_EXECUTION_FAILED)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_EXECUTION_FAILED_CUBLAS)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_EXECUTION_FAILED_CUDART)
+    CUGRAD_EMU_STATUS(CUDNN_STATUS_EXECUTION_FAILED_CURAND)
+#undef CUGRAD_EMU_STATUS
+    case 2001:  // CUDNN_STATUS_INVALID_VALUE (deprecated)
+      return "CUDNN_STATUS_INVALID_VALUE";
+  }
+  return "CUDNN_STATUS_UNKNOWN";
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnCreate(cudnnHandle_t* handle) { return create_object(handle, Kind::handle); }
+
+cudnnStatus_t CUDNNWINAPI cudnnDestroy(cudnnHandle_t handle) {
+  if (handle == nullptr || !remove_live(handle, Kind::handle)) return CUDNN_STATUS_BAD_PARAM;
+  delete handle;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetStream(cudnnHandle_t handle, cudaStream_t streamId) {
+  if (!is_live(handle, Kind::handle)) return CUDNN_STATUS_BAD_PARAM;
+  handle->stream = streamId;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetStream(cudnnHandle_t handle, cudaStream_t* streamId) {
+  if (!is_live(handle, Kind::handle) || streamId == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  *streamId = handle->stream;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- tensor descriptors ----
+
+cudnnStatus_t CUDNNWINAPI cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t* tensorDesc) {
+  return create_object(tensorDesc, Kind::tensor);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t tensorDesc) {
+  return destroy_descriptor(tensorDesc, Kind::tensor);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t tensorDesc,
+                                                     cudnnTensorFormat_t format, cudnnDataType_t dataType,
+                                                     int n, int c, int h, int w) {
+  if (!is_live(tensorDesc, Kind::tensor)) return CUDNN_STATUS_BAD_PARAM;
+  Dims4 d;
+  const cudnnStatus_t st = packed_dims(format, dataType, n, c, h, w, &d);
+  if (st == CUDNN_STATUS_SUCCESS) tensorDesc->d = d;
+  return st;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetTensor4dDescriptorEx(cudnnTensorDescriptor_t tensorDesc,
+                                                       cudnnDataType_t dataType, int n, int c, int h, int w,
+                                                       int nStride, int cStride, int hStride, int wStride) {
+  if (!is_live(tensorDesc, Kind::tensor)) return CUDNN_STATUS_BAD_PARAM;
+  if (nStride <= 0 || cStride <= 0 || hStride <= 0 || wStride <= 0) return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t st = check_dims(dataType, n, c, h, w);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  Dims4 d;
+  d.set = true;
+  d.type = dataType;
+  const int dims[4] = {n, c, h, w}, strides[4] = {nStride, cStride, hStride, wStride};
+  for (int i = 0; i < 4; ++i) {
+    d.dims[i] = dims[i];
+    d.strides[i] = strides[i];
+  }
+  tensorDesc->d = d;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- filter descriptors ----
+
+cudnnStatus_t CUDNNWINAPI cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t* filterDesc) {
+  return create_object(filterDesc, Kind::filter);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t filterDesc) {
+  return destroy_descriptor(filterDesc, Kind::filter);
+}
+
+// NCHW is k x c x h x w row-major; NHWC is k x h x w x c (KRSC).
+cudnnStatus_t CUDNNWINAPI cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t filterDesc,
+                                                     cudnnDataType_t dataType, cudnnTensorFormat_t format,
+                                                     int k, int c, int h, int w) {
+  if (!is_live(filterDesc, Kind::filter)) return CUDNN_STATUS_BAD_PARAM;
+  Dims4 d;
+  const cudnnStatus_t st = packed_dims(format, dataType, k, c, h, w, &d);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  filterDesc->d = d;
+  filterDesc->format = format;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- convolution descriptors ----
+
+cudnnStatus_t CUDNNWINAPI cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t* convDesc) {
+  return create_object(convDesc, Kind::convolution);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t convDesc) {
+  return destroy_descriptor(convDesc, Kind::convolution);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t convDesc, int pad_h,
+                                                          int pad_w, int u, int v, int dilation_h,
+                                                          int dilation_w, cudnnConvolutionMode_t mode,
+                                                          cudnnDataType_t computeType) {
+  if (!is_live(convDesc, Kind::convolution)) return CUDNN_STATUS_BAD_PARAM;
+  if (pad_h < 0 || pad_w < 0 || u <= 0 || v <= 0 || dilation_h <= 0 || dilation_w <= 0)
+    return CUDNN_STATUS_BAD_PARAM;
+  if (mode != CUDNN_CONVOLUTION && mode != CUDNN_CROSS_CORRELATION) return CUDNN_STATUS_BAD_PARAM;
+  const int ct = static_cast<int>(computeType);
+  if (ct < 0 || ct > static_cast<int>(CUDNN_DATA_COMPLEX_FP64)) return CUDNN_STATUS_BAD_PARAM;
+  convDesc->pad_h = pad_h;
+  convDesc->pad_w = pad_w;
+  convDesc->stride_h = u;
+  convDesc->stride_w = v;
+  convDesc->dil_h = dilation_h;
+  convDesc->dil_w = dilation_w;
+  convDesc->mode = mode;
+  convDesc->compute_type = computeType;
+  convDesc->set = true;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetConvolutionGroupCount(cudnnConvolutionDescriptor_t convDesc,
+                                                        int groupCount) {
+  if (!is_live(convDesc, Kind::convolution) || groupCount < 1) return CUDNN_STATUS_BAD_PARAM;
+  convDesc->groups = groupCount;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t convDesc,
+                                                      cudnnMathType_t mathType) {
+  if (!is_live(convDesc, Kind::convolution)) return CUDNN_STATUS_BAD_PARAM;
+  switch (mathType) {
+    case CUDNN_DEFAULT_MATH:
+    case CUDNN_TENSOR_OP_MATH:
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+    case CUDNN_FMA_MATH:
+      convDesc->math = mathType;
+      return CUDNN_STATUS_SUCCESS;
+  }
+  return CUDNN_STATUS_BAD_PARAM;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolution2dForwardOutputDim(const cudnnConvolutionDescriptor_t convDesc,
+                                                                const cudnnTensorDescriptor_t inputTensorDesc,
+                                                                const cudnnFilterDescriptor_t filterDesc,
+                                                                int* n, int* c, int* h, int* w) {
+  if (n == nullptr || c == nullptr || h == nullptr || w == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  Geo g{};
+  const cudnnStatus_t st = resolve(inputTensorDesc, filterDesc, convDesc, nullptr, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  *n = static_cast<int>(g.N);
+  *c = static_cast<int>(g.K);
+  *h = static_cast<int>(g.P);
+  *w = static_cast<int>(g.Q);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- algorithm choice and workspaces ----
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnFilterDescriptor_t filterDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t destDesc,
+    const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionFwdAlgoPerf_t* perfResults) {
+  return heuristics<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
+      Dir::forward, handle, srcDesc, filterDesc, convDesc, destDesc, requestedAlgoCount, returnedAlgoCount,
+      perfResults);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t filterDesc, const cudnnTensorDescriptor_t diffDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t gradDesc,
+    const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t* perfResults) {
+  return heuristics<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
+      Dir::backward_data, handle, gradDesc, filterDesc, convDesc, diffDesc, requestedAlgoCount,
+      returnedAlgoCount, perfResults);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnTensorDescriptor_t diffDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc,
+    const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionBwdFilterAlgoPerf_t* perfResults) {
+  return heuristics<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
+      Dir::backward_filter, handle, srcDesc, gradDesc, convDesc, diffDesc, requestedAlgoCount,
+      returnedAlgoCount, perfResults);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionForwardAlgorithmEx(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const void* x,
+    const cudnnFilterDescriptor_t wDesc, const void* w, const cudnnConvolutionDescriptor_t convDesc,
+    const cudnnTensorDescriptor_t yDesc, void* y, const int requestedAlgoCount, int* returnedAlgoCount,
+    cudnnConvolutionFwdAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  return find_ex<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
+      Dir::forward, handle, xDesc, x, wDesc, w, convDesc, yDesc, y, requestedAlgoCount, returnedAlgoCount,
+      perfResults, workSpace, workSpaceSizeInBytes);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardDataAlgorithmEx(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const void* w,
+    const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
+    const cudnnTensorDescriptor_t dxDesc, void* dx, const int requestedAlgoCount, int* returnedAlgoCount,
+    cudnnConvolutionBwdDataAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  return find_ex<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
+      Dir::backward_data, handle, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, requestedAlgoCount,
+      returnedAlgoCount, perfResults, workSpace, workSpaceSizeInBytes);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardFilterAlgorithmEx(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const void* x,
+    const cudnnTensorDescriptor_t dyDesc, const void* y, const cudnnConvolutionDescriptor_t convDesc,
+    const cudnnFilterDescriptor_t dwDesc, void* dw, const int requestedAlgoCount, int* returnedAlgoCount,
+    cudnnConvolutionBwdFilterAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  return find_ex<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
+      Dir::backward_filter, handle, xDesc, x, dwDesc, dw, convDesc, dyDesc, y, requestedAlgoCount,
+      returnedAlgoCount, perfResults, workSpace, workSpaceSizeInBytes);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardWorkspaceSize(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnFilterDescriptor_t wDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t yDesc,
+    cudnnConvolutionFwdAlgo_t algo, size_t* sizeInBytes) {
+  return workspace_size(Dir::forward, handle, xDesc, wDesc, convDesc, yDesc, algo, sizeInBytes);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataWorkspaceSize(
+    cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const cudnnTensorDescriptor_t dyDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t dxDesc,
+    cudnnConvolutionBwdDataAlgo_t algo, size_t* sizeInBytes) {
+  return workspace_size(Dir::backward_data, handle, dxDesc, wDesc, convDesc, dyDesc, algo, sizeInBytes);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterWorkspaceSize(
+    cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnTensorDescriptor_t dyDesc,
+    const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc,
+    cudnnConvolutionBwdFilterAlgo_t algo, size_t* sizeInBytes) {
+  return workspace_size(Dir::backward_filter, handle, xDesc, gradDesc, convDesc, dyDesc, algo, sizeInBytes);
+}
+
+// ---- convolutions ----
+
+cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
+                                                  const cudnnTensorDescriptor_t xDesc, const void* x,
+                                                  const cudnnFilterDescriptor_t wDesc, const void* w,
+                                                  const cudnnConvolutionDescriptor_t convDesc,
+                                                  cudnnConvolutionFwdAlgo_t algo, void* workSpace,
+                                                  size_t workSpaceSizeInBytes, const void* beta,
+                                                  const cudnnTensorDescriptor_t yDesc, void* y) {
+  return run_conv(Dir::forward, handle, alpha, xDesc, x, wDesc, w, convDesc, yDesc, y, algo, workSpace,
+                  workSpaceSizeInBytes, beta);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alpha,
+                                                       const cudnnFilterDescriptor_t wDesc, const void* w,
+                                                       const cudnnTensorDescriptor_t dyDesc, const void* dy,
+                                                       const cudnnConvolutionDescriptor_t convDesc,
+                                                       cudnnConvolutionBwdDataAlgo_t algo, void* workSpace,
+                                                       size_t workSpaceSizeInBytes, const void* beta,
+                                                       const cudnnTensorDescriptor_t dxDesc, void* dx) {
+  return run_conv(Dir::backward_data, handle, alpha, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, algo,
+                  workSpace, workSpaceSizeInBytes, beta);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(
+    cudnnHandle_t handle, const void* alpha, const cudnnTensorDescriptor_t xDesc, const void* x,
+    const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
+    cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace, size_t workSpaceSizeInBytes, const void* beta,
+    const cudnnFilterDescriptor_t dwDesc, void* dw) {
+  return run_conv(Dir::backward_filter, handle, alpha, xDesc, x, dwDesc, dw, convDesc, dyDesc, dy, algo,
+                  workSpace, workSpaceSizeInBytes, beta);
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, const void* alpha,
+                                                       const cudnnTensorDescriptor_t dyDesc, const void* dy,
+                                                       const void* beta, const cudnnTensorDescriptor_t dbDesc,
+                                                       void* db) {
+  if (!is_live(handle, Kind::handle) || !tensor_ok(dyDesc) || !tensor_ok(dbDesc))
+    return CUDNN_STATUS_BAD_PARAM;
+  if (alpha == nullptr || beta == nullptr || dy == nullptr || db == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  const Dims4& g = dyDesc->d;
+  const Dims4& b = dbDesc->d;
+  if (g.type != b.type) return CUDNN_STATUS_BAD_PARAM;
+  if (b.dims[0] != 1 || b.dims[1] != g.dims[1] || b.dims[2] != 1 || b.dims[3] != 1)
+    return CUDNN_STATUS_BAD_PARAM;
+  const float* src = static_cast<const float*>(dy);
+  std::vector<double> acc(static_cast<std::size_t>(g.dims[1]), 0.0);
+  for (std::int64_t n = 0; n < g.dims[0]; ++n)
+    for (std::int64_t c = 0; c < g.dims[1]; ++c)
+      for (std::int64_t h = 0; h < g.dims[2]; ++h)
+        for (std::int64_t w = 0; w < g.dims[3]; ++w)
+          acc[c] += src[n * g.strides[0] + c * g.strides[1] + h * g.strides[2] + w * g.strides[3]];
+  write_out(b, acc, *static_cast<const float*>(alpha), *static_cast<const float*>(beta),
+            static_cast<float*>(db));
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha,
+                                         const cudnnTensorDescriptor_t aDesc, const void* A, const void* beta,
+                                         const cudnnTensorDescriptor_t cDesc, void* C) {
+  if (!is_live(handle, Kind::handle) || !tensor_ok(aDesc) || !tensor_ok(cDesc)) return CUDNN_STATUS_BAD_PARAM;
+  if (alpha == nullptr || beta == nullptr || A == nullptr || C == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  const Dims4& a = aDesc->d;
+  const Dims4& c = cDesc->d;
+  if (a.type != c.type) return CUDNN_STATUS_BAD_PARAM;
+  // Each dimension of A matches C's or is 1 (broadcast: stride 0 along it).
+  std::int64_t as[4];
+  for (int i = 0; i < 4; ++i) {
+    if (a.dims[i] != c.dims[i] && a.dims[i] != 1) return CUDNN_STATUS_BAD_PARAM;
+    as[i] = a.dims[i] == 1 ? 0 : a.strides[i];
+  }
+  const double al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool read_c = *static_cast<const float*>(beta) != 0.0f;
+  const float* src = static_cast<const float*>(A);
+  float* dst = static_cast<float*>(C);
+  for (std::int64_t n = 0; n < c.dims[0]; ++n)
+    for (std::int64_t ch = 0; ch < c.dims[1]; ++ch)
+      for (std::int64_t h = 0; h < c.dims[2]; ++h)
+        for (std::int64_t w = 0; w < c.dims[3]; ++w) {
+          const double v = src[n * as[0] + ch * as[1] + h * as[2] + w * as[3]];
+          float& out = dst[n * c.strides[0] + ch * c.strides[1] + h * c.strides[2] + w * c.strides[3]];
+          out = static_cast<float>(read_c ? al * v + be * out : al * v);
+        }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+}  // extern "C"

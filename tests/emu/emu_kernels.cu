@@ -1,0 +1,82 @@
+// Kernels that exercise the CUDA emulator itself (tests/emu/emu_selftest.cpp).
+#include <cuda_runtime.h>
+
+#include "tests/emu/emu_kernels.h"
+
+namespace {
+
+__global__ void block_sum_kernel(const float* x, float* out, int n) {
+  __shared__ float warp_sums[32];
+  float v = 0.0f;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) v += x[i];
+  // A partial last warp shuffles only among the lanes that exist.
+  const unsigned warp_base = threadIdx.x / 32 * 32;
+  const unsigned lanes = blockDim.x - warp_base < 32 ? blockDim.x - warp_base : 32;
+  const unsigned mask = lanes == 32 ? 0xffffffffu : (1u << lanes) - 1u;
+  for (unsigned d = 16; d > 0; d /= 2) {
+    const float other = __shfl_down_sync(mask, v, d);
+    if (threadIdx.x % 32 + d < lanes) v += other;
+  }
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < static_cast<int>((blockDim.x + 31) / 32) ? warp_sums[lane] : 0.0f;
+    for (int d = 16; d > 0; d /= 2) v += __shfl_xor_sync(0xffffffffu, v, d);
+    if (lane == 0) atomicAdd(out, v);
+  }
+}
+
+__global__ void reverse_kernel(const int* x, int* y, int n) {
+  extern __shared__ int tile[];
+  const int i = threadIdx.x;
+  if (i < n) tile[i] = x[i];
+  __syncthreads();
+  if (i < n) y[i] = tile[n - 1 - i];
+}
+
+// Reads a neighbour's shared slot without a barrier: a race the emulator must expose.
+__global__ void racy_kernel(int* y) {
+  __shared__ int slot[64];
+  slot[threadIdx.x] = static_cast<int>(threadIdx.x);
+  y[threadIdx.x] = slot[(threadIdx.x + 1) % 64];
+}
+
+__global__ void index_kernel(unsigned* out) {
+  const unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  out[b * blockDim.x * blockDim.y * blockDim.z + t] = b * 1000 + t;
+}
+
+__global__ void early_exit_kernel(int* y, int live) {
+  if (static_cast<int>(threadIdx.x) >= live) return;
+  __syncthreads();
+  y[threadIdx.x] = __shfl_down_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);  // exited lanes: -1
+}
+
+}  // namespace
+
+namespace emu_test {
+
+cudaError_t block_sum(const float* x, float* out, int n, int grid, int block) {
+  block_sum_kernel<<<grid, block>>>(x, out, n);
+  return cudaGetLastError();
+}
+cudaError_t reverse(const int* x, int* y, int n, std::size_t smem) {
+  reverse_kernel<<<1, n, smem>>>(x, y, n);
+  return cudaGetLastError();
+}
+cudaError_t racy(int* y) {
+  racy_kernel<<<1, 64>>>(y);
+  return cudaGetLastError();
+}
+cudaError_t indices(unsigned* out, dim3 grid, dim3 block) {
+  index_kernel<<<grid, block>>>(out);
+  return cudaGetLastError();
+}
+cudaError_t early_exit(int* y, int block, int live) {
+  early_exit_kernel<<<1, block>>>(y, live);
+  return cudaGetLastError();
+}
+
+}  // namespace emu_test

@@ -1,0 +1,575 @@
+// cugrad CUDA emulator: the CUDA runtime API functions the library calls, on the CPU. Device
+// memory is host memory (each allocation its own malloc, poisoned with 0xFF bytes, so that
+// AddressSanitizer sees kernel overruns and a read of an unwritten output shows up as NaN);
+// every operation completes before its call returns, so streams and events only check their
+// handles. Copies and memsets check that their "device" side lies inside one live device
+// allocation (or a mapped host buffer, or a __device__ symbol), so a host pointer handed to a
+// device copy, an overrun, or a use after free is an error here instead of silence.
+//
+// Environment: CUGRAD_EMU_DEVICES (devices, default 1), CUGRAD_EMU_SMS (multiprocessors per
+// device, default 8), CUGRAD_EMU_MEMORY_MIB (device memory, default 16384), CUGRAD_EMU_ORDER
+// (forward|reverse thread and block order, see emu_scheduler.cpp).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "tests/emu/emu_state.h"
+
+namespace cugrad_emu::state {
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
+int device_total() {
+  static const int n = std::max(1, env_int("CUGRAD_EMU_DEVICES", 1));
+  return n;
+}
+int sm_count() {
+  static const int n = std::max(1, env_int("CUGRAD_EMU_SMS", 8));
+  return n;
+}
+std::size_t memory_limit() {
+  static const std::size_t n = static_cast<std::size_t>(std::max(64, env_int("CUGRAD_EMU_MEMORY_MIB", 16384))) << 20;
+  return n;
+}
+
+struct Allocation {
+  std::size_t size = 0;
+  int device = 0;
+  bool host = false;    // pinned host memory
+  bool mapped = false;  // host memory visible to kernels
+};
+
+struct Stream {
+  int device = 0;
+};
+struct Event {
+  bool timing = true;
+  bool recorded = false;
+  std::chrono::steady_clock::time_point at{};
+};
+struct Pool {
+  int device = 0;
+  std::uint64_t release_threshold = 0;
+};
+
+struct Global {
+  std::mutex mu;
+  std::map<std::uintptr_t, Allocation> allocations;  // by start address
+  std::set<const void*> symbols;
+  std::set<Stream*> streams;
+  std::set<Event*> events;
+  std::unordered_map<const void*, int> max_dynamic_smem;
+  std::size_t used[8] = {};
+  std::size_t peak[8] = {};
+  Pool pools[8];
+  std::atomic<std::uint64_t> launches{0};
+};
+
+Global& g() {
+  static Global* global = new Global;  // never destroyed: static destructors may still free memory
+  return *global;
+}
+
+thread_local cudaError_t t_last = cudaSuccess;
+thread_local int t_device = 0;
+thread_local bool t_in_host_fn = false;
+
+cudaError_t ok() { return t_in_host_fn ? fail(cudaErrorNotPermitted) : cudaSuccess; }
+
+bool valid_stream(cudaStream_t s) {
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
+  std::lock_guard lock(g().mu);
+  return g().streams.count(reinterpret_cast<Stream*>(s)) != 0;
+}
+
+// The allocation holding [p, p + n), or null.
+const Allocation* find_allocation(const void* p, std::size_t n, std::uintptr_t* start = nullptr) {
+  auto& m = g().allocations;
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return nullptr;
+  --it;
+  if (a < it->first || a + n > it->first + it->second.size) return nullptr;
+  if (start) *start = it->first;
+  return &it->second;
+}
+
+bool device_range(const void* p, std::size_t n) {
+  if (n == 0) return true;
+  std::lock_guard lock(g().mu);
+  if (g().symbols.count(p)) return true;
+  const Allocation* a = find_allocation(p, n);
+  return a && (!a->host || a->mapped);
+}
+
+bool host_range(const void* p, std::size_t n) {
+  if (n == 0) return true;
+  std::lock_guard lock(g().mu);
+  const Allocation* a = find_allocation(p, n);
+  return !a || a->host;
+}
+
+// A copy's sides, as its kind says they are.
+cudaError_t check_copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
+  bool good = true;
+  switch (kind) {
+    case cudaMemcpyHostToDevice: good = host_range(src, n) && device_range(dst, n); break;
+    case cudaMemcpyDeviceToHost: good = device_range(src, n) && host_range(dst, n); break;
+    case cudaMemcpyDeviceToDevice: good = device_range(src, n) && device_range(dst, n); break;
+    case cudaMemcpyHostToHost: good = host_range(src, n) && host_range(dst, n); break;
+    case cudaMemcpyDefault: break;
+    default: return fail(cudaErrorInvalidMemcpyDirection);
+  }
+  if (!good) {
+    std::fprintf(stderr, "cugrad CUDA emulator: cudaMemcpy of %zu bytes, kind %d, %p -> %p: a side is not where "
+                         "the kind says (not inside one live allocation)\n", n, static_cast<int>(kind), src, dst);
+    return fail(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+
+void* allocate(std::size_t size, int device, bool host, bool mapped) {
+  const std::size_t n = std::max<std::size_t>(size, 1);
+  void* p = std::aligned_alloc(256, (n + 255) / 256 * 256);
+  if (!p) return nullptr;
+  // Poison fresh memory (bounded, so huge allocations stay lazily mapped).
+  std::memset(p, 0xFF, std::min<std::size_t>(n, std::size_t{256} << 20));
+  std::lock_guard lock(g().mu);
+  g().allocations[reinterpret_cast<std::uintptr_t>(p)] = Allocation{size, device, host, mapped};
+  return p;
+}
+
+cudaError_t release(void* p, bool host) {
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard lock(g().mu);
+    auto it = g().allocations.find(reinterpret_cast<std::uintptr_t>(p));
+    if (it == g().allocations.end() || it->second.host != host) {
+      std::fprintf(stderr, "cugrad CUDA emulator: %s of %p, which is no live %s allocation\n",
+                   host ? "cudaFreeHost" : "cudaFree", p, host ? "pinned host" : "device");
+      return fail(cudaErrorInvalidValue);
+    }
+    if (!host) g().used[it->second.device] -= it->second.size;
+    g().allocations.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t fail(cudaError_t err) {
+  t_last = err;
+  return err;
+}
+
+void count_launch() { g().launches.fetch_add(1, std::memory_order_relaxed); }
+std::uint64_t launches() { return g().launches.load(); }
+
+cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream) {
+  if (t_in_host_fn) return cudaErrorNotPermitted;
+  const std::uint64_t threads = static_cast<std::uint64_t>(block.x) * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
+    std::fprintf(stderr, "cugrad CUDA emulator: launch with block (%u,%u,%u)\n", block.x, block.y, block.z);
+    return cudaErrorInvalidConfiguration;
+  }
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 2147483647u || grid.y > 65535 || grid.z > 65535) {
+    std::fprintf(stderr, "cugrad CUDA emulator: launch with grid (%u,%u,%u)\n", grid.x, grid.y, grid.z);
+    return cudaErrorInvalidConfiguration;
+  }
+  int limit = 48 * 1024;
+  {
+    std::lock_guard lock(g().mu);
+    auto it = g().max_dynamic_smem.find(kernel);
+    if (it != g().max_dynamic_smem.end()) limit = it->second;
+  }
+  if (dynamic_smem > static_cast<std::size_t>(limit)) {
+    std::fprintf(stderr, "cugrad CUDA emulator: launch with %zu bytes of dynamic shared memory, limit %d\n",
+                 dynamic_smem, limit);
+    return cudaErrorInvalidValue;
+  }
+  if (!valid_stream(stream)) return cudaErrorInvalidResourceHandle;
+  return cudaSuccess;
+}
+
+}  // namespace cugrad_emu::state
+
+using namespace cugrad_emu::state;
+
+// ---- errors ------------------------------------------------------------------------------------
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = t_last;
+  t_last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return t_last; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorNotPermitted: return "cudaErrorNotPermitted";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    default: return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotPermitted: return "operation not permitted";
+    default: return "unknown error (emulated)";
+  }
+}
+
+// ---- devices -----------------------------------------------------------------------------------
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue);
+  *count = device_total();
+  return ok();
+}
+cudaError_t cudaGetDevice(int* device) {
+  if (!device) return fail(cudaErrorInvalidValue);
+  *device = t_device;
+  return ok();
+}
+cudaError_t cudaSetDevice(int device) {
+  if (device < 0 || device >= device_total()) return fail(cudaErrorInvalidDevice);
+  t_device = device;
+  return ok();
+}
+cudaError_t cudaDeviceSynchronize() { return ok(); }
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return ok();
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return ok();
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (!p) return fail(cudaErrorInvalidValue);
+  if (device < 0 || device >= device_total()) return fail(cudaErrorInvalidDevice);
+  std::memset(p, 0, sizeof *p);
+  std::snprintf(p->name, sizeof p->name, "cugrad CUDA emulator (CPU) #%d", device);
+  p->totalGlobalMem = memory_limit();
+  p->sharedMemPerBlock = 48 * 1024;
+  p->sharedMemPerBlockOptin = 227 * 1024;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->reservedSharedMemPerBlock = 1024;
+  p->regsPerBlock = 65536;
+  p->regsPerMultiprocessor = 65536;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = 1024;
+  p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647;
+  p->maxGridSize[1] = 65535;
+  p->maxGridSize[2] = 65535;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = sm_count();
+  p->maxThreadsPerMultiProcessor = 2048;
+  p->maxBlocksPerMultiProcessor = 32;
+  p->l2CacheSize = 50 * 1024 * 1024;
+  p->memoryBusWidth = 5120;
+  p->canMapHostMemory = 1;
+  p->unifiedAddressing = 1;
+  p->concurrentKernels = 1;
+  p->asyncEngineCount = 2;
+  p->streamPrioritiesSupported = 1;
+  p->memoryPoolsSupported = 1;
+  p->pciBusID = device;
+  return ok();
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (device < 0 || device >= device_total()) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrClockRate: *value = 1000000; break;  // kHz: clock64() counts nanoseconds
+    case cudaDevAttrMemoryClockRate: *value = 2619000; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMultiProcessorCount: *value = sm_count(); break;
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
+    case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
+    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; break;
+    case cudaDevAttrL2CacheSize: *value = 50 * 1024 * 1024; break;
+    case cudaDevAttrMemoryPoolsSupported: *value = 1; break;
+    default:
+      std::fprintf(stderr, "cugrad CUDA emulator: cudaDeviceGetAttribute(%d) is not emulated\n", static_cast<int>(attr));
+      return fail(cudaErrorNotSupported);
+  }
+  return ok();
+}
+
+cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least) *least = 0;
+  if (greatest) *greatest = -5;
+  return ok();
+}
+
+// ---- streams and events --------------------------------------------------------------------------
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int, int) {
+  if (!s) return fail(cudaErrorInvalidValue);
+  auto* st = new Stream{t_device};
+  {
+    std::lock_guard lock(g().mu);
+    g().streams.insert(st);
+  }
+  *s = reinterpret_cast<cudaStream_t>(st);
+  return ok();
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) { return cudaStreamCreateWithPriority(s, flags, 0); }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithPriority(s, 0, 0); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  auto* st = reinterpret_cast<Stream*>(s);
+  {
+    std::lock_guard lock(g().mu);
+    if (!g().streams.erase(st)) return fail(cudaErrorInvalidResourceHandle);
+  }
+  delete st;
+  return ok();
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) { return valid_stream(s) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamQuery(cudaStream_t s) { return valid_stream(s) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (status) *status = cudaStreamCaptureStatusNone;
+  return ok();
+}
+
+static Event* event_of(cudaEvent_t e) {
+  auto* ev = reinterpret_cast<Event*>(e);
+  std::lock_guard lock(g().mu);
+  return g().events.count(ev) ? ev : nullptr;
+}
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  if (!e) return fail(cudaErrorInvalidValue);
+  auto* ev = new Event;
+  ev->timing = (flags & cudaEventDisableTiming) == 0;
+  {
+    std::lock_guard lock(g().mu);
+    g().events.insert(ev);
+  }
+  *e = reinterpret_cast<cudaEvent_t>(ev);
+  return ok();
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  auto* ev = reinterpret_cast<Event*>(e);
+  {
+    std::lock_guard lock(g().mu);
+    if (!g().events.erase(ev)) return fail(cudaErrorInvalidResourceHandle);
+  }
+  delete ev;
+  return ok();
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  Event* ev = event_of(e);
+  if (!ev || !valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  ev->recorded = true;
+  ev->at = std::chrono::steady_clock::now();
+  return ok();
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return event_of(e) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_of(e) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  Event* a = event_of(start);
+  Event* b = event_of(end);
+  if (!ms || !a || !b || !a->timing || !b->timing || !a->recorded || !b->recorded)
+    return fail(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return ok();
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  if (!valid_stream(s) || !event_of(e)) return fail(cudaErrorInvalidResourceHandle);
+  return ok();
+}
+cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* user) {
+  if (!valid_stream(s) || !fn) return fail(cudaErrorInvalidValue);
+  t_in_host_fn = true;  // a CUDA call inside a host function is an error, as on the GPU
+  fn(user);
+  t_in_host_fn = false;
+  return ok();
+}
+
+// ---- memory --------------------------------------------------------------------------------------
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
+  if (!pool) return fail(cudaErrorInvalidValue);
+  if (device < 0 || device >= device_total()) return fail(cudaErrorInvalidDevice);
+  g().pools[device].device = device;
+  *pool = reinterpret_cast<cudaMemPool_t>(&g().pools[device]);
+  return ok();
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  auto* p = reinterpret_cast<Pool*>(pool);
+  if (!p || !value) return fail(cudaErrorInvalidValue);
+  if (attr == cudaMemPoolAttrReleaseThreshold) p->release_threshold = *static_cast<std::uint64_t*>(value);
+  else if (attr == cudaMemPoolAttrReservedMemHigh || attr == cudaMemPoolAttrUsedMemHigh) g().peak[p->device] = 0;
+  return ok();
+}
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value) {
+  auto* p = reinterpret_cast<Pool*>(pool);
+  if (!p || !value) return fail(cudaErrorInvalidValue);
+  auto* out = static_cast<std::uint64_t*>(value);
+  std::lock_guard lock(g().mu);
+  switch (attr) {
+    case cudaMemPoolAttrReleaseThreshold: *out = p->release_threshold; break;
+    case cudaMemPoolAttrReservedMemCurrent:
+    case cudaMemPoolAttrUsedMemCurrent: *out = g().used[p->device]; break;
+    case cudaMemPoolAttrReservedMemHigh:
+    case cudaMemPoolAttrUsedMemHigh: *out = g().peak[p->device]; break;
+    default: return fail(cudaErrorNotSupported);
+  }
+  return ok();
+}
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t) { return pool ? ok() : fail(cudaErrorInvalidValue); }
+
+static cudaError_t device_malloc(void** ptr, size_t size, int device) {
+  if (!ptr) return fail(cudaErrorInvalidValue);
+  {
+    std::lock_guard lock(g().mu);
+    if (size > memory_limit() - g().used[device]) return fail(cudaErrorMemoryAllocation);
+  }
+  void* p = allocate(size, device, false, false);
+  if (!p) return fail(cudaErrorMemoryAllocation);
+  std::lock_guard lock(g().mu);
+  g().used[device] += size;
+  g().peak[device] = std::max(g().peak[device], g().used[device]);
+  *ptr = p;
+  return ok();
+}
+
+cudaError_t cudaMallocFromPoolAsync(void** ptr, size_t size, cudaMemPool_t pool, cudaStream_t s) {
+  auto* p = reinterpret_cast<Pool*>(pool);
+  if (!p || !valid_stream(s)) return fail(cudaErrorInvalidValue);
+  return device_malloc(ptr, size, p->device);
+}
+cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidValue);
+  return device_malloc(ptr, size, t_device);
+}
+cudaError_t cudaMalloc(void** ptr, size_t size) { return device_malloc(ptr, size, t_device); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidValue);
+  const cudaError_t e = release(p, false);
+  return e == cudaSuccess ? ok() : e;
+}
+cudaError_t cudaFree(void* p) {
+  const cudaError_t e = release(p, false);
+  return e == cudaSuccess ? ok() : e;
+}
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  std::lock_guard lock(g().mu);
+  if (total) *total = memory_limit();
+  if (free_bytes) *free_bytes = memory_limit() - g().used[t_device];
+  return ok();
+}
+
+cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  if (!ptr) return fail(cudaErrorInvalidValue);
+  void* p = allocate(size, t_device, true, (flags & cudaHostAllocMapped) != 0);
+  if (!p) return fail(cudaErrorMemoryAllocation);
+  *ptr = p;
+  return ok();
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
+cudaError_t cudaFreeHost(void* p) {
+  const cudaError_t e = release(p, true);
+  return e == cudaSuccess ? ok() : e;
+}
+cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host, unsigned int) {
+  std::lock_guard lock(g().mu);
+  const Allocation* a = find_allocation(host, 1);
+  if (!device_ptr || !a || !a->host || !a->mapped) return fail(cudaErrorInvalidValue);
+  *device_ptr = host;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (const cudaError_t e = check_copy(dst, src, n, kind); e != cudaSuccess) return e;
+  if (n) std::memmove(dst, src, n);
+  return ok();
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, n, kind, nullptr);
+}
+cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device, size_t n, cudaStream_t s) {
+  if (dst_device < 0 || dst_device >= device_total() || src_device < 0 || src_device >= device_total())
+    return fail(cudaErrorInvalidDevice);
+  return cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s);
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  if (!device_range(p, n)) {
+    std::fprintf(stderr, "cugrad CUDA emulator: cudaMemset of %zu bytes at %p: not inside one live device "
+                         "allocation\n", n, p);
+    return fail(cudaErrorInvalidValue);
+  }
+  if (n) std::memset(p, value, n);
+  return ok();
+}
+cudaError_t cudaMemset(void* p, int value, size_t n) { return cudaMemsetAsync(p, value, n, nullptr); }
+
+// ---- kernels and symbols ---------------------------------------------------------------------------
+cudaError_t cudaGetSymbolAddress(void** ptr, const void* symbol) {
+  if (!ptr || !symbol) return fail(cudaErrorInvalidValue);
+  {
+    std::lock_guard lock(g().mu);
+    g().symbols.insert(symbol);
+  }
+  *ptr = const_cast<void*>(symbol);
+  return ok();
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (!func) return fail(cudaErrorInvalidDeviceFunction);
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > 227 * 1024) return fail(cudaErrorInvalidValue);
+    std::lock_guard lock(g().mu);
+    g().max_dynamic_smem[func] = value;
+  }
+  return ok();
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* func, int block_size,
+                                                          size_t dynamic_smem) {
+  if (!blocks || !func || block_size <= 0 || block_size > 1024) return fail(cudaErrorInvalidValue);
+  int n = std::min(32, 2048 / block_size);
+  if (dynamic_smem > 0) n = std::min<int>(n, static_cast<int>(228 * 1024 / (dynamic_smem + 1024)));
+  *blocks = n;
+  return ok();
+}
