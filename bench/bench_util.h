@@ -1,9 +1,19 @@
-// Shared benchmark helpers: CUDA-event timing (warm-up, then the median of many runs) and the
-// device-to-device copy bandwidth measured in the same run, which every kernel is compared to.
+// Shared benchmark helpers: CUDA-event timing (warm-up, then the median of many runs), the
+// device-to-device copy bandwidth measured in the same run, which every kernel is compared to,
+// and the smoke mode.
+//
+// Smoke mode (CUGRAD_BENCH_SMOKE=1 in the environment): every benchmark runs each of its code
+// paths (every case, shape family and variant, with its correctness checks) on small shapes,
+// without warm-up and with one timed run, so that a crash, an exception or a failed check
+// shows up in seconds (on the CUDA emulator, tests/emu, or at the start of a GPU session)
+// instead of minutes into a full run. Its timings mean nothing. Without the variable nothing
+// changes.
 #pragma once
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -11,9 +21,28 @@
 
 namespace cugrad::bench {
 
+/// True when CUGRAD_BENCH_SMOKE=1: small shapes, no warm-up, one timed run. The first call
+/// prints a line saying so (its timings mean nothing).
+inline bool smoke_mode() {
+  static const bool on = [] {
+    const char* v = std::getenv("CUGRAD_BENCH_SMOKE");
+    const bool smoke = v != nullptr && std::strcmp(v, "1") == 0;
+    if (smoke)
+      std::printf(
+          "SMOKE MODE (CUGRAD_BENCH_SMOKE=1): small shapes, no warm-up, one timed run; every code "
+          "path and check runs, but the timings mean nothing\n");
+    return smoke;
+  }();
+  return on;
+}
+
 /// Median milliseconds of `fn` over `runs` timed runs after `warmup` untimed ones, measured
-/// with CUDA events on the current stream.
+/// with CUDA events on the current stream. Smoke mode: no warm-up, one timed run.
 inline double median_ms(Device dev, const std::function<void()>& fn, int warmup = 5, int runs = 30) {
+  if (smoke_mode()) {
+    warmup = 0;
+    runs = 1;
+  }
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> times;
   Event start(true), stop(true);
@@ -28,9 +57,10 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
   return times[times.size() / 2];
 }
 
-/// Device-to-device copy bandwidth in GB/s (read + write bytes over time) on 256 MiB buffers.
+/// Device-to-device copy bandwidth in GB/s (read + write bytes over time) on 256 MiB buffers
+/// (1 MiB in smoke mode).
 inline double copy_bandwidth_gbs(Device dev) {
-  const std::int64_t n = std::int64_t{64} << 20;  // floats
+  const std::int64_t n = smoke_mode() ? std::int64_t{1} << 18 : std::int64_t{64} << 20;  // floats
   Tensor a = ones({n}, dev), b = empty({n}, dev);
   const double ms = median_ms(dev, [&] { b.copy_(a); });
   return 2.0 * static_cast<double>(n) * 4 / (ms * 1e-3) / 1e9;

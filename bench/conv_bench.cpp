@@ -39,6 +39,20 @@ const std::vector<ConvShape> kShapes = {
     {"layer4 3x3 512->512 @7", 512, 7, 512, 3, 1, 1},
 };
 
+// Smoke mode: the same convolutions (kernel, stride, padding) with channels / 8 (3 input
+// channels stay 3) on small, mostly odd-sized inputs.
+const std::vector<ConvShape> kSmokeShapes = {
+    {"conv1 7x7/2 3->64 @224", 3, 29, 8, 7, 2, 3},        // output 15x15
+    {"layer1 3x3 64->64 @56", 8, 11, 8, 3, 1, 1},         // 11x11
+    {"layer2.0 3x3/2 64->128 @56", 8, 11, 16, 3, 2, 1},   // 6x6
+    {"layer2 3x3 128->128 @28", 16, 7, 16, 3, 1, 1},      // 7x7
+    {"layer2.0 down 1x1/2 64->128", 8, 11, 16, 1, 2, 0},  // 6x6
+    {"layer3.0 3x3/2 128->256 @28", 16, 7, 32, 3, 2, 1},  // 4x4
+    {"layer3 3x3 256->256 @14", 32, 5, 32, 3, 1, 1},      // 5x5
+    {"layer4.0 3x3/2 256->512 @14", 32, 5, 64, 3, 2, 1},  // 3x3
+    {"layer4 3x3 512->512 @7", 64, 3, 64, 3, 1, 1},       // 3x3
+};
+
 cg::Conv2dGeometry geometry(const ConvShape& s, std::int64_t batch) {
   cg::Conv2dGeometry g;
   g.n = batch;
@@ -82,6 +96,8 @@ int conv_bench_main() {
     std::printf("conv_bench: no CUDA device visible (no driver or no GPU); nothing to time\n");
     return 0;
   }
+  const bool smoke = cg::bench::smoke_mode();
+  const std::vector<ConvShape>& shapes = smoke ? kSmokeShapes : kShapes;
   const cg::Device dev = cg::Device::cuda(0);
   const char* tf32_env = std::getenv("CUGRAD_TF32");
   cg::set_allow_tf32(tf32_env != nullptr && std::string(tf32_env) == "1");
@@ -95,7 +111,7 @@ int conv_bench_main() {
 
   cg::manual_seed(0);
   bool valid = true;
-  for (const ConvShape& s : kShapes) {
+  for (const ConvShape& s : shapes) {
     const double err = validate(s, dev);
     const double tol = cg::allow_tf32() ? 1e-2 : 1e-5;
     if (!(err <= tol)) {
@@ -107,11 +123,11 @@ int conv_bench_main() {
   if (!valid) return 1;
   std::printf("validation: every shape matches the float64 CPU reference (batch 2)\n\n");
 
-  constexpr std::int64_t kBatch = 64;
-  std::printf("%-30s %9s %9s %9s %9s %9s %9s\n", "conv (batch 64)", "fwd ms", "TFLOP/s", "dgrad ms",
-              "TFLOP/s", "wgrad ms", "TFLOP/s");
+  const std::int64_t kBatch = smoke ? 3 : 64;
+  std::printf("%-30s %9s %9s %9s %9s %9s %9s\n", smoke ? "conv (batch 3)" : "conv (batch 64)", "fwd ms",
+              "TFLOP/s", "dgrad ms", "TFLOP/s", "wgrad ms", "TFLOP/s");
   double total = 0;
-  for (const ConvShape& s : kShapes) {
+  for (const ConvShape& s : shapes) {
     const cg::Conv2dGeometry g = geometry(s, kBatch);
     const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
                      w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
@@ -140,13 +156,16 @@ int conv_bench_main() {
 
   // Pooling: memory-bound; bytes are the minimum (read x once, write y; backward read dy
   // (and indices), write dx).
-  std::printf("%-40s %9s %9s %8s\n", "pooling (batch 64)", "ms", "GB/s", "%copy");
+  std::printf("%-40s %9s %9s %8s\n", smoke ? "pooling (batch 3)" : "pooling (batch 64)", "ms", "GB/s",
+              "%copy");
   const auto report = [&](const char* name, double ms, double bytes) {
     const double gbs = bytes / (ms * 1e-3) / 1e9;
     std::printf("%-40s %9.4f %9.1f %7.1f%%\n", name, ms, gbs, 100.0 * gbs / copy_gbs);
   };
   {
-    const cg::Tensor x = cg::randn({kBatch, 64, 112, 112}, dev).requires_grad_();
+    const cg::Tensor x =
+        (smoke ? cg::randn({kBatch, 8, 17, 17}, dev) : cg::randn({kBatch, 64, 112, 112}, dev))
+            .requires_grad_();
     cg::Tensor y;
     const double fwd = cg::bench::median_ms(dev, [&] { y = F::max_pool2d(x, 3, 2, 1); });
     const double out = static_cast<double>(y.numel()), in = static_cast<double>(x.numel());
@@ -156,7 +175,7 @@ int conv_bench_main() {
     report("max_pool2d 3x3/2 backward", bwd, 12 * out + 4 * in);
   }
   {
-    const cg::Tensor x = cg::randn({kBatch, 512, 7, 7}, dev).requires_grad_();
+    const cg::Tensor x = cg::randn({kBatch, smoke ? 64 : 512, 7, 7}, dev).requires_grad_();
     cg::Tensor y;
     const double fwd = cg::bench::median_ms(dev, [&] { y = F::adaptive_avg_pool2d(x, 1); });
     report("adaptive_avg_pool2d 512x7x7 -> 1 fwd", fwd, 4.0 * static_cast<double>(x.numel() + y.numel()));

@@ -67,19 +67,25 @@ int cross_entropy_bench_main() {
     std::printf("cross_entropy_bench: no CUDA device visible; nothing to measure\n");
     return 0;
   }
+  const bool smoke = cg::bench::smoke_mode();
   const cg::Device gpu = cg::Device::cuda(0);
   cg::manual_seed(0);
   const double copy_gbs = cg::bench::copy_bandwidth_gbs(gpu);
   std::printf("device-to-device copy: %.0f GB/s (float32 math, label smoothing 0.1, reduction mean)\n",
               copy_gbs);
 
-  const std::vector<BenchShape> shapes = {
+  const std::vector<BenchShape> full = {
       {32768, 1000, 1.17, 0.51}, {8192, 32000, 5.46, 3.75}, {4096, 50257, 0, 0}, {65536, 128, 0, 0}};
+  // Smoke mode: every k (k picks the row kernel and its register / shared-memory split), few rows.
+  const std::vector<BenchShape> small = {
+      {67, 1000, 0, 0}, {3, 32000, 0, 0}, {2, 50257, 0, 0}, {91, 128, 0, 0}};
+  const std::vector<BenchShape>& shapes = smoke ? small : full;
   bool all_ok = true;
   for (const BenchShape& s : shapes) {
     const double pass_bytes = static_cast<double>(s.n) * static_cast<double>(s.k) * sizeof(float);
-    // At least 3 inputs and 300 MB in all, so each run reads logits that are not in L2.
-    const int copies = std::max(3, static_cast<int>(std::ceil(300e6 / pass_bytes)));
+    // At least 3 inputs and 300 MB in all, so each run reads logits that are not in L2 (3 in
+    // smoke mode).
+    const int copies = smoke ? 3 : std::max(3, static_cast<int>(std::ceil(300e6 / pass_bytes)));
     std::vector<cg::Tensor> xs;
     for (int i = 0; i < copies; ++i) xs.push_back((cg::randn({s.n, s.k}, gpu) * 2.0).requires_grad_());
     const cg::Tensor y = cg::randint(0, s.k, {s.n}, gpu);

@@ -14,14 +14,20 @@ int main() {
     std::printf("inspect_bench: no CUDA device visible; nothing to measure\n");
     return 0;
   }
+  const bool smoke = cg::bench::smoke_mode();
   const cg::Device gpu = cg::Device::cuda(0);
   const double copy_gbs = cg::bench::copy_bandwidth_gbs(gpu);
   std::printf("device-to-device copy: %.0f GB/s\n", copy_gbs);
 
   // Activation shapes of ResNet-18's stages at batch 64 (N, C, H, W), each visited twice.
-  const std::vector<cg::Shape> shapes = {{64, 64, 112, 112}, {64, 64, 56, 56},  {64, 64, 56, 56},
-                                         {64, 128, 28, 28},  {64, 128, 28, 28}, {64, 256, 14, 14},
-                                         {64, 256, 14, 14},  {64, 512, 7, 7},   {64, 512, 7, 7}};
+  const std::vector<cg::Shape> full = {{64, 64, 112, 112}, {64, 64, 56, 56},  {64, 64, 56, 56},
+                                       {64, 128, 28, 28},  {64, 128, 28, 28}, {64, 256, 14, 14},
+                                       {64, 256, 14, 14},  {64, 512, 7, 7},   {64, 512, 7, 7}};
+  // Smoke mode: batch 2, channels / 16, sides / 4 (rounded up).
+  const std::vector<cg::Shape> small = {{2, 4, 28, 28}, {2, 4, 14, 14}, {2, 4, 14, 14},
+                                        {2, 8, 7, 7},   {2, 8, 7, 7},   {2, 16, 4, 4},
+                                        {2, 16, 4, 4},  {2, 32, 2, 2},  {2, 32, 2, 2}};
+  const std::vector<cg::Shape>& shapes = smoke ? small : full;
   std::vector<cg::Tensor> inputs;
   std::size_t bytes = 0;
   for (const auto& s : shapes) {

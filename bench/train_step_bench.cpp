@@ -78,20 +78,24 @@ int main() {
     std::printf("train_step_bench: no CUDA device visible; nothing to measure\n");
     return 0;
   }
+  const bool smoke = cg::bench::smoke_mode();
   const cg::Device gpu = cg::Device::cuda(0);
   std::printf("train_step_bench: float32 (TF32 %s), SGD Nesterov + weight decay, label smoothing 0.1\n",
               cg::allow_tf32() ? "on" : "off");
   std::printf("device-to-device copy: %.0f GB/s\n", cg::bench::copy_bandwidth_gbs(gpu));
   cg::manual_seed(0);
+  // Smoke mode: the same models on a few small, odd-sized images.
   {
     nn::ReferenceCnn cnn(64);
     cnn->to(gpu);
-    run_model(gpu, "reference_cnn_b256", *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], {256, 1, 28, 28}, 10, 50);
+    const cg::Shape input = smoke ? cg::Shape{3, 1, 13, 13} : cg::Shape{256, 1, 28, 28};
+    run_model(gpu, "reference_cnn_b256", *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], input, 10, 50);
   }
   {
     nn::ResNet resnet = nn::resnet18(1000, 3);
     resnet->to(gpu);
-    run_model(gpu, "resnet18_b64", *resnet, *resnet->fc, {64, 3, 224, 224}, 1000, 20);
+    const cg::Shape input = smoke ? cg::Shape{2, 3, 33, 33} : cg::Shape{64, 3, 224, 224};
+    run_model(gpu, "resnet18_b64", *resnet, *resnet->fc, input, 1000, 20);
   }
   return 0;
 }

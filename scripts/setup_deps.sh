@@ -19,6 +19,7 @@ required=(
   "cmake|cmd:cmake"
   "ninja-build|cmd:ninja"
   "g++|cmd:g++"
+  "python3|cmd:python3"
   "pkg-config|cmd:pkg-config"
   "libgtest-dev|header:gtest/gtest.h link:gtest"
   "libopenblas-dev|header:cblas.h link:openblas"

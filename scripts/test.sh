@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The README's test command (and CI's): installs what is missing, builds cugrad with its tests,
 # runs the whole suite (GPU tests skip themselves without a GPU), then installs the package into
-# a temporary prefix and builds and runs tests/consumer against it.
+# a temporary prefix and builds and runs tests/consumer against it; last, it builds the library
+# against the CUDA emulator (tests/emu) and runs the GPU suites, the examples on the emulated
+# GPU and the benchmarks' smoke mode there, so the CUDA code runs even where no GPU is.
 #   BUILD_DIR (default build), CUDA_ARCHS (default 90), BUILD_TYPE (default Release),
-#   JOBS (default: all cores), TEST_TIMEOUT (seconds per test, default 1200)
+#   JOBS (default: all cores), TEST_TIMEOUT (seconds per test, default 1200),
+#   EMU_BUILD_DIR (default build-emu), CUGRAD_SKIP_EMU=1 (leave the emulator stage out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,4 +44,15 @@ fi
 cmake --build "$work/build"
 "$work/build/app"
 
-echo "== done: build $(elapsed "$build_time"), tests $(elapsed "$test_time"), total $(elapsed $((SECONDS - start)))"
+emu_time=0
+if [[ "${CUGRAD_SKIP_EMU:-0}" != 1 ]]; then
+  echo "== CUDA emulator: the kernels and the GPU suites on the CPU (tests/emu; no GPU is used or claimed)"
+  emu_start=$SECONDS
+  emu_dir=${EMU_BUILD_DIR:-build-emu}
+  cmake -S tests/emu -B "$emu_dir" -G Ninja
+  cmake --build "$emu_dir" --parallel "$jobs"
+  ctest --test-dir "$emu_dir" --output-on-failure --no-tests=error --timeout 1800 --parallel "$jobs"
+  emu_time=$((SECONDS - emu_start))
+fi
+
+echo "== done: build $(elapsed "$build_time"), tests $(elapsed "$test_time"), emulator $(elapsed "$emu_time"), total $(elapsed $((SECONDS - start)))"

@@ -1,11 +1,6 @@
 // Self-test of the CPU emulations of cuBLAS (cublas_emu.cpp) and cuDNN (cudnn_emu.cpp) against
-// naive double-precision references. Standalone: build and run from the repository root with
-//
-// clang-format off
-//   g++ -std=c++20 -O1 -I/usr/local/cuda/include -Wall -Wextra tests/emu/blas_dnn_emu_selftest.cpp tests/emu/cublas_emu.cpp tests/emu/cudnn_emu.cpp -lgtest -lgtest_main -pthread -o /tmp/blas_dnn_emu_selftest && /tmp/blas_dnn_emu_selftest
-// clang-format on
-//
-// (add -fsanitize=address,undefined -g to check the emulations' memory accesses as well).
+// naive double-precision references. Built and run by tests/emu/CMakeLists.txt
+// (blas_dnn_emu_selftest), linked with the emulated runtime that queues their work on streams.
 #include <cublas_v2.h>
 #include <cudnn.h>
 #include <gtest/gtest.h>
@@ -931,6 +926,410 @@ TEST_F(Cudnn, ArgumentChecks) {
   EXPECT_EQ(cudnnSetStream(nullptr, s), CUDNN_STATUS_BAD_PARAM);
   EXPECT_EQ(cudnnGetVersion(), static_cast<std::size_t>(CUDNN_VERSION));
   EXPECT_STREQ(cudnnGetErrorString(CUDNN_STATUS_BAD_PARAM), "CUDNN_STATUS_BAD_PARAM");
+}
+
+// ---- batch normalization ----
+
+// A batch-norm problem: x (N, C, H, W), packed NCHW unless told, and the parameters of its mode.
+struct BnCfg {
+  int N, C, H, W;
+  cudnnBatchNormMode_t mode;
+  bool spatial() const { return mode != CUDNN_BATCHNORM_PER_ACTIVATION; }
+  int params() const { return spatial() ? C : C * H * W; }
+  int count() const { return spatial() ? N * H * W : N; }  // values per parameter
+  std::size_t size() const { return static_cast<std::size_t>(N) * C * H * W; }
+  // Parameter of packed NCHW element i.
+  int param(std::size_t i) const {
+    const int chw = static_cast<int>(i % (static_cast<std::size_t>(C) * H * W));
+    return spatial() ? chw / (H * W) : chw;
+  }
+};
+
+std::vector<BnCfg> bn_cfgs() {
+  return {{3, 5, 7, 9, CUDNN_BATCHNORM_SPATIAL},
+          {4, 3, 5, 2, CUDNN_BATCHNORM_PER_ACTIVATION},
+          {6, 8, 1, 1, CUDNN_BATCHNORM_SPATIAL_PERSISTENT}};
+}
+
+// The double reference, on packed NCHW data: each parameter's mean and biased variance.
+void ref_bn_stats(const BnCfg& g, const std::vector<float>& x, std::vector<double>& mean,
+                  std::vector<double>& var) {
+  mean.assign(g.params(), 0.0);
+  var.assign(g.params(), 0.0);
+  for (std::size_t i = 0; i < x.size(); ++i) mean[g.param(i)] += x[i];
+  for (double& m : mean) m /= g.count();
+  for (std::size_t i = 0; i < x.size(); ++i)
+    var[g.param(i)] += (x[i] - mean[g.param(i)]) * (x[i] - mean[g.param(i)]);
+  for (double& v : var) v /= g.count();
+}
+
+// y = scale * (x - mean) / sqrt(var + eps) + bias (no blending).
+std::vector<double> ref_bn_forward(const BnCfg& g, const std::vector<float>& x,
+                                   const std::vector<double>& mean, const std::vector<double>& var,
+                                   const std::vector<float>& scale, const std::vector<float>& bias,
+                                   double eps) {
+  std::vector<double> y(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const int j = g.param(i);
+    y[i] = scale[j] * (x[i] - mean[j]) / std::sqrt(var[j] + eps) + bias[j];
+  }
+  return y;
+}
+
+class CudnnBatchNorm : public Cudnn {
+ protected:
+  // Derived parameter descriptor of x for g's mode.
+  void derive(const BnCfg& g, const Tensor& x, Tensor& p) {
+    ASSERT_EQ(cudnnDeriveBNTensorDescriptor(p.d, x.d, g.mode), CUDNN_STATUS_SUCCESS);
+  }
+};
+
+TEST_F(CudnnBatchNorm, DeriveDescriptor) {
+  Tensor x(3, 5, 7, 9, CUDNN_TENSOR_NHWC), p;
+  const cudnnBatchNormMode_t modes[] = {CUDNN_BATCHNORM_SPATIAL, CUDNN_BATCHNORM_SPATIAL_PERSISTENT,
+                                        CUDNN_BATCHNORM_PER_ACTIVATION};
+  for (cudnnBatchNormMode_t mode : modes) {
+    ASSERT_EQ(cudnnDeriveBNTensorDescriptor(p.d, x.d, mode), CUDNN_STATUS_SUCCESS);
+    cudnnDataType_t t = CUDNN_DATA_DOUBLE;
+    int n = 0, c = 0, h = 0, w = 0, ns = 0, cs = 0, hs = 0, ws = 0;
+    ASSERT_EQ(cudnnGetTensor4dDescriptor(p.d, &t, &n, &c, &h, &w, &ns, &cs, &hs, &ws), CUDNN_STATUS_SUCCESS);
+    const bool spatial = mode != CUDNN_BATCHNORM_PER_ACTIVATION;
+    EXPECT_EQ(t, CUDNN_DATA_FLOAT);
+    EXPECT_EQ(n, 1);
+    EXPECT_EQ(c, 5);
+    EXPECT_EQ(h, spatial ? 1 : 7);
+    EXPECT_EQ(w, spatial ? 1 : 9);
+    EXPECT_EQ(ws, 1);  // packed NCHW whatever x's layout
+    EXPECT_EQ(hs, w);
+    EXPECT_EQ(cs, h * w);
+    EXPECT_EQ(ns, c * h * w);
+  }
+  EXPECT_EQ(cudnnDeriveBNTensorDescriptor(p.d, x.d, static_cast<cudnnBatchNormMode_t>(7)),
+            CUDNN_STATUS_BAD_PARAM);
+  Tensor unset;
+  EXPECT_EQ(cudnnDeriveBNTensorDescriptor(p.d, unset.d, CUDNN_BATCHNORM_SPATIAL), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnDeriveBNTensorDescriptor(nullptr, x.d, CUDNN_BATCHNORM_SPATIAL), CUDNN_STATUS_BAD_PARAM);
+}
+
+TEST_F(CudnnBatchNorm, ForwardTrainingMatchesReference) {
+  unsigned seed = 200;
+  for (const BnCfg& g : bn_cfgs()) {
+    Tensor xd(g.N, g.C, g.H, g.W), pd;
+    derive(g, xd, pd);
+    std::vector<float> x = random_vector(g.size(), seed++);
+    for (float& v : x) v = 3.0f * v + 0.5f;  // a mean and variance far from 0 and 1
+    const std::vector<float> scale = random_vector(g.params(), seed++),
+                             bias = random_vector(g.params(), seed++);
+    std::vector<float> rm = random_vector(g.params(), seed++), rv = random_vector(g.params(), seed++);
+    for (float& v : rv) v = std::fabs(v) + 0.5f;
+    const std::vector<float> rm0 = rm, rv0 = rv;
+    std::vector<float> y(g.size(), kNaN), save_mean(g.params(), kNaN), save_invstd(g.params(), kNaN);
+    const double eps = 1e-3, factor = 0.3;
+    const float one = 1.0f, zero = 0.0f;
+    ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                     pd.d, scale.data(), bias.data(), factor, rm.data(),
+                                                     rv.data(), eps, save_mean.data(), save_invstd.data()),
+              CUDNN_STATUS_SUCCESS);
+    std::vector<double> mean, var;
+    ref_bn_stats(g, x, mean, var);
+    const std::vector<double> want = ref_bn_forward(g, x, mean, var, scale, bias, eps);
+    for (std::size_t i = 0; i < y.size(); ++i) expect_close(y[i], want[i], 1e-5, "y", i);
+    const double unbiased = static_cast<double>(g.count()) / (g.count() - 1);
+    for (int j = 0; j < g.params(); ++j) {
+      expect_close(save_mean[j], mean[j], 1e-6, "saved mean", j);
+      expect_close(save_invstd[j], 1.0 / std::sqrt(var[j] + eps), 1e-6, "saved inverse std", j);
+      expect_close(rm[j], (1 - factor) * rm0[j] + factor * mean[j], 1e-6, "running mean", j);
+      expect_close(rv[j], (1 - factor) * rv0[j] + factor * var[j] * unbiased, 1e-6, "running variance", j);
+    }
+    // alpha / beta blend into y; no running or saved outputs (both null each).
+    const std::vector<float> y0 = random_vector(g.size(), seed++);
+    std::vector<float> y2 = y0;
+    const float alpha = 0.75f, beta = -1.5f;
+    ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &alpha, &beta, xd.d, x.data(), xd.d,
+                                                     y2.data(), pd.d, scale.data(), bias.data(), factor,
+                                                     nullptr, nullptr, eps, nullptr, nullptr),
+              CUDNN_STATUS_SUCCESS);
+    for (std::size_t i = 0; i < y2.size(); ++i)
+      expect_close(y2[i], 0.75 * want[i] - 1.5 * y0[i], 1e-5, "y (beta)", i);
+  }
+}
+
+TEST_F(CudnnBatchNorm, CumulativeAverageStartsFromTheBatch) {
+  // Factor 1 (the documented first call of a cumulative average) replaces the running stats.
+  const BnCfg g{5, 3, 4, 3, CUDNN_BATCHNORM_SPATIAL};
+  Tensor xd(g.N, g.C, g.H, g.W), pd;
+  derive(g, xd, pd);
+  const std::vector<float> x = random_vector(g.size(), 230), scale(g.C, 1.0f), bias(g.C, 0.0f);
+  std::vector<float> y(g.size()), rm(g.C, 7.0f), rv(g.C, 9.0f);
+  const float one = 1.0f, zero = 0.0f;
+  ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                   pd.d, scale.data(), bias.data(), 1.0, rm.data(), rv.data(),
+                                                   0.0, nullptr, nullptr),
+            CUDNN_STATUS_SUCCESS);
+  std::vector<double> mean, var;
+  ref_bn_stats(g, x, mean, var);
+  for (int c = 0; c < g.C; ++c) {
+    expect_close(rm[c], mean[c], 1e-6, "running mean", c);
+    expect_close(rv[c], var[c] * g.count() / (g.count() - 1), 1e-6, "running variance", c);
+  }
+}
+
+TEST_F(CudnnBatchNorm, StridedLayouts) {
+  // x in NHWC, y in NCHW: each tensor is addressed through its own descriptor.
+  const BnCfg g{2, 3, 4, 5, CUDNN_BATCHNORM_SPATIAL};
+  Tensor xd(g.N, g.C, g.H, g.W, CUDNN_TENSOR_NHWC), yd(g.N, g.C, g.H, g.W), pd;
+  derive(g, xd, pd);
+  const std::vector<float> x = random_vector(g.size(), 240);
+  const std::vector<float> x_nhwc = to_nhwc(x, g.N, g.C, g.H, g.W);
+  const std::vector<float> scale = random_vector(g.C, 241), bias = random_vector(g.C, 242);
+  std::vector<float> y(g.size(), kNaN);
+  const float one = 1.0f, zero = 0.0f;
+  ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x_nhwc.data(), yd.d,
+                                                   y.data(), pd.d, scale.data(), bias.data(), 0.1, nullptr,
+                                                   nullptr, 1e-5, nullptr, nullptr),
+            CUDNN_STATUS_SUCCESS);
+  std::vector<double> mean, var;
+  ref_bn_stats(g, x, mean, var);
+  const std::vector<double> want = ref_bn_forward(g, x, mean, var, scale, bias, 1e-5);
+  for (std::size_t i = 0; i < y.size(); ++i) expect_close(y[i], want[i], 1e-5, "y", i);
+}
+
+TEST_F(CudnnBatchNorm, ForwardInferenceMatchesReference) {
+  unsigned seed = 250;
+  for (const BnCfg& g : bn_cfgs()) {
+    Tensor xd(g.N, g.C, g.H, g.W), pd;
+    derive(g, xd, pd);
+    const std::vector<float> x = random_vector(g.size(), seed++);
+    const std::vector<float> scale = random_vector(g.params(), seed++),
+                             bias = random_vector(g.params(), seed++);
+    const std::vector<float> mean_f = random_vector(g.params(), seed++);
+    std::vector<float> var_f = random_vector(g.params(), seed++);
+    for (float& v : var_f) v = std::fabs(v) + 0.25f;
+    const std::vector<double> mean(mean_f.begin(), mean_f.end()), var(var_f.begin(), var_f.end());
+    const double eps = 1e-2;
+    const std::vector<double> want = ref_bn_forward(g, x, mean, var, scale, bias, eps);
+    std::vector<float> y(g.size(), kNaN);
+    const float one = 1.0f, zero = 0.0f, alpha = 2.0f, beta = 0.5f;
+    ASSERT_EQ(
+        cudnnBatchNormalizationForwardInference(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(), pd.d,
+                                                scale.data(), bias.data(), mean_f.data(), var_f.data(), eps),
+        CUDNN_STATUS_SUCCESS);
+    for (std::size_t i = 0; i < y.size(); ++i) expect_close(y[i], want[i], 1e-5, "y", i);
+    const std::vector<float> y0 = y;
+    ASSERT_EQ(cudnnBatchNormalizationForwardInference(h_, g.mode, &alpha, &beta, xd.d, x.data(), xd.d,
+                                                      y.data(), pd.d, scale.data(), bias.data(),
+                                                      mean_f.data(), var_f.data(), eps),
+              CUDNN_STATUS_SUCCESS);
+    for (std::size_t i = 0; i < y.size(); ++i)
+      expect_close(y[i], 2.0 * want[i] + 0.5 * y0[i], 1e-5, "y (beta)", i);
+  }
+}
+
+// Reference backward (training): dx, dscale, dbias of y = BN(x) for the upstream gradient dy.
+void ref_bn_backward(const BnCfg& g, const std::vector<float>& x, const std::vector<float>& dy,
+                     const std::vector<float>& scale, double eps, std::vector<double>& dx,
+                     std::vector<double>& dscale, std::vector<double>& dbias) {
+  std::vector<double> mean, var;
+  ref_bn_stats(g, x, mean, var);
+  dscale.assign(g.params(), 0.0);
+  dbias.assign(g.params(), 0.0);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const int j = g.param(i);
+    dbias[j] += dy[i];
+    dscale[j] += dy[i] * (x[i] - mean[j]) / std::sqrt(var[j] + eps);
+  }
+  dx.assign(x.size(), 0.0);
+  const double M = g.count();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const int j = g.param(i);
+    const double invstd = 1.0 / std::sqrt(var[j] + eps), xhat = (x[i] - mean[j]) * invstd;
+    dx[i] = scale[j] * invstd / M * (M * dy[i] - dbias[j] - xhat * dscale[j]);
+  }
+}
+
+TEST_F(CudnnBatchNorm, BackwardMatchesReference) {
+  unsigned seed = 260;
+  for (const BnCfg& g : bn_cfgs()) {
+    Tensor xd(g.N, g.C, g.H, g.W), pd;
+    derive(g, xd, pd);
+    std::vector<float> x = random_vector(g.size(), seed++);
+    for (float& v : x) v = 2.0f * v - 0.3f;
+    const std::vector<float> dy = random_vector(g.size(), seed++), scale = random_vector(g.params(), seed++),
+                             bias = random_vector(g.params(), seed++);
+    const double eps = 1e-4;
+    std::vector<double> want_dx, want_ds, want_db;
+    ref_bn_backward(g, x, dy, scale, eps, want_dx, want_ds, want_db);
+    // Saved statistics from the forward pass.
+    std::vector<float> y(g.size()), save_mean(g.params()), save_invstd(g.params());
+    const float one = 1.0f, zero = 0.0f;
+    ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                     pd.d, scale.data(), bias.data(), 0.1, nullptr, nullptr,
+                                                     eps, save_mean.data(), save_invstd.data()),
+              CUDNN_STATUS_SUCCESS);
+    for (int saved = 0; saved < 2; ++saved) {
+      std::vector<float> dx(g.size(), kNaN), ds(g.params(), kNaN), db(g.params(), kNaN);
+      ASSERT_EQ(cudnnBatchNormalizationBackward(h_, g.mode, &one, &zero, &one, &zero, xd.d, x.data(), xd.d,
+                                                dy.data(), xd.d, dx.data(), pd.d, scale.data(), ds.data(),
+                                                db.data(), eps, saved ? save_mean.data() : nullptr,
+                                                saved ? save_invstd.data() : nullptr),
+                CUDNN_STATUS_SUCCESS);
+      for (std::size_t i = 0; i < dx.size(); ++i) expect_close(dx[i], want_dx[i], 1e-5, "dx", i);
+      for (int j = 0; j < g.params(); ++j) {
+        expect_close(ds[j], want_ds[j], 1e-5, "dscale", j);
+        expect_close(db[j], want_db[j], 1e-5, "dbias", j);
+      }
+    }
+    // Separate blending of the data gradient and the parameter gradients.
+    const std::vector<float> dx0 = random_vector(g.size(), seed++), ds0 = random_vector(g.params(), seed++),
+                             db0 = random_vector(g.params(), seed++);
+    std::vector<float> dx = dx0, ds = ds0, db = db0;
+    const float a_data = 0.5f, b_data = 2.0f, a_param = -1.0f, b_param = 0.25f;
+    ASSERT_EQ(
+        cudnnBatchNormalizationBackward(h_, g.mode, &a_data, &b_data, &a_param, &b_param, xd.d, x.data(),
+                                        xd.d, dy.data(), xd.d, dx.data(), pd.d, scale.data(), ds.data(),
+                                        db.data(), eps, save_mean.data(), save_invstd.data()),
+        CUDNN_STATUS_SUCCESS);
+    for (std::size_t i = 0; i < dx.size(); ++i)
+      expect_close(dx[i], 0.5 * want_dx[i] + 2.0 * dx0[i], 1e-5, "dx", i);
+    for (int j = 0; j < g.params(); ++j) {
+      expect_close(ds[j], -want_ds[j] + 0.25 * ds0[j], 1e-5, "dscale (beta)", j);
+      expect_close(db[j], -want_db[j] + 0.25 * db0[j], 1e-5, "dbias (beta)", j);
+    }
+  }
+}
+
+TEST_F(CudnnBatchNorm, BackwardIsTheGradientOfForward) {
+  // Central differences of L = sum(w * y(x, scale, bias)) through the emulated forward (float,
+  // so a coarse tolerance), against the emulated backward for dy = w.
+  const BnCfg g{3, 2, 2, 3, CUDNN_BATCHNORM_SPATIAL};
+  Tensor xd(g.N, g.C, g.H, g.W), pd;
+  derive(g, xd, pd);
+  std::vector<float> x = random_vector(g.size(), 270), scale = random_vector(g.C, 271),
+                     bias = random_vector(g.C, 272);
+  const std::vector<float> dy = random_vector(g.size(), 273);
+  const double eps = 1e-3;
+  const float one = 1.0f, zero = 0.0f;
+  const auto loss = [&]() {
+    std::vector<float> y(g.size());
+    EXPECT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                     pd.d, scale.data(), bias.data(), 0.0, nullptr, nullptr,
+                                                     eps, nullptr, nullptr),
+              CUDNN_STATUS_SUCCESS);
+    double l = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) l += static_cast<double>(dy[i]) * y[i];
+    return l;
+  };
+  std::vector<float> dx(g.size()), ds(g.C), db(g.C);
+  ASSERT_EQ(cudnnBatchNormalizationBackward(h_, g.mode, &one, &zero, &one, &zero, xd.d, x.data(), xd.d,
+                                            dy.data(), xd.d, dx.data(), pd.d, scale.data(), ds.data(),
+                                            db.data(), eps, nullptr, nullptr),
+            CUDNN_STATUS_SUCCESS);
+  const float h = 1e-2f;
+  const auto numeric = [&](float& v) {
+    const float v0 = v;
+    v = v0 + h;
+    const double up = loss();
+    v = v0 - h;
+    const double down = loss();
+    v = v0;
+    return (up - down) / (2.0 * h);
+  };
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(dx[i], numeric(x[i]), 2e-3) << "dx at " << i;
+  for (int c = 0; c < g.C; ++c) {
+    EXPECT_NEAR(ds[c], numeric(scale[c]), 2e-3) << "dscale at " << c;
+    EXPECT_NEAR(db[c], numeric(bias[c]), 2e-3) << "dbias at " << c;
+  }
+}
+
+TEST_F(CudnnBatchNorm, ArgumentChecks) {
+  const BnCfg g{2, 3, 4, 5, CUDNN_BATCHNORM_SPATIAL};
+  Tensor xd(g.N, g.C, g.H, g.W), pd, pa, y_bad(g.N, g.C, g.H, g.W + 1), p_bad(1, g.C + 1, 1, 1);
+  derive(g, xd, pd);
+  ASSERT_EQ(cudnnDeriveBNTensorDescriptor(pa.d, xd.d, CUDNN_BATCHNORM_PER_ACTIVATION), CUDNN_STATUS_SUCCESS);
+  const std::vector<float> x = random_vector(g.size(), 280), s(g.C, 1.0f), b(g.C, 0.0f);
+  std::vector<float> y(g.size()), rm(g.C, 0.0f), rv(g.C, 1.0f), sm(g.C), si(g.C), dx(g.size()), ds(g.C),
+      db(g.C);
+  const float one = 1.0f, zero = 0.0f;
+  const auto train = [&](cudnnBatchNormMode_t mode, cudnnTensorDescriptor_t yd, cudnnTensorDescriptor_t p,
+                         double eps, float* run_mean, float* run_var, float* save_mean, float* save_invstd) {
+    return cudnnBatchNormalizationForwardTraining(h_, mode, &one, &zero, xd.d, x.data(), yd, y.data(), p,
+                                                  s.data(), b.data(), 0.1, run_mean, run_var, eps, save_mean,
+                                                  save_invstd);
+  };
+  const cudnnBatchNormMode_t S = CUDNN_BATCHNORM_SPATIAL;
+  EXPECT_EQ(train(S, xd.d, pd.d, 1e-5, rm.data(), rv.data(), sm.data(), si.data()), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(train(S, xd.d, pd.d, 0.0, rm.data(), rv.data(), sm.data(), si.data()), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(train(S, xd.d, pd.d, -1e-5, rm.data(), rv.data(), sm.data(), si.data()), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(train(S, xd.d, pd.d, 1e-5, rm.data(), nullptr, sm.data(), si.data()), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(train(S, xd.d, pd.d, 1e-5, rm.data(), rv.data(), nullptr, si.data()), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(train(S, y_bad.d, pd.d, 1e-5, nullptr, nullptr, nullptr, nullptr), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(train(S, xd.d, p_bad.d, 1e-5, nullptr, nullptr, nullptr, nullptr), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(train(S, xd.d, pa.d, 1e-5, nullptr, nullptr, nullptr, nullptr),
+            CUDNN_STATUS_BAD_PARAM);  // mode's dims
+  EXPECT_EQ(train(static_cast<cudnnBatchNormMode_t>(9), xd.d, pd.d, 1e-5, nullptr, nullptr, nullptr, nullptr),
+            CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnBatchNormalizationForwardTraining(nullptr, S, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                   pd.d, s.data(), b.data(), 0.1, nullptr, nullptr, 1e-5,
+                                                   nullptr, nullptr),
+            CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnBatchNormalizationForwardTraining(h_, S, nullptr, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                   pd.d, s.data(), b.data(), 0.1, nullptr, nullptr, 1e-5,
+                                                   nullptr, nullptr),
+            CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnBatchNormalizationForwardTraining(h_, S, &one, &zero, xd.d, x.data(), xd.d, y.data(), pd.d,
+                                                   s.data(), nullptr, 0.1, nullptr, nullptr, 1e-5, nullptr,
+                                                   nullptr),
+            CUDNN_STATUS_BAD_PARAM);
+  // One value per channel: no unbiased variance.
+  Tensor one_value(1, g.C, 1, 1), p1;
+  ASSERT_EQ(cudnnDeriveBNTensorDescriptor(p1.d, one_value.d, S), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(cudnnBatchNormalizationForwardTraining(h_, S, &one, &zero, one_value.d, x.data(), one_value.d,
+                                                   y.data(), p1.d, s.data(), b.data(), 0.1, nullptr, nullptr,
+                                                   1e-5, nullptr, nullptr),
+            CUDNN_STATUS_BAD_PARAM);
+  // Inference.
+  EXPECT_EQ(cudnnBatchNormalizationForwardInference(h_, S, &one, &zero, xd.d, x.data(), xd.d, y.data(), pd.d,
+                                                    s.data(), b.data(), rm.data(), rv.data(), 1e-5),
+            CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(cudnnBatchNormalizationForwardInference(h_, S, &one, &zero, xd.d, x.data(), xd.d, y.data(), pd.d,
+                                                    s.data(), b.data(), rm.data(), nullptr, 1e-5),
+            CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(cudnnBatchNormalizationForwardInference(h_, S, &one, &zero, xd.d, x.data(), y_bad.d, y.data(),
+                                                    pd.d, s.data(), b.data(), rm.data(), rv.data(), 1e-5),
+            CUDNN_STATUS_BAD_PARAM);
+  // Backward.
+  const auto backward = [&](cudnnTensorDescriptor_t dxd, const float* save_mean, const float* save_invstd,
+                            float* dscale) {
+    return cudnnBatchNormalizationBackward(h_, S, &one, &zero, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                           dxd, dx.data(), pd.d, s.data(), dscale, db.data(), 1e-5, save_mean,
+                                           save_invstd);
+  };
+  EXPECT_EQ(backward(xd.d, sm.data(), si.data(), ds.data()), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(backward(xd.d, nullptr, nullptr, ds.data()), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(backward(xd.d, sm.data(), nullptr, ds.data()), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(backward(xd.d, sm.data(), si.data(), nullptr), CUDNN_STATUS_BAD_PARAM);
+  EXPECT_EQ(backward(y_bad.d, sm.data(), si.data(), ds.data()), CUDNN_STATUS_BAD_PARAM);
+}
+
+TEST_F(CudnnBatchNorm, BetaZeroDoesNotReadTheOutputs) {
+  const BnCfg g{4, 2, 3, 3, CUDNN_BATCHNORM_PER_ACTIVATION};
+  Tensor xd(g.N, g.C, g.H, g.W), pd;
+  derive(g, xd, pd);
+  const std::vector<float> x = random_vector(g.size(), 290), dy = random_vector(g.size(), 291),
+                           s = random_vector(g.params(), 292), b = random_vector(g.params(), 293);
+  std::vector<float> y(g.size(), kNaN), dx(g.size(), kNaN), ds(g.params(), kNaN), db(g.params(), kNaN);
+  const float one = 1.0f, zero = 0.0f;
+  ASSERT_EQ(cudnnBatchNormalizationForwardTraining(h_, g.mode, &one, &zero, xd.d, x.data(), xd.d, y.data(),
+                                                   pd.d, s.data(), b.data(), 0.1, nullptr, nullptr, 1e-5,
+                                                   nullptr, nullptr),
+            CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnBatchNormalizationBackward(h_, g.mode, &one, &zero, &one, &zero, xd.d, x.data(), xd.d,
+                                            dy.data(), xd.d, dx.data(), pd.d, s.data(), ds.data(), db.data(),
+                                            1e-5, nullptr, nullptr),
+            CUDNN_STATUS_SUCCESS);
+  for (float v : y) EXPECT_TRUE(std::isfinite(v));
+  for (float v : dx) EXPECT_TRUE(std::isfinite(v));
+  for (int j = 0; j < g.params(); ++j) EXPECT_TRUE(std::isfinite(ds[j]) && std::isfinite(db[j])) << j;
 }
 
 }  // namespace

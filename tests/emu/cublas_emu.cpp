@@ -2,8 +2,9 @@
 // host/runtime/error.cpp), linked in place of libcublas when the GPU code paths run on the CPU.
 //
 // Emulation model (shared with the rest of tests/emu): "device pointers" are host pointers,
-// every call runs synchronously in the calling thread, and streams are opaque values that are
-// stored and returned but otherwise ignored. Every product accumulates in double and rounds
+// every product is queued on the handle's stream through the emulated runtime
+// (tests/emu/emu_state.h), so it runs at once, or in stream order when the emulator is
+// asynchronous (CUGRAD_EMU_ASYNC=1). Every product accumulates in double and rounds
 // once to float. The emulated GPU has TF32 tensor cores (the runtime emulation reports sm_90):
 // under CUBLAS_TF32_TENSOR_OP_MATH the elements of A and B are first rounded to TF32 (10
 // mantissa bits, round to nearest even), as the tensor cores do, unless the environment sets
@@ -22,6 +23,8 @@
 // BLAS: m == 0 or n == 0 (or batch == 0) returns at once; k == 0 or alpha == 0 leaves
 // C = beta * C without reading A or B; beta == 0 never reads C (it may hold NaN).
 #include <cublas_v2.h>
+
+#include "tests/emu/emu_state.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -156,14 +159,21 @@ cublasStatus_t sgemm_strided(cublasHandle_t handle, cublasOperation_t transa, cu
   if (st != CUBLAS_STATUS_SUCCESS) return st;
   if (batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
-  // Host and device pointer modes read the scalars the same way here (device memory is host memory).
-  const float a = *alpha, b = *beta;
-  const bool reads_ab = k > 0 && a != 0.0f;
-  if (C == nullptr || (reads_ab && (A == nullptr || B == nullptr))) return CUBLAS_STATUS_INVALID_VALUE;
+  // The product is queued on the handle's stream (tests/emu/emu_state.h: run at once unless the
+  // emulator is asynchronous). Host-mode scalars are read now, device-mode ones when it runs.
+  const bool device_scalars = handle->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+  const float a_now = device_scalars ? 0.0f : *alpha, b_now = device_scalars ? 0.0f : *beta;
+  if (C == nullptr || (k > 0 && (device_scalars || a_now != 0.0f) && (A == nullptr || B == nullptr)))
+    return CUBLAS_STATUS_INVALID_VALUE;
   const auto core = uses_tf32(handle) ? gemm_core<true> : gemm_core<false>;
-  for (std::int64_t i = 0; i < batch; ++i)
-    core(transposed(transa), transposed(transb), m, n, k, a, reads_ab ? A + i * strideA : nullptr, lda,
-         reads_ab ? B + i * strideB : nullptr, ldb, b, C + i * strideC, ldc);
+  const bool ta = transposed(transa), tb = transposed(transb);
+  cugrad_emu::state::submit(handle->stream, [=] {
+    const float a = device_scalars ? *alpha : a_now, b = device_scalars ? *beta : b_now;
+    const bool reads_ab = k > 0 && a != 0.0f;
+    for (std::int64_t i = 0; i < batch; ++i)
+      core(ta, tb, m, n, k, a, reads_ab ? A + i * strideA : nullptr, lda, reads_ab ? B + i * strideB : nullptr, ldb,
+           b, C + i * strideC, ldc);
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -58,10 +58,11 @@ void shared_declared(void* p, std::size_t bytes);
 long long clock_ticks();
 
 using KernelBody = void (*)(void* closure);
-// Runs a launch: the grid of `block`-sized blocks, each thread calling body(closure).
-// Returns the launch's error (bad configuration) and records it for cudaGetLastError.
+// Queues a launch on `stream` (runs it at once in synchronous mode): the grid of `block`-sized
+// blocks, each thread calling body(closure); destroy(closure) afterwards. Returns the launch's
+// configuration error, which is also recorded for cudaGetLastError.
 cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
-                       KernelBody body, void* closure);
+                       KernelBody body, void* closure, void (*destroy)(void*));
 
 template <class T>
 struct DecayParam {
@@ -80,14 +81,16 @@ class Launch {
     struct Closure {
       void (*kernel)(P...);
       std::tuple<typename DecayParam<P>::type...> args;
-    } closure{kernel_, std::tuple<typename DecayParam<P>::type...>(std::forward<A>(args)...)};
-    // Each thread gets its own copy of the parameters (kernels may modify them).
+    };
+    // The arguments are copied at the launch, as CUDA does; each thread gets its own copy of
+    // the parameters (kernels may modify them).
+    auto* closure = new Closure{kernel_, std::tuple<typename DecayParam<P>::type...>(std::forward<A>(args)...)};
     run_launch(reinterpret_cast<const void*>(kernel_), grid_, block_, smem_, stream_,
                [](void* c) {
                  auto* cl = static_cast<Closure*>(c);
                  std::apply(cl->kernel, cl->args);
                },
-               &closure);
+               closure, [](void* c) { delete static_cast<Closure*>(c); });
   }
 
  private:

@@ -1,10 +1,11 @@
 // CPU emulation of the part of the cuDNN 9 C API that cugrad uses (cuda/conv.cpp,
-// cuda/cudnn_handle.cpp, host/runtime/error.cpp), linked in place of libcudnn when the GPU
+// cuda/cudnn_handle.cpp, host/runtime/error.cpp) and that bench/batch_norm_bench.cpp compares
+// against (the legacy batch normalization API), linked in place of libcudnn when the GPU
 // code paths run on the CPU.
 //
 // Emulation model (shared with the rest of tests/emu): "device pointers" are host pointers,
-// every call runs synchronously in the calling thread, and streams are opaque values that are
-// stored and returned but otherwise ignored. Only CUDNN_DATA_FLOAT tensors are supported (the
+// every call computes in the calling thread, after the work queued on the handle's stream
+// (which exists only when the emulator is asynchronous, CUGRAD_EMU_ASYNC=1). Only CUDNN_DATA_FLOAT tensors are supported (the
 // other data types are refused with CUDNN_STATUS_NOT_SUPPORTED when a descriptor is set), and
 // only 4-D descriptors exist. Every result is a double sum, scaled by alpha/beta in double and
 // rounded to float once, and every algorithm computes the same values. The math type decides
@@ -36,6 +37,34 @@
 // silently skipped. The needed bytes of the workspace are overwritten on every call (a pattern
 // fill), as real scratch use would, so that a too-small allocation shows under ASan/valgrind.
 //
+// Batch normalization (cudnnDeriveBNTensorDescriptor, cudnnBatchNormalizationForwardTraining,
+// ...ForwardInference, ...Backward), as cuDNN documents it. The parameter tensors (scale, bias,
+// running / saved mean and variance, their gradients) are 1xCx1x1 for CUDNN_BATCHNORM_SPATIAL
+// and CUDNN_BATCHNORM_SPATIAL_PERSISTENT (statistics over N, H, W: M = N*H*W values each) and
+// 1xCxHxW for CUDNN_BATCHNORM_PER_ACTIVATION (statistics over N: M = N), laid out by their
+// descriptor. With mean and var the batch's mean and biased variance of each parameter's M
+// values, and invstd = 1 / sqrt(var + epsilon):
+//   training   y = alpha * (scale * (x - mean) * invstd + bias) + beta * y;
+//              runningMean = (1 - f) * runningMean + f * mean,
+//              runningVariance = (1 - f) * runningVariance + f * var * M / (M - 1) (unbiased),
+//              f = exponentialAverageFactor (both running pointers null: no update);
+//              resultSaveMean = mean, resultSaveInvVariance = invstd (both null: not saved)
+//   inference  y = alpha * (scale * (x - estimatedMean) / sqrt(estimatedVariance + epsilon)
+//                  + bias) + beta * y
+//   backward   with xhat = (x - mean) * invstd (mean and invstd the saved ones, or recomputed
+//              from x when both saved pointers are null):
+//              dx = alphaDataDiff * scale * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
+//                   + betaDataDiff * dx,
+//              dScale = alphaParamDiff * sum(dy * xhat) + betaParamDiff * dScale,
+//              dBias = alphaParamDiff * sum(dy) + betaParamDiff * dBias.
+// Sums are over each parameter's M values, in double; each output is rounded to float once,
+// and an output whose beta is 0 is never read. x, y, dy and dx may have different strides.
+// CUDNN_STATUS_BAD_PARAM for what cuDNN documents: a null handle, scalar or required pointer,
+// exactly one of the two running (or saved) pointers null, epsilon < CUDNN_BN_MIN_EPSILON (or
+// NaN), an unknown mode, x / y / dy / dx dims that differ, parameter dims other than the
+// mode's; and (the emulation's own strictness) M < 2 in training, where the unbiased variance
+// does not exist.
+//
 // Argument checking: a null or unknown (never created, or destroyed) handle or descriptor, a
 // descriptor that was never set, a null data pointer or scalar, or shapes that do not agree
 // (x channels != filter channels * groups, filter count not a multiple of groups, y dims not
@@ -43,12 +72,16 @@
 // match nor are 1) give CUDNN_STATUS_BAD_PARAM.
 #include <cudnn.h>
 
+#include "tests/emu/emu_state.h"
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <iterator>
 #include <mutex>
 #include <new>
@@ -92,6 +125,13 @@ struct cudnnConvolutionStruct {
 };
 
 namespace {
+
+// Stream order: the computing entry points first wait for the work queued on the handle's stream
+// (tests/emu/emu_state.h; nothing to wait for unless the emulator is asynchronous) and then
+// compute in the calling thread, so they see their inputs and later work sees their outputs.
+void in_stream_order(cudnnHandle_t handle) {
+  if (handle != nullptr) cugrad_emu::state::wait_stream(handle->stream);
+}
 
 // ---- object registry: refuses destroyed or made-up handles and descriptors ----
 
@@ -683,6 +723,109 @@ cudnnStatus_t workspace_size(Dir dir, cudnnHandle_t handle, const cudnnTensorStr
   return CUDNN_STATUS_SUCCESS;
 }
 
+// ---- batch normalization ----
+
+bool spatial_mode(cudnnBatchNormMode_t mode) { return mode != CUDNN_BATCHNORM_PER_ACTIVATION; }
+
+bool bn_mode_ok(cudnnBatchNormMode_t mode) {
+  return mode == CUDNN_BATCHNORM_PER_ACTIVATION || mode == CUDNN_BATCHNORM_SPATIAL ||
+         mode == CUDNN_BATCHNORM_SPATIAL_PERSISTENT;
+}
+
+// One batch-norm call: the data tensors (x, and y / dy / dx of its dims, each with its own
+// strides) and the parameter tensor, indexed j in [0, params): c (spatial) or (c * H + h) * W
+// + w (per activation). M = count values per parameter.
+struct BnGeo {
+  Dims4 x, p;
+  bool spatial = true;
+  std::int64_t params = 0, count = 0;
+};
+
+// Validates handle, mode, epsilon, x, the tensors that must match x, and the parameter
+// descriptor, and fills g.
+cudnnStatus_t resolve_bn(cudnnHandle_t handle, cudnnBatchNormMode_t mode, const cudnnTensorStruct* xd,
+                         std::initializer_list<const cudnnTensorStruct*> like_x, const cudnnTensorStruct* pd,
+                         double epsilon, BnGeo* g) {
+  if (!is_live(handle, Kind::handle) || !bn_mode_ok(mode)) return CUDNN_STATUS_BAD_PARAM;
+  if (!(epsilon >= CUDNN_BN_MIN_EPSILON)) return CUDNN_STATUS_BAD_PARAM;
+  if (!tensor_ok(xd) || !tensor_ok(pd)) return CUDNN_STATUS_BAD_PARAM;
+  const Dims4& x = xd->d;
+  for (const cudnnTensorStruct* t : like_x) {
+    if (!tensor_ok(t) || t->d.type != x.type) return CUDNN_STATUS_BAD_PARAM;
+    for (int i = 0; i < 4; ++i)
+      if (t->d.dims[i] != x.dims[i]) return CUDNN_STATUS_BAD_PARAM;
+  }
+  BnGeo r;
+  r.x = x;
+  r.p = pd->d;
+  r.spatial = spatial_mode(mode);
+  const std::int64_t want[4] = {1, x.dims[1], r.spatial ? 1 : x.dims[2], r.spatial ? 1 : x.dims[3]};
+  for (int i = 0; i < 4; ++i)
+    if (r.p.dims[i] != want[i]) return CUDNN_STATUS_BAD_PARAM;
+  if (r.p.type != x.type) return CUDNN_STATUS_BAD_PARAM;  // float data: float parameters
+  r.params = r.spatial ? x.dims[1] : x.dims[1] * x.dims[2] * x.dims[3];
+  r.count = x.numel() / r.params;
+  *g = r;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// The position of element (n, c, h, w) in a tensor laid out by d.
+std::int64_t at(const Dims4& d, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+  return n * d.strides[0] + c * d.strides[1] + h * d.strides[2] + w * d.strides[3];
+}
+
+// The position of each parameter j in the parameter tensors.
+std::vector<std::int64_t> param_offsets(const BnGeo& g) {
+  std::vector<std::int64_t> off(static_cast<std::size_t>(g.params));
+  for (std::int64_t c = 0, j = 0; c < g.x.dims[1]; ++c)
+    for (std::int64_t h = 0; h < (g.spatial ? 1 : g.x.dims[2]); ++h)
+      for (std::int64_t w = 0; w < (g.spatial ? 1 : g.x.dims[3]); ++w, ++j) off[j] = at(g.p, 0, c, h, w);
+  return off;
+}
+
+// Calls f(n, c, h, w, j) for every element of x, j its parameter.
+template <class F>
+void for_each_bn(const BnGeo& g, F&& f) {
+  const std::int64_t H = g.x.dims[2], W = g.x.dims[3];
+  for (std::int64_t n = 0; n < g.x.dims[0]; ++n)
+    for (std::int64_t c = 0; c < g.x.dims[1]; ++c)
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t w = 0; w < W; ++w) f(n, c, h, w, g.spatial ? c : (c * H + h) * W + w);
+}
+
+// out = alpha * v + beta * out, in double, rounded once; out is not read when beta == 0.
+void blend(float* out, double v, float alpha, float beta) {
+  *out = static_cast<float>(beta == 0.0f ? alpha * v
+                                         : static_cast<double>(alpha) * v + static_cast<double>(beta) * *out);
+}
+
+// Each parameter's batch mean and biased variance (two passes, double).
+void bn_statistics(const BnGeo& g, const float* x, std::vector<double>* mean, std::vector<double>* var) {
+  mean->assign(static_cast<std::size_t>(g.params), 0.0);
+  var->assign(static_cast<std::size_t>(g.params), 0.0);
+  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+    (*mean)[j] += x[at(g.x, n, c, h, w)];
+  });
+  for (double& m : *mean) m /= static_cast<double>(g.count);
+  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+    const double d = x[at(g.x, n, c, h, w)] - (*mean)[j];
+    (*var)[j] += d * d;
+  });
+  for (double& v : *var) v /= static_cast<double>(g.count);
+}
+
+// y = alpha * (scale * (x - mean) * invstd + bias) + beta * y.
+void bn_normalize(const BnGeo& g, const Dims4& yd, const float* x, float* y, const float* scale,
+                  const float* bias, const std::vector<double>& mean, const std::vector<double>& invstd,
+                  float alpha, float beta) {
+  const std::vector<std::int64_t> poff = param_offsets(g);
+  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+    const double v =
+        static_cast<double>(scale[poff[j]]) * (x[at(g.x, n, c, h, w)] - mean[j]) * invstd[j] + bias[poff[j]];
+    blend(y + at(yd, n, c, h, w), v, alpha, beta);
+  });
+}
+
 }  // namespace
 
 extern "C" {
@@ -807,6 +950,23 @@ cudnnStatus_t CUDNNWINAPI cudnnSetTensor4dDescriptorEx(cudnnTensorDescriptor_t t
     d.strides[i] = strides[i];
   }
   tensorDesc->d = d;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Reads back a set descriptor; a null output pointer is skipped.
+cudnnStatus_t CUDNNWINAPI cudnnGetTensor4dDescriptor(const cudnnTensorDescriptor_t tensorDesc,
+                                                     cudnnDataType_t* dataType, int* n, int* c, int* h,
+                                                     int* w, int* nStride, int* cStride, int* hStride,
+                                                     int* wStride) {
+  if (!tensor_ok(tensorDesc)) return CUDNN_STATUS_BAD_PARAM;
+  const Dims4& d = tensorDesc->d;
+  if (dataType != nullptr) *dataType = d.type;
+  int* const dims[4] = {n, c, h, w};
+  int* const strides[4] = {nStride, cStride, hStride, wStride};
+  for (int i = 0; i < 4; ++i) {
+    if (dims[i] != nullptr) *dims[i] = static_cast<int>(d.dims[i]);
+    if (strides[i] != nullptr) *strides[i] = static_cast<int>(d.strides[i]);
+  }
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -935,6 +1095,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionForwardAlgorithmEx(
     const cudnnFilterDescriptor_t wDesc, const void* w, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t yDesc, void* y, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionFwdAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
       Dir::forward, handle, xDesc, x, wDesc, w, convDesc, yDesc, y, requestedAlgoCount, returnedAlgoCount,
       perfResults, workSpace, workSpaceSizeInBytes);
@@ -945,6 +1106,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardDataAlgorithmEx(
     const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t dxDesc, void* dx, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdDataAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
       Dir::backward_data, handle, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, requestedAlgoCount,
       returnedAlgoCount, perfResults, workSpace, workSpaceSizeInBytes);
@@ -955,6 +1117,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardFilterAlgorithmEx(
     const cudnnTensorDescriptor_t dyDesc, const void* y, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnFilterDescriptor_t dwDesc, void* dw, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdFilterAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
       Dir::backward_filter, handle, xDesc, x, dwDesc, dw, convDesc, dyDesc, y, requestedAlgoCount,
       returnedAlgoCount, perfResults, workSpace, workSpaceSizeInBytes);
@@ -990,6 +1153,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
                                                   cudnnConvolutionFwdAlgo_t algo, void* workSpace,
                                                   size_t workSpaceSizeInBytes, const void* beta,
                                                   const cudnnTensorDescriptor_t yDesc, void* y) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::forward, handle, alpha, xDesc, x, wDesc, w, convDesc, yDesc, y, algo, workSpace,
                   workSpaceSizeInBytes, beta);
 }
@@ -1001,6 +1165,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
                                                        cudnnConvolutionBwdDataAlgo_t algo, void* workSpace,
                                                        size_t workSpaceSizeInBytes, const void* beta,
                                                        const cudnnTensorDescriptor_t dxDesc, void* dx) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::backward_data, handle, alpha, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, algo,
                   workSpace, workSpaceSizeInBytes, beta);
 }
@@ -1010,6 +1175,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(
     const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
     cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace, size_t workSpaceSizeInBytes, const void* beta,
     const cudnnFilterDescriptor_t dwDesc, void* dw) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::backward_filter, handle, alpha, xDesc, x, dwDesc, dw, convDesc, dyDesc, dy, algo,
                   workSpace, workSpaceSizeInBytes, beta);
 }
@@ -1018,6 +1184,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, con
                                                        const cudnnTensorDescriptor_t dyDesc, const void* dy,
                                                        const void* beta, const cudnnTensorDescriptor_t dbDesc,
                                                        void* db) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(dyDesc) || !tensor_ok(dbDesc))
     return CUDNN_STATUS_BAD_PARAM;
   if (alpha == nullptr || beta == nullptr || dy == nullptr || db == nullptr) return CUDNN_STATUS_BAD_PARAM;
@@ -1041,6 +1208,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, con
 cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha,
                                          const cudnnTensorDescriptor_t aDesc, const void* A, const void* beta,
                                          const cudnnTensorDescriptor_t cDesc, void* C) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(aDesc) || !tensor_ok(cDesc)) return CUDNN_STATUS_BAD_PARAM;
   if (alpha == nullptr || beta == nullptr || A == nullptr || C == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const Dims4& a = aDesc->d;
@@ -1064,6 +1232,146 @@ cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha
           float& out = dst[n * c.strides[0] + ch * c.strides[1] + h * c.strides[2] + w * c.strides[3]];
           out = static_cast<float>(read_c ? al * v + be * out : al * v);
         }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// ---- batch normalization ----
+
+cudnnStatus_t CUDNNWINAPI cudnnDeriveBNTensorDescriptor(cudnnTensorDescriptor_t derivedBnDesc,
+                                                        const cudnnTensorDescriptor_t xDesc,
+                                                        cudnnBatchNormMode_t mode) {
+  if (!is_live(derivedBnDesc, Kind::tensor) || !tensor_ok(xDesc) || !bn_mode_ok(mode))
+    return CUDNN_STATUS_BAD_PARAM;
+  const Dims4& x = xDesc->d;
+  const bool spatial = spatial_mode(mode);
+  Dims4 d;
+  const cudnnStatus_t st =
+      packed_dims(CUDNN_TENSOR_NCHW, x.type, 1, static_cast<int>(x.dims[1]),
+                  spatial ? 1 : static_cast<int>(x.dims[2]), spatial ? 1 : static_cast<int>(x.dims[3]), &d);
+  if (st == CUDNN_STATUS_SUCCESS) derivedBnDesc->d = d;
+  return st;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardTraining(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void* alpha, const void* beta,
+    const cudnnTensorDescriptor_t xDesc, const void* x, const cudnnTensorDescriptor_t yDesc, void* y,
+    const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void* bnScale, const void* bnBias,
+    double exponentialAverageFactor, void* resultRunningMean, void* resultRunningVariance, double epsilon,
+    void* resultSaveMean, void* resultSaveInvVariance) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
+  BnGeo g;
+  const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (alpha == nullptr || beta == nullptr || x == nullptr || y == nullptr || bnScale == nullptr ||
+      bnBias == nullptr)
+    return CUDNN_STATUS_BAD_PARAM;
+  if ((resultRunningMean == nullptr) != (resultRunningVariance == nullptr) ||
+      (resultSaveMean == nullptr) != (resultSaveInvVariance == nullptr))
+    return CUDNN_STATUS_BAD_PARAM;
+  if (g.count < 2) return CUDNN_STATUS_BAD_PARAM;
+  const float* xs = static_cast<const float*>(x);
+  std::vector<double> mean, var;
+  bn_statistics(g, xs, &mean, &var);
+  std::vector<double> invstd(var.size());
+  for (std::size_t j = 0; j < var.size(); ++j) invstd[j] = 1.0 / std::sqrt(var[j] + epsilon);
+  bn_normalize(g, yDesc->d, xs, static_cast<float*>(y), static_cast<const float*>(bnScale),
+               static_cast<const float*>(bnBias), mean, invstd, *static_cast<const float*>(alpha),
+               *static_cast<const float*>(beta));
+  const std::vector<std::int64_t> poff = param_offsets(g);
+  const double f = exponentialAverageFactor,
+               unbiased = static_cast<double>(g.count) / static_cast<double>(g.count - 1);
+  for (std::size_t j = 0; j < poff.size(); ++j) {
+    if (resultRunningMean != nullptr) {
+      float& rm = static_cast<float*>(resultRunningMean)[poff[j]];
+      float& rv = static_cast<float*>(resultRunningVariance)[poff[j]];
+      rm = static_cast<float>((1.0 - f) * rm + f * mean[j]);
+      rv = static_cast<float>((1.0 - f) * rv + f * var[j] * unbiased);
+    }
+    if (resultSaveMean != nullptr) {
+      static_cast<float*>(resultSaveMean)[poff[j]] = static_cast<float>(mean[j]);
+      static_cast<float*>(resultSaveInvVariance)[poff[j]] = static_cast<float>(invstd[j]);
+    }
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void* alpha, const void* beta,
+    const cudnnTensorDescriptor_t xDesc, const void* x, const cudnnTensorDescriptor_t yDesc, void* y,
+    const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void* bnScale, const void* bnBias,
+    const void* estimatedMean, const void* estimatedVariance, double epsilon) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
+  BnGeo g;
+  const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (alpha == nullptr || beta == nullptr || x == nullptr || y == nullptr || bnScale == nullptr ||
+      bnBias == nullptr || estimatedMean == nullptr || estimatedVariance == nullptr)
+    return CUDNN_STATUS_BAD_PARAM;
+  const std::vector<std::int64_t> poff = param_offsets(g);
+  std::vector<double> mean(poff.size()), invstd(poff.size());
+  for (std::size_t j = 0; j < poff.size(); ++j) {
+    mean[j] = static_cast<const float*>(estimatedMean)[poff[j]];
+    invstd[j] =
+        1.0 / std::sqrt(static_cast<double>(static_cast<const float*>(estimatedVariance)[poff[j]]) + epsilon);
+  }
+  bn_normalize(g, yDesc->d, static_cast<const float*>(x), static_cast<float*>(y),
+               static_cast<const float*>(bnScale), static_cast<const float*>(bnBias), mean, invstd,
+               *static_cast<const float*>(alpha), *static_cast<const float*>(beta));
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
+    cudnnHandle_t handle, cudnnBatchNormMode_t mode, const void* alphaDataDiff, const void* betaDataDiff,
+    const void* alphaParamDiff, const void* betaParamDiff, const cudnnTensorDescriptor_t xDesc, const void* x,
+    const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnTensorDescriptor_t dxDesc, void* dx,
+    const cudnnTensorDescriptor_t dBnScaleBiasDesc, const void* bnScale, void* dBnScaleResult,
+    void* dBnBiasResult, double epsilon, const void* savedMean, const void* savedInvVariance) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
+  BnGeo g;
+  const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {dyDesc, dxDesc}, dBnScaleBiasDesc, epsilon, &g);
+  if (st != CUDNN_STATUS_SUCCESS) return st;
+  if (alphaDataDiff == nullptr || betaDataDiff == nullptr || alphaParamDiff == nullptr ||
+      betaParamDiff == nullptr || x == nullptr || dy == nullptr || dx == nullptr || bnScale == nullptr ||
+      dBnScaleResult == nullptr || dBnBiasResult == nullptr)
+    return CUDNN_STATUS_BAD_PARAM;
+  if ((savedMean == nullptr) != (savedInvVariance == nullptr)) return CUDNN_STATUS_BAD_PARAM;
+  const float* xs = static_cast<const float*>(x);
+  const float* dys = static_cast<const float*>(dy);
+  const float* scale = static_cast<const float*>(bnScale);
+  const std::vector<std::int64_t> poff = param_offsets(g);
+  std::vector<double> mean, invstd;
+  if (savedMean != nullptr) {
+    for (const std::int64_t o : poff) {
+      mean.push_back(static_cast<const float*>(savedMean)[o]);
+      invstd.push_back(static_cast<const float*>(savedInvVariance)[o]);
+    }
+  } else {
+    bn_statistics(g, xs, &mean, &invstd);
+    for (double& v : invstd) v = 1.0 / std::sqrt(v + epsilon);
+  }
+  const Dims4& dyd = dyDesc->d;
+  std::vector<double> sum_dy(poff.size(), 0.0), sum_dy_xhat(poff.size(), 0.0);
+  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+    const double d = dys[at(dyd, n, c, h, w)];
+    sum_dy[j] += d;
+    sum_dy_xhat[j] += d * (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
+  });
+  const float a_data = *static_cast<const float*>(alphaDataDiff),
+              b_data = *static_cast<const float*>(betaDataDiff);
+  const double M = static_cast<double>(g.count);
+  float* dxs = static_cast<float*>(dx);
+  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+    const double xhat = (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
+    const double v = static_cast<double>(scale[poff[j]]) * invstd[j] / M *
+                     (M * dys[at(dyd, n, c, h, w)] - sum_dy[j] - xhat * sum_dy_xhat[j]);
+    blend(dxs + at(dxDesc->d, n, c, h, w), v, a_data, b_data);
+  });
+  const float a_param = *static_cast<const float*>(alphaParamDiff),
+              b_param = *static_cast<const float*>(betaParamDiff);
+  for (std::size_t j = 0; j < poff.size(); ++j) {
+    blend(static_cast<float*>(dBnScaleResult) + poff[j], sum_dy_xhat[j], a_param, b_param);
+    blend(static_cast<float*>(dBnBiasResult) + poff[j], sum_dy[j], a_param, b_param);
+  }
   return CUDNN_STATUS_SUCCESS;
 }
 

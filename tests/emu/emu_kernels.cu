@@ -54,6 +54,13 @@ __global__ void early_exit_kernel(int* y, int live) {
   y[threadIdx.x] = __shfl_down_sync(0xffffffffu, static_cast<int>(threadIdx.x), 1);  // exited lanes: -1
 }
 
+__global__ void spin_then_set_kernel(int* flag, long long ns) {
+  const long long start = clock64();
+  while (clock64() - start < ns) {
+  }
+  *flag = 1;
+}
+
 }  // namespace
 
 namespace emu_test {
@@ -76,6 +83,11 @@ cudaError_t indices(unsigned* out, dim3 grid, dim3 block) {
 }
 cudaError_t early_exit(int* y, int block, int live) {
   early_exit_kernel<<<1, block>>>(y, live);
+  return cudaGetLastError();
+}
+
+cudaError_t spin_then_set(int* flag, long long ns, cudaStream_t stream) {
+  spin_then_set_kernel<<<1, 1, 0, stream>>>(flag, ns);
   return cudaGetLastError();
 }
 

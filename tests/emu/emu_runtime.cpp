@@ -1,20 +1,32 @@
 // cugrad CUDA emulator: the CUDA runtime API functions the library calls, on the CPU. Device
 // memory is host memory (each allocation its own malloc, poisoned with 0xFF bytes, so that
 // AddressSanitizer sees kernel overruns and a read of an unwritten output shows up as NaN);
-// every operation completes before its call returns, so streams and events only check their
-// handles. Copies and memsets check that their "device" side lies inside one live device
+// by default every operation completes before its call returns (streams and events then only
+// check their handles). With CUGRAD_EMU_ASYNC=1 every stream is a worker thread running its
+// work in order, asynchronously to the host and to the other streams, with CUDA's rules for
+// events, cudaStreamWaitEvent, pinned versus pageable copies and stream-ordered frees; a
+// missing wait between streams, or a host read without a synchronization, then gives wrong
+// values (CUGRAD_EMU_ASYNC_DELAY_US=N adds a random delay of up to N microseconds before each
+// operation, to make such races likely). Copies and memsets check that their "device" side lies inside one live device
 // allocation (or a mapped host buffer, or a __device__ symbol), so a host pointer handed to a
 // device copy, an overrun, or a use after free is an error here instead of silence.
 //
 // Environment: CUGRAD_EMU_DEVICES (devices, default 1), CUGRAD_EMU_SMS (multiprocessors per
 // device, default 8), CUGRAD_EMU_MEMORY_MIB (device memory, default 16384), CUGRAD_EMU_ORDER
-// (forward|reverse thread and block order, see emu_scheduler.cpp).
+// (forward|reverse thread and block order, see emu_scheduler.cpp), CUGRAD_EMU_ASYNC,
+// CUGRAD_EMU_ASYNC_DELAY_US (above).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -53,14 +65,113 @@ struct Allocation {
   bool mapped = false;  // host memory visible to kernels
 };
 
+bool async_mode() {
+  static const bool on = env_int("CUGRAD_EMU_ASYNC", 0) != 0;
+  return on;
+}
+
+// One stream's work, run in order by its own thread (asynchronous mode only).
+class Queue {
+ public:
+  Queue() : worker_([this] { run(); }) {}
+  ~Queue() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    worker_.join();  // runs what is queued first
+  }
+  void push(std::function<void()> op) {
+    {
+      std::lock_guard lock(mu_);
+      ops_.push_back(std::move(op));
+      ++submitted_;
+    }
+    cv_.notify_all();
+  }
+  void drain() {
+    std::unique_lock lock(mu_);
+    const std::uint64_t target = submitted_;
+    cv_.wait(lock, [&] { return completed_ >= target; });
+  }
+  bool idle() {
+    std::lock_guard lock(mu_);
+    return completed_ == submitted_;
+  }
+
+ private:
+  void run() {
+    static const int delay_us = env_int("CUGRAD_EMU_ASYNC_DELAY_US", 0);
+    std::minstd_rand rng(static_cast<unsigned>(reinterpret_cast<std::uintptr_t>(this)));
+    for (;;) {
+      std::function<void()> op;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !ops_.empty(); });
+        if (ops_.empty()) return;
+        op = std::move(ops_.front());
+        ops_.pop_front();
+      }
+      if (delay_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % delay_us));
+      op();
+      {
+        std::lock_guard lock(mu_);
+        ++completed_;
+      }
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> ops_;
+  std::uint64_t submitted_ = 0, completed_ = 0;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
 struct Stream {
   int device = 0;
+  std::unique_ptr<Queue> queue;  // asynchronous mode
+};
+// One cudaEventRecord: what a later query, synchronize or cudaStreamWaitEvent refers to (CUDA
+// captures the most recent record at the call; re-recording the event does not change what an
+// earlier wait waits for).
+struct Record {
+  bool complete = false;
+  std::chrono::steady_clock::time_point at{};
 };
 struct Event {
   bool timing = true;
-  bool recorded = false;
-  std::chrono::steady_clock::time_point at{};
+  std::shared_ptr<Record> last;  // null until recorded; guarded by event_mu()
 };
+
+std::mutex& event_mu() {
+  static std::mutex* m = new std::mutex;
+  return *m;
+}
+std::condition_variable& event_cv() {
+  static std::condition_variable* cv = new std::condition_variable;
+  return *cv;
+}
+
+// The event's most recent record (null when never recorded).
+std::shared_ptr<Record> last_record(const Event& ev) {
+  std::lock_guard lock(event_mu());
+  return ev.last;
+}
+
+bool record_complete(const std::shared_ptr<Record>& r) {
+  std::lock_guard lock(event_mu());
+  return !r || r->complete;
+}
+
+void wait_record(const std::shared_ptr<Record>& r) {
+  if (!r) return;
+  std::unique_lock lock(event_mu());
+  event_cv().wait(lock, [&] { return r->complete; });
+}
 struct Pool {
   int device = 0;
   std::uint64_t release_threshold = 0;
@@ -71,7 +182,8 @@ struct Global {
   std::map<std::uintptr_t, Allocation> allocations;  // by start address
   std::set<const void*> symbols;
   std::set<Stream*> streams;
-  std::set<Event*> events;
+  std::map<Event*, std::shared_ptr<Event>> events;
+  Queue* legacy = nullptr;  // the null stream's queue (asynchronous mode)
   std::unordered_map<const void*, int> max_dynamic_smem;
   std::size_t used[8] = {};
   std::size_t peak[8] = {};
@@ -90,11 +202,32 @@ thread_local bool t_in_host_fn = false;
 
 cudaError_t ok() { return t_in_host_fn ? fail(cudaErrorNotPermitted) : cudaSuccess; }
 
+bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread; }
+
 bool valid_stream(cudaStream_t s) {
-  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return true;
+  if (is_legacy(s)) return true;
   std::lock_guard lock(g().mu);
   return g().streams.count(reinterpret_cast<Stream*>(s)) != 0;
 }
+
+// The queue that runs `s`'s work; null in synchronous mode (work then runs in the caller).
+Queue* queue_of(cudaStream_t s) {
+  if (!async_mode()) return nullptr;
+  std::lock_guard lock(g().mu);
+  if (is_legacy(s)) {
+    if (!g().legacy) g().legacy = new Queue;  // lives until the process exits
+    return g().legacy;
+  }
+  auto* st = reinterpret_cast<Stream*>(s);
+  return g().streams.count(st) ? st->queue.get() : nullptr;
+}
+
+std::shared_ptr<Event> event_of(cudaEvent_t e) {
+  std::lock_guard lock(g().mu);
+  auto it = g().events.find(reinterpret_cast<Event*>(e));
+  return it == g().events.end() ? nullptr : it->second;
+}
+
 
 // The allocation holding [p, p + n), or null.
 const Allocation* find_allocation(const void* p, std::size_t n, std::uintptr_t* start = nullptr) {
@@ -123,6 +256,18 @@ bool host_range(const void* p, std::size_t n) {
   return !a || a->host;
 }
 
+bool pinned(const void* p) {
+  std::lock_guard lock(g().mu);
+  const Allocation* a = find_allocation(p, 1);
+  return a && a->host;
+}
+
+bool in_device_allocation(const void* p) {
+  std::lock_guard lock(g().mu);
+  const Allocation* a = find_allocation(p, 1);
+  return (a && !a->host) || g().symbols.count(p);
+}
+
 // A copy's sides, as its kind says they are.
 cudaError_t check_copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
   bool good = true;
@@ -144,8 +289,10 @@ cudaError_t check_copy(void* dst, const void* src, std::size_t n, cudaMemcpyKind
 
 void* allocate(std::size_t size, int device, bool host, bool mapped) {
   const std::size_t n = std::max<std::size_t>(size, 1);
-  void* p = std::aligned_alloc(256, (n + 255) / 256 * 256);
-  if (!p) return nullptr;
+  // Exactly n bytes (256-aligned, as CUDA's allocations), so AddressSanitizer's redzone starts
+  // right after the last byte a kernel may touch.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, n) != 0) return nullptr;
   // Poison fresh memory (bounded, so huge allocations stay lazily mapped).
   std::memset(p, 0xFF, std::min<std::size_t>(n, std::size_t{256} << 20));
   std::lock_guard lock(g().mu);
@@ -171,6 +318,26 @@ cudaError_t release(void* p, bool host) {
 }
 
 }  // namespace
+
+void submit(cudaStream_t stream, std::function<void()> op) {
+  if (Queue* q = queue_of(stream)) q->push(std::move(op));
+  else op();
+}
+
+void wait_stream(cudaStream_t stream) {
+  if (Queue* q = queue_of(stream)) q->drain();
+}
+
+void wait_all() {
+  if (!async_mode()) return;
+  std::vector<Queue*> queues;
+  {
+    std::lock_guard lock(g().mu);
+    for (Stream* st : g().streams) queues.push_back(st->queue.get());
+    if (g().legacy) queues.push_back(g().legacy);
+  }
+  for (Queue* q : queues) q->drain();
+}
 
 cudaError_t fail(cudaError_t err) {
   t_last = err;
@@ -264,7 +431,10 @@ cudaError_t cudaSetDevice(int device) {
   t_device = device;
   return ok();
 }
-cudaError_t cudaDeviceSynchronize() { return ok(); }
+cudaError_t cudaDeviceSynchronize() {
+  wait_all();
+  return ok();
+}
 cudaError_t cudaDriverGetVersion(int* v) {
   *v = 13000;
   return ok();
@@ -344,7 +514,7 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
 // ---- streams and events --------------------------------------------------------------------------
 cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int, int) {
   if (!s) return fail(cudaErrorInvalidValue);
-  auto* st = new Stream{t_device};
+  auto* st = new Stream{t_device, async_mode() ? std::make_unique<Queue>() : nullptr};
   {
     std::lock_guard lock(g().mu);
     g().streams.insert(st);
@@ -360,70 +530,98 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     std::lock_guard lock(g().mu);
     if (!g().streams.erase(st)) return fail(cudaErrorInvalidResourceHandle);
   }
-  delete st;
+  delete st;  // its queued work runs first, as CUDA finishes a destroyed stream's work
   return ok();
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t s) { return valid_stream(s) ? ok() : fail(cudaErrorInvalidResourceHandle); }
-cudaError_t cudaStreamQuery(cudaStream_t s) { return valid_stream(s) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  wait_stream(s);
+  return ok();
+}
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
+  Queue* q = queue_of(s);
+  if (q && !q->idle()) return cudaErrorNotReady;
+  return ok();
+}
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (status) *status = cudaStreamCaptureStatusNone;
   return ok();
 }
 
-static Event* event_of(cudaEvent_t e) {
-  auto* ev = reinterpret_cast<Event*>(e);
-  std::lock_guard lock(g().mu);
-  return g().events.count(ev) ? ev : nullptr;
-}
-
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
   if (!e) return fail(cudaErrorInvalidValue);
-  auto* ev = new Event;
+  auto ev = std::make_shared<Event>();
   ev->timing = (flags & cudaEventDisableTiming) == 0;
   {
     std::lock_guard lock(g().mu);
-    g().events.insert(ev);
+    g().events[ev.get()] = ev;
   }
-  *e = reinterpret_cast<cudaEvent_t>(ev);
+  *e = reinterpret_cast<cudaEvent_t>(ev.get());
   return ok();
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  auto* ev = reinterpret_cast<Event*>(e);
-  {
-    std::lock_guard lock(g().mu);
-    if (!g().events.erase(ev)) return fail(cudaErrorInvalidResourceHandle);
-  }
-  delete ev;
+  std::lock_guard lock(g().mu);
+  // Work already queued that records or waits on it keeps it alive, as CUDA does.
+  if (!g().events.erase(reinterpret_cast<Event*>(e))) return fail(cudaErrorInvalidResourceHandle);
   return ok();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  Event* ev = event_of(e);
+  auto ev = event_of(e);
   if (!ev || !valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
-  ev->recorded = true;
-  ev->at = std::chrono::steady_clock::now();
+  auto rec = std::make_shared<Record>();
+  {
+    std::lock_guard lock(event_mu());
+    ev->last = rec;
+  }
+  submit(s, [rec] {
+    {
+      std::lock_guard lock(event_mu());
+      rec->at = std::chrono::steady_clock::now();
+      rec->complete = true;
+    }
+    event_cv().notify_all();
+  });
   return ok();
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return event_of(e) ? ok() : fail(cudaErrorInvalidResourceHandle); }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return event_of(e) ? ok() : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  auto ev = event_of(e);
+  if (!ev) return fail(cudaErrorInvalidResourceHandle);
+  return record_complete(last_record(*ev)) ? ok() : cudaErrorNotReady;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  auto ev = event_of(e);
+  if (!ev) return fail(cudaErrorInvalidResourceHandle);
+  wait_record(last_record(*ev));
+  return ok();
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  Event* a = event_of(start);
-  Event* b = event_of(end);
-  if (!ms || !a || !b || !a->timing || !b->timing || !a->recorded || !b->recorded)
-    return fail(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  auto a = event_of(start);
+  auto b = event_of(end);
+  if (!ms || !a || !b || !a->timing || !b->timing) return fail(cudaErrorInvalidResourceHandle);
+  const auto ra = last_record(*a), rb = last_record(*b);
+  if (!ra || !rb) return fail(cudaErrorInvalidResourceHandle);
+  if (!record_complete(ra) || !record_complete(rb)) return fail(cudaErrorNotReady);
+  std::lock_guard lock(event_mu());
+  *ms = std::chrono::duration<float, std::milli>(rb->at - ra->at).count();
   return ok();
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
-  if (!valid_stream(s) || !event_of(e)) return fail(cudaErrorInvalidResourceHandle);
+  auto ev = event_of(e);
+  if (!valid_stream(s) || !ev) return fail(cudaErrorInvalidResourceHandle);
+  auto rec = last_record(*ev);  // the most recent record at the time of the call
+  if (rec) submit(s, [rec] { wait_record(rec); });
   return ok();
 }
 cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* user) {
   if (!valid_stream(s) || !fn) return fail(cudaErrorInvalidValue);
-  t_in_host_fn = true;  // a CUDA call inside a host function is an error, as on the GPU
-  fn(user);
-  t_in_host_fn = false;
+  submit(s, [fn, user] {
+    t_in_host_fn = true;  // a CUDA call inside a host function is an error, as on the GPU
+    fn(user);
+    t_in_host_fn = false;
+  });
   return ok();
 }
 
@@ -486,10 +684,13 @@ cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t s) {
 cudaError_t cudaMalloc(void** ptr, size_t size) { return device_malloc(ptr, size, t_device); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   if (!valid_stream(s)) return fail(cudaErrorInvalidValue);
-  const cudaError_t e = release(p, false);
-  return e == cudaSuccess ? ok() : e;
+  if (!p) return ok();
+  if (!in_device_allocation(p)) return release(p, false);  // reports the bad pointer
+  submit(s, [p] { (void)release(p, false); });  // stream-ordered: after the work queued before it
+  return ok();
 }
 cudaError_t cudaFree(void* p) {
+  wait_all();  // cudaFree synchronizes the device
   const cudaError_t e = release(p, false);
   return e == cudaSuccess ? ok() : e;
 }
@@ -509,6 +710,7 @@ cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
 cudaError_t cudaFreeHost(void* p) {
+  wait_all();
   const cudaError_t e = release(p, true);
   return e == cudaSuccess ? ok() : e;
 }
@@ -523,11 +725,26 @@ cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host, unsigned int
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (const cudaError_t e = check_copy(dst, src, n, kind); e != cudaSuccess) return e;
-  if (n) std::memmove(dst, src, n);
+  if (n == 0) return ok();
+  // CUDA's rules for pageable host memory: the source is staged before the call returns, and a
+  // copy into pageable memory has completed when the call returns. Pinned memory is fully async.
+  const bool src_host = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyHostToHost ||
+                        (kind == cudaMemcpyDefault && !in_device_allocation(src));
+  const bool dst_host = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost ||
+                        (kind == cudaMemcpyDefault && !in_device_allocation(dst));
+  if (src_host && !pinned(src)) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
+    submit(s, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  } else {
+    submit(s, [dst, src, n] { std::memmove(dst, src, n); });
+  }
+  if (dst_host && !pinned(dst)) wait_stream(s);
   return ok();
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(dst, src, n, kind, nullptr);
+  const cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, nullptr);
+  wait_stream(nullptr);  // synchronous with respect to the host
+  return e;
 }
 cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device, size_t n, cudaStream_t s) {
   if (dst_device < 0 || dst_device >= device_total() || src_device < 0 || src_device >= device_total())
@@ -541,10 +758,14 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
                          "allocation\n", n, p);
     return fail(cudaErrorInvalidValue);
   }
-  if (n) std::memset(p, value, n);
+  if (n) submit(s, [p, value, n] { std::memset(p, value, n); });
   return ok();
 }
-cudaError_t cudaMemset(void* p, int value, size_t n) { return cudaMemsetAsync(p, value, n, nullptr); }
+cudaError_t cudaMemset(void* p, int value, size_t n) {
+  const cudaError_t e = cudaMemsetAsync(p, value, n, nullptr);
+  wait_stream(nullptr);
+  return e;
+}
 
 // ---- kernels and symbols ---------------------------------------------------------------------------
 cudaError_t cudaGetSymbolAddress(void** ptr, const void* symbol) {

@@ -331,14 +331,12 @@ long long clock_ticks() {
       .count();
 }
 
-cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
-                       KernelBody body, void* closure) {
-  cudaError_t err = state::check_launch(kernel, grid, block, dynamic_smem, stream);
-  if (err != cudaSuccess) return state::fail(err);
-  std::lock_guard lock(g_launch_mutex);
+namespace {
+
+void execute(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, KernelBody body, void* closure) {
+  std::lock_guard lock(g_launch_mutex);  // static shared memory: one kernel at a time
   static thread_local Scheduler scheduler;
-  Scheduler* outer = t_sched;
-  if (outer) {
+  if (t_sched) {
     std::fprintf(stderr, "cugrad CUDA emulator: a kernel launched another kernel\n");
     std::abort();
   }
@@ -355,7 +353,22 @@ cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dy
     run_block(scheduler, grid, block, idx, dynamic_smem);
   }
   t_sched = nullptr;
+}
+
+}  // namespace
+
+cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
+                       KernelBody body, void* closure, void (*destroy)(void*)) {
+  const cudaError_t err = state::check_launch(kernel, grid, block, dynamic_smem, stream);
+  if (err != cudaSuccess) {
+    destroy(closure);
+    return state::fail(err);
+  }
   state::count_launch();
+  state::submit(stream, [=] {
+    execute(kernel, grid, block, dynamic_smem, body, closure);
+    destroy(closure);
+  });
   return cudaSuccess;
 }
 

@@ -110,4 +110,29 @@ TEST(Emulator, FreshDeviceMemoryIsPoisoned) {
   cudaFree(d);
 }
 
+// With CUGRAD_EMU_ASYNC=1 (CTest runs this program both ways): a wait captures the event's
+// record at the call; re-recording the event on an idle stream must not release it early.
+TEST(Emulator, StreamWaitEventWaitsForTheRecordItCaptured) {
+  cudaStream_t a, b, c;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&c, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t e;
+  ASSERT_EQ(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), cudaSuccess);
+  int* flag = device_copy(std::vector<int>{0});
+  int* out = device_copy(std::vector<int>{-7});
+  ASSERT_EQ(emu_test::spin_then_set(flag, 50'000'000, a), cudaSuccess);  // 50 ms, then flag = 1
+  ASSERT_EQ(cudaEventRecord(e, a), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(b, e, 0), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e, c), cudaSuccess);  // completes at once on the idle stream
+  ASSERT_EQ(cudaMemcpyAsync(out, flag, sizeof(int), cudaMemcpyDeviceToDevice, b), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+  EXPECT_EQ(host_copy(out, 1)[0], 1);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  cudaFree(flag);
+  cudaFree(out);
+  cudaEventDestroy(e);
+  for (cudaStream_t s : {a, b, c}) cudaStreamDestroy(s);
+}
+
 }  // namespace

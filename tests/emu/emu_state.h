@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 
 namespace cugrad_emu::state {
 
@@ -13,6 +14,11 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t 
 // Records `err` as the thread's last error and returns it.
 cudaError_t fail(cudaError_t err);
 void count_launch();
+// Queues `op` on the stream (runs it at once in synchronous mode).
+void submit(cudaStream_t stream, std::function<void()> op);
+// Waits for the stream's queued work (no-op in synchronous mode).
+void wait_stream(cudaStream_t stream);
+void wait_all();
 std::uint64_t launches();
 
 }  // namespace cugrad_emu::state

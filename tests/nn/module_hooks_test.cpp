@@ -33,8 +33,6 @@ std::string message_of(const std::function<void()>& f) {
   return "";
 }
 
-cg::Tensor ones_like_grad(const cg::Tensor& t) { return cg::ones(t.shape(), t.device(), t.dtype()); }
-
 }  // namespace
 
 TEST(ModuleHooks, ForwardHooksFireInOrderReplacersFirst) {

@@ -167,7 +167,9 @@ TEST(Conv2d, ForwardAndBackwardMatchLoops) {
           c.bias ? cg::autograd::grad({y}, {x, w, b}, {in.dy}) : cg::autograd::grad({y}, {x, w}, {in.dy});
       EXPECT_TRUE(norm_close(g[0], ref.dx, tol)) << "dx";
       EXPECT_TRUE(norm_close(g[1], ref.dw, tol)) << "dweight";
-      if (c.bias) EXPECT_TRUE(norm_close(g[2], ref.db, tol)) << "dbias";
+      if (c.bias) {
+        EXPECT_TRUE(norm_close(g[2], ref.db, tol)) << "dbias";
+      }
     }
   }
 }
@@ -433,7 +435,9 @@ void expect_golden(cg::Device dev) {
     EXPECT_TRUE(norm_close(y, get(p + "y"), 1e-5)) << "y";
     EXPECT_TRUE(norm_close(g[0], get(p + "dx"), 1e-5)) << "dx";
     EXPECT_TRUE(norm_close(g[1], get(p + "dw"), 1e-5)) << "dw";
-    if (c.bias) EXPECT_TRUE(norm_close(g[2], get(p + "db"), 1e-5)) << "db";
+    if (c.bias) {
+      EXPECT_TRUE(norm_close(g[2], get(p + "db"), 1e-5)) << "db";
+    }
   }
 }
 
