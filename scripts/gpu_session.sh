@@ -40,6 +40,11 @@ done
 
 for b in kernels_bench inspect_bench train_step_bench conv_bench; do
   [[ -x "$build/bench/$b" ]] || continue
+  # Smoke mode first (seconds): a bench that fails there is not given the full run's minutes.
+  if ! CUGRAD_BENCH_SMOKE=1 timeout 60 "$build/bench/$b" > "$out/$b.smoke.txt" 2>&1; then
+    stamp "bench $b smoke FAILED: full run skipped (see $b.smoke.txt)"
+    continue
+  fi
   stamp "bench $b"
   timeout 180 "$build/bench/$b" > "$out/$b.txt" 2>&1
   stamp "bench $b rc=$?"

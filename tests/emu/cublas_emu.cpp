@@ -24,6 +24,7 @@
 // C = beta * C without reading A or B; beta == 0 never reads C (it may hold NaN).
 #include <cublas_v2.h>
 
+#include "tests/emu/emu_math.h"
 #include "tests/emu/emu_state.h"
 
 #include <algorithm>
@@ -83,17 +84,7 @@ cublasStatus_t check_gemm(cublasHandle_t handle, cublasOperation_t transa, cubla
   return CUBLAS_STATUS_SUCCESS;
 }
 
-// v rounded to TF32 (8 exponent bits, 10 mantissa bits; round to nearest even); NaN and
-// infinity unchanged, overflow rounds to infinity.
-float to_tf32(float v) {
-  std::uint32_t u = 0;
-  std::memcpy(&u, &v, sizeof u);
-  if ((u & 0x7f800000u) == 0x7f800000u) return v;
-  u += 0x0fffu + ((u >> 13) & 1u);
-  u &= 0xffffe000u;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
-}
+using cugrad_emu::to_tf32;
 
 // Whether GEMMs on `h` round their inputs to TF32.
 bool uses_tf32(const cublasContext* h) {

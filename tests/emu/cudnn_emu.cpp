@@ -72,6 +72,7 @@
 // match nor are 1) give CUDNN_STATUS_BAD_PARAM.
 #include <cudnn.h>
 
+#include "tests/emu/emu_math.h"
 #include "tests/emu/emu_state.h"
 
 #include <algorithm>
@@ -394,17 +395,7 @@ enum class Dir { forward, backward_data, backward_filter };
 // How the convolution's inputs reach the multiplier.
 enum class Precision { fp32, tf32, fp16 };
 
-// v rounded to TF32 (8 exponent bits, 10 mantissa bits; round to nearest even); NaN and
-// infinity unchanged, overflow rounds to infinity.
-float to_tf32(float v) {
-  std::uint32_t u = 0;
-  std::memcpy(&u, &v, sizeof u);
-  if ((u & 0x7f800000u) == 0x7f800000u) return v;
-  u += 0x0fffu + ((u >> 13) & 1u);
-  u &= 0xffffe000u;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
-}
+using cugrad_emu::to_tf32;
 
 template <Precision P>
 double load(const float* p) {
