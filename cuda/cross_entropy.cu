@@ -22,16 +22,19 @@
 //      beyond 128 units), the row in registers (up to 8 float4 or 32 floats per lane);
 //      shuffle reductions inside the group; blocks stride over groups of rows.
 //    * 1024 < k, ce_block_rows_kernel: one block of 256 (k <= 4096) or 512 threads per row,
-//      blocks striding over rows. Each thread keeps up to 8 float4 (16 floats unaligned) of
+//      blocks striding over rows. Each thread keeps up to 4 float4 (8 floats unaligned) of
 //      the row in registers; what does not fit goes to dynamic shared memory, copied with
 //      cp.async (global to shared, no registers) while the register part loads. At k = 32000
-//      that is 16384 floats in registers and 62.5 KB of shared memory per block, so two rows
-//      are in flight per SM. Still one read of the row from DRAM and one write.
-//    * rows beyond registers + shared memory (k above ~66000 unaligned, ~74000 aligned),
-//      ce_online_rows_kernel: one 1024-thread block per row; a first read computes the max
-//      and the sums online (rescaling when the max grows), a second read writes the
-//      gradient. Traffic: 2 reads + 1 write of the row; the second read hits L2 while the
-//      rows in flight (one or two per SM, 400 KB and up each) fit in its 50 MB.
+//      that is 8192 floats in registers and 93 KB of shared memory per block, so two rows
+//      are in flight per SM (H100: 227 KB per block, 228 KB per SM). Still one read of the
+//      row from DRAM and one write.
+//    * rows beyond registers + shared memory (on an H100, k above ~61700 unaligned and
+//      ~65800 aligned), ce_online_rows_kernel: one 1024-thread block per row; a first read
+//      computes the max and the sums online (rescaling when the max grows), a second read
+//      writes the gradient. Traffic: 2 reads + 1 write of the row; the second read hits L2
+//      only while the rows in flight fit in it: two resident blocks per SM on an H100 are
+//      264 rows of 247 KB and up, 65 MB and up against a 50 MB L2, so part of the second
+//      read may come from DRAM (not measured yet; no benchmark shape reaches this kernel).
 // Backward: ce_scale_grad_kernel scales the saved gradient in place by the upstream gradient
 // (mean/sum: one scalar; the kernel reads it and exits when it is 1, so the common
 // loss.backward() costs no pass; none: each counted row by its upstream value, skipping

@@ -164,3 +164,10 @@ if ((cudnn_found == 0)); then
   log "install cuDNN 9 for your CUDA version (NVIDIA's cudnn9-cuda-XX package or archive), or set"
   log "CUDNN_ROOT to the folder that holds include/cudnn.h and lib/libcudnn.so"
 fi
+
+# cuobjdump and nvdisasm for the static kernel audit (tests: kernel_audit.sm_90); a trimmed
+# toolkit lacks them and then they come from NVIDIA's PyPI wheels. Wanted, not required: without
+# them that one test reports a skip.
+if ! PATH="$cuda_root/bin:$PATH" bash "$(dirname "${BASH_SOURCE[0]}")/fetch_cuda_binutils.sh" >/dev/null; then
+  log "warning: no cuobjdump/nvdisasm; the kernel audit test will be skipped"
+fi
