@@ -28,6 +28,7 @@
 
 #include "cuda/clip_grad.h"
 #include "cuda/launch.cuh"
+#include "cuda/multi_tensor.h"
 
 namespace cugrad::cuda {
 
@@ -252,35 +253,21 @@ std::size_t count_nonempty(const ClipGradTensor* tensors, std::size_t count) {
   return n;
 }
 
-// Fills tables of kCapacity tensors and hands each full one, and the last, to `launch`
-// (with the table's grid size and the index of its first chunk among all chunks).
+// Packs the gradients into tables of kCapacity tensors (cuda/multi_tensor.h) and hands each to
+// launch(table, grid), with partial_base set to the index of its first chunk among all chunks.
 template <int kCapacity, typename Launch>
 void for_each_table(const ClipGradTensor* tensors, std::size_t count, int chunk_elements, Launch&& launch) {
   ClipGradTable<kCapacity> table{};
-  table.chunk_elements = chunk_elements;
-  std::int64_t chunks = 0;  // blocks of the table being filled
-  std::int64_t done = 0;    // chunks of the tables already launched
-  const auto flush = [&] {
-    if (table.count == 0) return;
-    table.chunk_begin[table.count] = static_cast<int>(chunks);
-    table.partial_base = done;
-    launch(table, static_cast<unsigned>(chunks));
-    done += chunks;
-    table.count = 0;
-    chunks = 0;
-  };
-  for (std::size_t i = 0; i < count; ++i) {
-    const ClipGradTensor& a = tensors[i];
-    if (a.numel == 0) continue;
-    const std::int64_t c = (a.numel - 1) / chunk_elements + 1;
-    if (table.count == kCapacity || chunks + c > INT_MAX) flush();
-    const int k = table.count++;
-    table.chunk_begin[k] = static_cast<int>(chunks);
-    table.grad[k] = a.grad;
-    table.numel[k] = a.numel;
-    chunks += c;
-  }
-  flush();
+  for_each_launch_table<kCapacity>(
+      table, count, chunk_elements, [&](std::size_t i) { return tensors[i].numel; },
+      [&](ClipGradTable<kCapacity>& t, int k, std::size_t i) {
+        t.grad[k] = tensors[i].grad;
+        t.numel[k] = tensors[i].numel;
+      },
+      [&](ClipGradTable<kCapacity>& t, unsigned grid, std::int64_t first_chunk) {
+        t.partial_base = first_chunk;
+        launch(static_cast<const ClipGradTable<kCapacity>&>(t), grid);
+      });
 }
 
 template <int kCapacity, NormKind kKind>

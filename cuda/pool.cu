@@ -192,48 +192,43 @@ __global__ void adaptive_avg_pool2d_backward_kernel(const float* __restrict__ dy
 
 }  // namespace
 
+namespace {
+
+// Launches a grid-stride kernel over `total` items (passed as its last argument); nothing to do
+// for an empty tensor.
+template <class... P, class... A>
+void launch_over(std::int64_t total, void* stream, void (*kernel)(P...), A... args) {
+  if (total == 0) return;
+  kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(args..., total);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
 void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
                             void* stream) {
-  const std::int64_t total = g.out_numel();
-  if (total == 0) return;
-  max_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, indices, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.out_numel(), stream, max_pool2d_forward_kernel, x, y, indices, g);
 }
 
 void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
                              void* stream) {
-  const std::int64_t total = g.in_numel();
-  if (total == 0) return;
-  max_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, indices, dx, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.in_numel(), stream, max_pool2d_backward_kernel, dy, indices, dx, g);
 }
 
 void avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream) {
-  const std::int64_t total = g.out_numel();
-  if (total == 0) return;
-  avg_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.out_numel(), stream, avg_pool2d_forward_kernel, x, y, g);
 }
 
 void avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream) {
-  const std::int64_t total = g.in_numel();
-  if (total == 0) return;
-  avg_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, dx, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.in_numel(), stream, avg_pool2d_backward_kernel, dy, dx, g);
 }
 
 void adaptive_avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream) {
-  const std::int64_t total = g.out_numel();
-  if (total == 0) return;
-  adaptive_avg_pool2d_forward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(x, y, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.out_numel(), stream, adaptive_avg_pool2d_forward_kernel, x, y, g);
 }
 
 void adaptive_avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream) {
-  const std::int64_t total = g.in_numel();
-  if (total == 0) return;
-  adaptive_avg_pool2d_backward_kernel<<<grid_for(total), kBlock, 0, as_stream(stream)>>>(dy, dx, g, total);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  launch_over(g.in_numel(), stream, adaptive_avg_pool2d_backward_kernel, dy, dx, g);
 }
 
 }  // namespace cugrad::cuda

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "cuda/launch.cuh"
+#include "cuda/multi_tensor.h"
 #include "cuda/sgd.h"
 
 namespace cugrad::cuda {
@@ -158,35 +159,22 @@ void launch_table(const SgdLaunchTable<kCapacity>& table, const SgdScalars& s, b
   g_sgd_launches.fetch_add(1, std::memory_order_relaxed);
 }
 
-// Fills tables of kCapacity tensors and launches each one when full, and the last.
+// Packs the tensors into tables of kCapacity (cuda/multi_tensor.h) and launches each.
 template <int kCapacity>
 void launch_tables(const SgdTensorArgs* tensors, std::size_t count, const SgdScalars& s, bool momentum,
                    int chunk_elements, cudaStream_t stream) {
   SgdLaunchTable<kCapacity> table{};
-  table.chunk_elements = chunk_elements;
-  std::int64_t chunks = 0;  // blocks of the launch being filled
-  const auto flush = [&] {
-    if (table.count == 0) return;
-    table.chunk_begin[table.count] = static_cast<int>(chunks);
-    launch_table(table, s, momentum, stream);
-    table.count = 0;
-    chunks = 0;
-  };
-  for (std::size_t i = 0; i < count; ++i) {
-    const SgdTensorArgs& a = tensors[i];
-    if (a.numel == 0) continue;
-    const std::int64_t c = (a.numel - 1) / chunk_elements + 1;
-    if (table.count == kCapacity || chunks + c > INT_MAX) flush();
-    const int k = table.count++;
-    table.chunk_begin[k] = static_cast<int>(chunks);
-    table.param[k] = a.param;
-    table.grad[k] = a.grad;
-    table.buf[k] = momentum ? a.momentum_buffer : nullptr;
-    table.numel[k] = a.numel;
-    table.init_buffer[k] = a.init_buffer ? 1 : 0;
-    chunks += c;
-  }
-  flush();
+  for_each_launch_table<kCapacity>(
+      table, count, chunk_elements, [&](std::size_t i) { return tensors[i].numel; },
+      [&](SgdLaunchTable<kCapacity>& t, int k, std::size_t i) {
+        const SgdTensorArgs& a = tensors[i];
+        t.param[k] = a.param;
+        t.grad[k] = a.grad;
+        t.buf[k] = momentum ? a.momentum_buffer : nullptr;
+        t.numel[k] = a.numel;
+        t.init_buffer[k] = a.init_buffer ? 1 : 0;
+      },
+      [&](const SgdLaunchTable<kCapacity>& t, unsigned, std::int64_t) { launch_table(t, s, momentum, stream); });
 }
 
 }  // namespace

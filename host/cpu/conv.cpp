@@ -73,32 +73,37 @@ void col2im_add(const T* col, const Conv2dGeometry& g, T* dx) {
   }
 }
 
-template <typename T>
-void forward(const T* x, const T* weight, const T* bias, T* y, const Conv2dGeometry& g) {
-  const std::int64_t hw = g.h * g.w, ohw = g.out_h * g.out_w;
-  const std::int64_t cg = g.c_in_per_group(), og = g.c_out_per_group(), patch = g.patch();
+// Calls fn(b, grp, cols) for every image b and group grp, where cols is that group's input as
+// im2col columns (patch, out_h * out_w), or the input itself for a pointwise convolution.
+template <typename T, class Fn>
+void for_each_group_columns(const T* x, const Conv2dGeometry& g, Fn fn) {
+  const std::int64_t hw = g.h * g.w, ohw = g.out_h * g.out_w, cg = g.c_in_per_group();
   const bool direct = is_pointwise(g);
-  std::vector<T> col(direct ? 0 : static_cast<std::size_t>(patch * ohw));
+  std::vector<T> col(direct ? 0 : static_cast<std::size_t>(g.patch() * ohw));
   for (std::int64_t b = 0; b < g.n; ++b) {
     for (std::int64_t grp = 0; grp < g.groups; ++grp) {
       const T* xg = x + (b * g.c_in + grp * cg) * hw;
-      const T* cols = xg;
-      if (!direct) {
-        im2col(xg, g, col.data());
-        cols = col.data();
-      }
-      T* yg = y + (b * g.c_out + grp * og) * ohw;
-      gemm(dtype_of<T>, false, false, og, ohw, patch, 1.0, weight + grp * og * patch, patch, cols, ohw, 0.0,
-           yg, ohw);
-      if (bias) {
-        for (std::int64_t o = 0; o < og; ++o) {
-          const T v = bias[grp * og + o];
-          T* row = yg + o * ohw;
-          for (std::int64_t k = 0; k < ohw; ++k) row[k] += v;
-        }
-      }
+      if (!direct) im2col(xg, g, col.data());
+      fn(b, grp, direct ? xg : col.data());
     }
   }
+}
+
+template <typename T>
+void forward(const T* x, const T* weight, const T* bias, T* y, const Conv2dGeometry& g) {
+  const std::int64_t ohw = g.out_h * g.out_w, og = g.c_out_per_group(), patch = g.patch();
+  for_each_group_columns(x, g, [&](std::int64_t b, std::int64_t grp, const T* cols) {
+    T* yg = y + (b * g.c_out + grp * og) * ohw;
+    gemm(dtype_of<T>, false, false, og, ohw, patch, 1.0, weight + grp * og * patch, patch, cols, ohw, 0.0, yg,
+         ohw);
+    if (bias) {
+      for (std::int64_t o = 0; o < og; ++o) {
+        const T v = bias[grp * og + o];
+        T* row = yg + o * ohw;
+        for (std::int64_t k = 0; k < ohw; ++k) row[k] += v;
+      }
+    }
+  });
 }
 
 template <typename T>
@@ -123,28 +128,17 @@ void backward_input(const T* dy, const T* weight, T* dx, const Conv2dGeometry& g
 
 template <typename T>
 void backward_weight(const T* x, const T* dy, T* dweight, const Conv2dGeometry& g) {
-  const std::int64_t hw = g.h * g.w, ohw = g.out_h * g.out_w;
-  const std::int64_t cg = g.c_in_per_group(), og = g.c_out_per_group(), patch = g.patch();
+  const std::int64_t ohw = g.out_h * g.out_w, og = g.c_out_per_group(), patch = g.patch();
   if (g.n == 0) {
     std::fill(dweight, dweight + g.w_numel(), T(0));
     return;
   }
-  const bool direct = is_pointwise(g);
-  std::vector<T> col(direct ? 0 : static_cast<std::size_t>(patch * ohw));
-  for (std::int64_t b = 0; b < g.n; ++b) {
-    for (std::int64_t grp = 0; grp < g.groups; ++grp) {
-      const T* xg = x + (b * g.c_in + grp * cg) * hw;
-      const T* cols = xg;
-      if (!direct) {
-        im2col(xg, g, col.data());
-        cols = col.data();
-      }
-      const T* dyg = dy + (b * g.c_out + grp * og) * ohw;
-      // (og, patch) += dyg (og, ohw) · colsᵀ (ohw, patch); the first image overwrites.
-      gemm(dtype_of<T>, false, true, og, patch, ohw, 1.0, dyg, ohw, cols, ohw, b == 0 ? 0.0 : 1.0,
-           dweight + grp * og * patch, patch);
-    }
-  }
+  for_each_group_columns(x, g, [&](std::int64_t b, std::int64_t grp, const T* cols) {
+    const T* dyg = dy + (b * g.c_out + grp * og) * ohw;
+    // (og, patch) += dyg (og, ohw) · colsᵀ (ohw, patch); the first image overwrites.
+    gemm(dtype_of<T>, false, true, og, patch, ohw, 1.0, dyg, ohw, cols, ohw, b == 0 ? 0.0 : 1.0,
+         dweight + grp * og * patch, patch);
+  });
 }
 
 template <typename T>

@@ -353,7 +353,9 @@ TEST(DataLoader, RandomCropWithPaddingOnAHandMadeImage) {
           }
       ASSERT_EQ(found, 1) << "epoch " << e << ": the output is not exactly one crop of the padded image";
       for (std::size_t i = 0; i < x.size(); ++i)
-        if (px[i] == 0) ASSERT_EQ(x[i], -1.f);
+        if (px[i] == 0) {
+          ASSERT_EQ(x[i], -1.f);
+        }
     }
     // Every offset in [-2, 2]^2 (and both flips) occurs: offsets are uniform over the 2p+1 values.
     EXPECT_EQ(hits.size(), flip ? 50u : 25u);

@@ -21,19 +21,7 @@ namespace nn = cugrad::nn;
 namespace ci = cugrad::inspect;
 using cg::testing::all_close;
 using cg::testing::all_equal;
-
-namespace {
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
+using cg::testing::error_message;
 
 TEST(ModuleHooks, ForwardHooksFireInOrderReplacersFirst) {
   nn::Linear fc(3, 2);
@@ -102,7 +90,7 @@ TEST(ModuleHooks, ReplacingInputsAndOutputs) {
   const cg::Tensor w = fc->weight;
   const cg::Tensor g = cg::autograd::grad({y.sum()}, {w})[0];
   EXPECT_TRUE(all_close(g, cg::autograd::grad({(fc->forward(x + 1.0) * 10.0).sum()}, {w})[0]));
-  EXPECT_NE(message_of([&] {
+  EXPECT_NE(error_message([&] {
               fc->register_forward_pre_hook(
                   [](nn::Module&, const cg::TensorList& in) -> std::optional<cg::TensorList> {
                     return cg::TensorList{in[0], in[0]};
@@ -118,7 +106,7 @@ TEST(ModuleHooks, ObserversCannotChangeValues) {
     cg::Tensor t = out;
     t.mul_(2.0);  // not allowed for an observer
   });
-  const std::string m = message_of([&] { relu(cg::randn({3})); });
+  const std::string m = error_message([&] { relu(cg::randn({3})); });
   EXPECT_NE(m.find("forward hook (observer) on ReLU modified a tensor it observes in place"),
             std::string::npos)
       << m;
@@ -127,7 +115,7 @@ TEST(ModuleHooks, ObserversCannotChangeValues) {
     cg::Tensor t = in[0];
     t.zero_();
   });
-  EXPECT_NE(message_of([&] { relu(cg::randn({3})); }).find("forward pre-hook (observer)"), std::string::npos);
+  EXPECT_NE(error_message([&] { relu(cg::randn({3})); }).find("forward pre-hook (observer)"), std::string::npos);
   // Backward observers too.
   nn::Linear fc(2, 2);
   fc->register_full_backward_hook([](nn::Module&, const cg::TensorList&, const cg::TensorList& go) {
@@ -135,7 +123,7 @@ TEST(ModuleHooks, ObserversCannotChangeValues) {
     t.mul_(0.0);
   });
   const cg::Tensor y = fc(cg::randn({3, 2}).requires_grad_());
-  EXPECT_NE(message_of([&] { y.sum().backward(); }).find("full backward hook (observer) on Linear"),
+  EXPECT_NE(error_message([&] { y.sum().backward(); }).find("full backward hook (observer) on Linear"),
             std::string::npos);
 }
 
@@ -284,11 +272,11 @@ TEST(ModuleHooks, ThrowingHooksLeaveTheModuleAndEngineUsable) {
   auto fh = model[1]->register_forward_hook([](nn::Module&, const cg::TensorList&, const cg::Tensor&) {
     throw std::runtime_error("forward hook failed");
   });
-  EXPECT_EQ(message_of([&] { model(x); }), "forward hook failed");
+  EXPECT_EQ(error_message([&] { model(x); }), "forward hook failed");
   fh.remove();
   auto bh = model[2]->register_full_backward_pre_hook(
       [](nn::Module&, const cg::TensorList&) { throw std::runtime_error("backward hook failed"); });
-  EXPECT_EQ(message_of([&] { model(x).sum().backward(); }), "backward hook failed");
+  EXPECT_EQ(error_message([&] { model(x).sum().backward(); }), "backward hook failed");
   bh.remove();
   model->zero_grad();
   const cg::Tensor y = model(x);
@@ -306,7 +294,7 @@ TEST(ModuleHooks, ThrowingHooksLeaveTheModuleAndEngineUsable) {
     }
   });
   const cg::Tensor y2 = model(x).sum();
-  EXPECT_EQ(message_of([&] { cg::autograd::grad({y2}, {w}, {}, /*retain_graph=*/true); }), "first time only");
+  EXPECT_EQ(error_message([&] { cg::autograd::grad({y2}, {w}, {}, /*retain_graph=*/true); }), "first time only");
   EXPECT_TRUE(all_close(cg::autograd::grad({y2}, {w})[0], ref));
 }
 

@@ -19,17 +19,9 @@ namespace cg = cugrad;
 namespace nn = cugrad::nn;
 using cg::testing::all_close;
 using cg::testing::all_equal;
+using cg::testing::error_message;
 
 namespace {
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const cg::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 // A residual-free "block" like ResNet's, to get PyTorch-style nested names.
 class BlockImpl : public nn::Module {
@@ -138,22 +130,22 @@ TEST(Module, SharedTensorsAndModulesAppearOnce) {
 TEST(Module, RegistrationErrors) {
   nn::Module m("M");
   m.register_parameter("w", cg::zeros({2}));
-  EXPECT_NE(message_of([&] { m.register_buffer("w", cg::zeros({2})); }).find("already used by a parameter"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_buffer("w", cg::zeros({2})); }).find("already used by a parameter"),
             std::string::npos);
   EXPECT_NE(
-      message_of([&] { m.register_parameter("a.b", cg::zeros({2})); }).find("invalid parameter name 'a.b'"),
+      error_message<cg::Error>([&] { m.register_parameter("a.b", cg::zeros({2})); }).find("invalid parameter name 'a.b'"),
       std::string::npos);
-  EXPECT_NE(message_of([&] { m.register_parameter("", cg::zeros({2})); }).find("invalid"), std::string::npos);
-  EXPECT_NE(message_of([&] { m.register_module("w", std::make_shared<nn::Module>()); }).find("already used"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_parameter("", cg::zeros({2})); }).find("invalid"), std::string::npos);
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_module("w", std::make_shared<nn::Module>()); }).find("already used"),
             std::string::npos);
   const cg::Tensor leaf = cg::zeros({2}).requires_grad_();
-  EXPECT_NE(message_of([&] { m.register_parameter("p", leaf * 2.0); }).find("must be a leaf"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_parameter("p", leaf * 2.0); }).find("must be a leaf"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { m.register_parameter("p", cg::arange(3)); }).find("floating"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_parameter("p", cg::arange(3)); }).find("floating"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { m.register_buffer("b", leaf); }).find("must not require grad"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_buffer("b", leaf); }).find("must not require grad"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { m.register_module("c", std::shared_ptr<nn::Module>()); }).find("empty module"),
+  EXPECT_NE(error_message<cg::Error>([&] { m.register_module("c", std::shared_ptr<nn::Module>()); }).find("empty module"),
             std::string::npos);
   // Re-registering a parameter replaces it in place (order kept).
   m.register_parameter("v", cg::ones({1}));
@@ -161,12 +153,12 @@ TEST(Module, RegistrationErrors) {
   EXPECT_EQ(names_of(m.named_parameters()), (std::vector<std::string>{"w", "v"}));
   EXPECT_EQ(m.named_parameters()[0].second.numel(), 3);
   // A plain Module has no forward.
-  EXPECT_NE(message_of([&] { m(cg::zeros({1})); }).find("M: forward() is not implemented"),
+  EXPECT_NE(error_message<cg::Error>([&] { m(cg::zeros({1})); }).find("M: forward() is not implemented"),
             std::string::npos);
   // An empty holder is a clear error.
   nn::Linear empty = nullptr;
   EXPECT_TRUE(empty.is_empty());
-  EXPECT_NE(message_of([&] { empty->forward(cg::zeros({1})); }).find("empty module holder"),
+  EXPECT_NE(error_message<cg::Error>([&] { empty->forward(cg::zeros({1})); }).find("empty module holder"),
             std::string::npos);
 }
 
@@ -262,29 +254,29 @@ TEST(Module, LoadStateDictErrorsNameTheKeysAndLoadNothing) {
 
   cg::StateDict missing = other->state_dict();
   missing.erase("1.running_var");
-  std::string m = message_of([&] { model->load_state_dict(missing); });
+  std::string m = error_message<cg::Error>([&] { model->load_state_dict(missing); });
   EXPECT_NE(m.find("missing key(s): '1.running_var'"), std::string::npos) << m;
   EXPECT_TRUE(all_equal(model[0]->parameters()[0], w0));  // nothing loaded
 
   cg::StateDict extra = other->state_dict();
   extra["2.weight"] = cg::zeros({1});
-  m = message_of([&] { model->load_state_dict(extra); });
+  m = error_message<cg::Error>([&] { model->load_state_dict(extra); });
   EXPECT_NE(m.find("unexpected key(s): '2.weight'"), std::string::npos) << m;
 
   cg::StateDict shape = other->state_dict();
   shape["0.weight"] = cg::zeros({4, 2});
-  m = message_of([&] { model->load_state_dict(shape, /*strict=*/false); });
+  m = error_message<cg::Error>([&] { model->load_state_dict(shape, /*strict=*/false); });
   EXPECT_NE(m.find("'0.weight' has shape [4, 2] but the module's is [4, 3]"), std::string::npos) << m;
   EXPECT_TRUE(all_equal(model[0]->parameters()[0], w0));
 
   cg::StateDict dtype = other->state_dict();
   dtype["1.num_batches_tracked"] = cg::zeros({});
-  m = message_of([&] { model->load_state_dict(dtype); });
+  m = error_message<cg::Error>([&] { model->load_state_dict(dtype); });
   EXPECT_NE(m.find("'1.num_batches_tracked' is float32 but the module's is int64"), std::string::npos) << m;
 
   // Several problems at once are all listed.
   missing["bogus"] = cg::zeros({1});
-  m = message_of([&] { model->load_state_dict(missing); });
+  m = error_message<cg::Error>([&] { model->load_state_dict(missing); });
   EXPECT_NE(m.find("missing key(s): '1.running_var'"), std::string::npos) << m;
   EXPECT_NE(m.find("unexpected key(s): 'bogus'"), std::string::npos) << m;
 
@@ -314,7 +306,7 @@ TEST(Module, ToFloat64KeepsParameterIdentityAndPassesGradcheck) {
   model->to(cg::DType::float32);
   EXPECT_EQ(w.grad().dtype(), cg::DType::float32);
   EXPECT_EQ(model(cg::randn({2, 3})).dtype(), cg::DType::float32);
-  EXPECT_NE(message_of([&] { model->to(cg::DType::int64); }).find("float32 or float64"), std::string::npos);
+  EXPECT_NE(error_message<cg::Error>([&] { model->to(cg::DType::int64); }).find("float32 or float64"), std::string::npos);
 }
 
 TEST(Module, BatchNormBuffersConvertButTheCounterStaysInt64) {
@@ -330,7 +322,7 @@ TEST(Module, DeviceMoveIsAtomic) {
   // float64 cannot go to CUDA: the move is refused before anything moves (no GPU needed).
   nn::Sequential model({nn::Linear(2, 2), nn::Linear(2, 2)});
   model->to(cg::DType::float64);
-  const std::string m = message_of([&] { model->to(cg::Device::cuda(0)); });
+  const std::string m = error_message<cg::Error>([&] { model->to(cg::Device::cuda(0)); });
   EXPECT_NE(m.find("'0.weight' is float64, which lives on the CPU only"), std::string::npos) << m;
   for (const auto& p : model->parameters()) EXPECT_TRUE(p.device().is_cpu());
   model->to(cg::Device::cpu());  // already there: nothing to do
@@ -382,7 +374,7 @@ TEST(Module, HolderApi) {
   EXPECT_TRUE(all_equal(model(x), y));
   EXPECT_EQ(model->size(), 3u);
   EXPECT_EQ(model[1]->type_name(), "ReLU");
-  EXPECT_NE(message_of([&] { (void)model[3]; }).find("index 3 is out of range"), std::string::npos);
+  EXPECT_NE(error_message<cg::Error>([&] { (void)model[3]; }).find("index 3 is out of range"), std::string::npos);
   model->push_back(nn::Sigmoid());
   model->push_back(std::make_shared<nn::IdentityImpl>());
   EXPECT_EQ(model[4]->name(), "4");

@@ -320,8 +320,9 @@ void expect_parity(Twin& t, double max_norm, double p) {
   EXPECT_TRUE(all_close(gpu_total, cpu_total));
   for (std::size_t i = 0; i < t.gpu.size(); ++i) {
     ASSERT_EQ(t.gpu[i].grad().defined(), t.cpu[i].grad().defined()) << i;
-    if (t.gpu[i].grad().defined())
+    if (t.gpu[i].grad().defined()) {
       EXPECT_TRUE(all_close(t.gpu[i].grad(), t.cpu[i].grad())) << "gradient " << i;
+    }
   }
 }
 

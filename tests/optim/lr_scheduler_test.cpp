@@ -96,7 +96,9 @@ void expect_schedule(cg::optim::LRScheduler& sched, SGD& opt, const std::vector<
     EXPECT_EQ(sched.last_epoch(), static_cast<std::int64_t>(k));
     EXPECT_TRUE(rel_close(opt.lr(), lrs[k], 1e-12));
     EXPECT_EQ(sched.get_last_lr(), opt.lr());
-    if (!momenta.empty()) EXPECT_TRUE(rel_close(opt.momentum(), momenta[k], 1e-12));
+    if (!momenta.empty()) {
+      EXPECT_TRUE(rel_close(opt.momentum(), momenta[k], 1e-12));
+    }
     opt.step();  // no gradients: nothing to update, as in the generator
     sched.step();
   }

@@ -377,9 +377,13 @@ TEST(SGD, LrAndMomentumChangedBetweenSteps) {
     for (int i = 0; i < 2; ++i) {
       EXPECT_TRUE(near_values(values(params[i]), ref[i].p, 1e-14)) << i;
       EXPECT_EQ(opt.momentum_buffer(i).defined(), ref[i].has_buf) << i;
-      if (ref[i].has_buf) EXPECT_TRUE(near_values(values(opt.momentum_buffer(i)), ref[i].buf, 1e-14)) << i;
+      if (ref[i].has_buf) {
+        EXPECT_TRUE(near_values(values(opt.momentum_buffer(i)), ref[i].buf, 1e-14)) << i;
+      }
     }
-    if (momenta[s] == 0 && !buf_before.empty()) EXPECT_EQ(values(opt.momentum_buffer(0)), buf_before);
+    if (momenta[s] == 0 && !buf_before.empty()) {
+      EXPECT_EQ(values(opt.momentum_buffer(0)), buf_before);
+    }
   }
 }
 
@@ -535,7 +539,9 @@ TEST(SGD, StateDictRoundTripThroughAFileContinuesIdentically) {
     b.step();
     for (int i : {0, 1, 2}) {
       EXPECT_TRUE(all_equal(params[i], a.params[i])) << "step " << s << " parameter " << i;
-      if (i != 1 || s > 0) EXPECT_TRUE(all_equal(b.momentum_buffer(i), a.opt->momentum_buffer(i))) << i;
+      if (i != 1 || s > 0) {
+        EXPECT_TRUE(all_equal(b.momentum_buffer(i), a.opt->momentum_buffer(i))) << i;
+      }
     }
   }
 }
@@ -694,7 +700,9 @@ void check_against_cpu(Twin& t, const SGDOptions& o, int steps, const std::vecto
       }
       EXPECT_TRUE(all_close(t.gpu[i], t.cpu[i]));
       ASSERT_EQ(gpu.momentum_buffer(i).defined(), o.momentum != 0);
-      if (o.momentum != 0) EXPECT_TRUE(all_close(gpu.momentum_buffer(i), cpu.momentum_buffer(i)));
+      if (o.momentum != 0) {
+        EXPECT_TRUE(all_close(gpu.momentum_buffer(i), cpu.momentum_buffer(i)));
+      }
     }
   }
 }

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <exception>
 #include <functional>
 #include <string>
 
@@ -28,6 +29,18 @@ struct Tolerance {
 /// What `f` threw: the message of a cugrad::ValueError; "(not a ValueError) " + the message of
 /// any other std::exception; "" when it did not throw. Error tests check the message's parts.
 std::string value_error_message(const std::function<void()>& f);
+
+/// What `f` threw as an `E` (any std::exception by default): its message; "" when it did not
+/// throw. Exceptions of other types propagate and fail the test.
+template <class E = std::exception>
+std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
+}
 
 using TensorFn = std::function<Tensor(const TensorList&)>;
 
