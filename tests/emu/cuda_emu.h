@@ -46,6 +46,14 @@ ThreadCtx* current();
 
 // Barriers and warp exchange; implemented in emu_runtime.cpp.
 void syncthreads();
+// A GPU faults on an access that is not aligned to its size (cudaErrorMisalignedAddress);
+// x86 would not. Reports the kernel and the address, and aborts.
+[[noreturn]] void misaligned_access(const void* p, std::size_t size);
+template <class T>
+inline const T* aligned_for_access(const T* p) {
+  if (reinterpret_cast<std::uintptr_t>(p) % alignof(T) != 0) misaligned_access(p, sizeof(T));
+  return p;
+}
 void syncwarp(unsigned mask);
 // Publishes `bits` (up to 8 bytes) for this lane, waits for the lanes in `mask`, and returns the
 // value lane `src` published (or this lane's own when `src` is out of range or not in `mask`).
@@ -180,23 +188,23 @@ inline int __all_sync(unsigned mask, int predicate) {
 }
 inline unsigned __activemask() { return ::cugrad_emu::warp_ballot(0xffffffffu, true); }
 
-// ---- loads and stores with cache hints: plain accesses here -------------------------------------
+// ---- loads and stores with cache hints: plain accesses here, checked for alignment ---------------
 template <class T>
-T __ldg(const T* p) { return *p; }
+T __ldg(const T* p) { return *::cugrad_emu::aligned_for_access(p); }
 template <class T>
-T __ldcg(const T* p) { return *p; }
+T __ldcg(const T* p) { return *::cugrad_emu::aligned_for_access(p); }
 template <class T>
-T __ldcs(const T* p) { return *p; }
+T __ldcs(const T* p) { return *::cugrad_emu::aligned_for_access(p); }
 template <class T>
-T __ldca(const T* p) { return *p; }
+T __ldca(const T* p) { return *::cugrad_emu::aligned_for_access(p); }
 template <class T>
-T __ldlu(const T* p) { return *p; }
+T __ldlu(const T* p) { return *::cugrad_emu::aligned_for_access(p); }
 template <class T>
-void __stcg(T* p, T v) { *p = v; }
+void __stcg(T* p, T v) { *const_cast<T*>(::cugrad_emu::aligned_for_access(p)) = v; }
 template <class T>
-void __stcs(T* p, T v) { *p = v; }
+void __stcs(T* p, T v) { *const_cast<T*>(::cugrad_emu::aligned_for_access(p)) = v; }
 template <class T>
-void __stwt(T* p, T v) { *p = v; }
+void __stwt(T* p, T v) { *const_cast<T*>(::cugrad_emu::aligned_for_access(p)) = v; }
 
 // ---- asynchronous copies (cuda_pipeline_primitives.h): done at once ---------------------------
 inline void __pipeline_memcpy_async(void* dst, const void* src, std::size_t bytes, std::size_t zfill = 0) {

@@ -269,6 +269,16 @@ std::mutex g_launch_mutex;
 
 ThreadCtx* current() { return &sched().current->ctx; }
 
+void misaligned_access(const void* p, std::size_t size) {
+  Scheduler& s = sched();
+  std::fprintf(stderr,
+               "cugrad CUDA emulator: kernel %s, block (%u,%u,%u), thread %u: misaligned address %p for a %zu-byte "
+               "access (a GPU faults here: cudaErrorMisalignedAddress)\n",
+               kernel_name(s.kernel).c_str(), s.current->ctx.block_idx.x, s.current->ctx.block_idx.y,
+               s.current->ctx.block_idx.z, s.current->ctx.linear, p, size);
+  std::abort();
+}
+
 void syncthreads() {
   Scheduler& s = sched();
   arrive(s.block.barrier, s.block.live);

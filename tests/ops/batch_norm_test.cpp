@@ -480,20 +480,25 @@ struct BnRun {
   bool training = true;
   bool want_x = true, want_w = true, want_b = true;  // which inputs require grad
   bool misalign = false;                             // run on an input at a 4-byte offset
+  bool misalign_params = false;  // weight, bias and running stats at a 4-byte offset
 };
+
+// A copy of t that starts 4 bytes into its buffer (not 16-byte aligned).
+cg::Tensor offset_copy(const cg::Tensor& t) {
+  cg::Tensor buffer = cg::empty({t.numel() + 1}, t.device(), t.dtype());
+  cg::Tensor view = buffer.narrow(0, 1, t.numel()).reshape(t.shape());
+  view.copy_(t);
+  return view;
+}
 
 // inputs: {x, weight, bias, running_mean, running_var, dy}.
 cg::Tensor run_bn(const cg::TensorList& t, const BnRun& r) {
-  cg::Tensor x = t[0];
-  if (r.misalign) {
-    cg::Tensor buffer = cg::empty({x.numel() + 1}, x.device(), x.dtype());
-    cg::Tensor view = buffer.narrow(0, 1, x.numel()).reshape(x.shape());
-    view.copy_(x);
-    x = view;
-  }
+  cg::Tensor x = r.misalign ? offset_copy(t[0]) : t[0];
   x = x.detach().requires_grad_(r.want_x);
-  const cg::Tensor w = t[1].detach().requires_grad_(r.want_w), b = t[2].detach().requires_grad_(r.want_b);
-  const cg::Tensor rm = t[3].clone(), rv = t[4].clone();
+  const auto param = [&](const cg::Tensor& p) { return r.misalign_params ? offset_copy(p) : p.clone(); };
+  const cg::Tensor w = param(t[1]).detach().requires_grad_(r.want_w);
+  const cg::Tensor b = param(t[2]).detach().requires_grad_(r.want_b);
+  const cg::Tensor rm = param(t[3]), rv = param(t[4]);
   const cg::Tensor y = F::batch_norm(x, rm, rv, w, b, r.training, 0.1, kEps);
   switch (r.out) {
     case Out::y:
@@ -511,14 +516,16 @@ cg::Tensor run_bn(const cg::TensorList& t, const BnRun& r) {
 
 // Forward (y, running stats) and dx elementwise, dweight and dbias by relative norm.
 void expect_parity(const cg::Shape& shape, bool training, double shift = 0.0, bool misalign = false,
-                   bool with_backward = true) {
+                   bool with_backward = true, bool misalign_params = false) {
   SCOPED_TRACE(cg::detail::cat(training ? "training " : "eval ", cg::shape_str(shape),
-                               misalign ? " misaligned" : "", shift != 0 ? " shifted" : ""));
+                               misalign ? " misaligned" : "", misalign_params ? " misaligned parameters" : "",
+                               shift != 0 ? " shifted" : ""));
   const Inputs in = make_inputs(shape, cg::DType::float32, shift);
   const cg::TensorList list = in.list();
   BnRun r;
   r.training = training;
   r.misalign = misalign;
+  r.misalign_params = misalign_params;
   r.out = Out::y;
   EXPECT_TRUE(cg::testing::cuda_matches_cpu64([&](const cg::TensorList& t) { return run_bn(t, r); }, list))
       << "y";
@@ -612,6 +619,17 @@ TEST(BatchNormGPU, MisalignedInputsUseTheScalarPath) {
   expect_parity({6, 3, 4, 4}, true, 0.0, true);
   expect_parity({64, 8}, true, 0.0, true);
   expect_parity({6, 3, 4, 4}, false, 0.0, true);
+}
+
+// (N, C) with C % 4 == 0 reads four channels' parameters per 128-bit load when they are
+// 16-byte aligned, and one by one when they are not.
+TEST(BatchNormGPU, RowsWithMisalignedParametersLoadThemOneByOne) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(28);
+  for (const cg::Shape& shape : std::vector<cg::Shape>{{64, 8}, {37, 12}}) {
+    expect_parity(shape, true, 0.0, false, true, true);
+    expect_parity(shape, false, 0.0, false, true, true);
+  }
 }
 
 TEST(BatchNormGPU, OnlyTheGradientsAskedForMatchCpu) {
