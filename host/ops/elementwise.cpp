@@ -45,6 +45,8 @@ const char* binary_name(BinaryOp op) {
     case BinaryOp::div: return "div";
     case BinaryOp::maximum: return "maximum";
     case BinaryOp::minimum: return "minimum";
+    case BinaryOp::threshold_backward: return "threshold_backward";
+    case BinaryOp::leaky_relu_backward: return "leaky_relu_backward";
     case BinaryOp::eq: return "eq";
     case BinaryOp::ne: return "ne";
     case BinaryOp::lt: return "lt";
@@ -79,6 +81,20 @@ using autograd::record_lambda;
 using LambdaNodeFn = autograd::LambdaNode::Fn;
 
 Tensor mask_of(const Tensor& m, const Tensor& like) { return m.to(like.dtype()); }
+
+void run_binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double alpha);
+
+// An activation's gradient in one pass from the incoming gradient g and the saved tensor s
+// (BinaryOp::threshold_backward or leaky_relu_backward). Runs inside backward (grad mode off),
+// so it records nothing.
+Tensor activation_backward(BinaryOp op, const Tensor& g, const Tensor& s, double alpha = 1.0) {
+  CUGRAD_CHECK(g.shape() == s.shape() && g.dtype() == s.dtype() && g.device() == s.device(), binary_name(op),
+               ": gradient ", shape_str(g.shape()), " and saved tensor ", shape_str(s.shape()),
+               " differ in shape, dtype or device");
+  Tensor out = empty_like(g);
+  run_binary(op, g, s, out, alpha);
+  return out;
+}
 
 // Records the backward of a unary op: out = op(x; a, b).
 void record_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, double b) {
@@ -127,7 +143,7 @@ void record_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, doub
       name = "ReluBackward";
       saved = {out};
       fn = [](const TensorList& g, const TensorList& s, const autograd::Node&) {
-        return TensorList{g[0] * mask_of(gt(s[0], 0.0), g[0])};
+        return TensorList{activation_backward(BinaryOp::threshold_backward, g[0], s[0])};
       };
       break;
     case UnaryOp::pow:
@@ -184,7 +200,7 @@ void record_unary(UnaryOp op, const Tensor& x, const Tensor& out, double a, doub
       name = "LeakyReluBackward";
       saved = {a > 0.0 ? out : x};
       fn = [a](const TensorList& g, const TensorList& s, const autograd::Node&) {
-        return TensorList{where(gt(s[0], 0.0), g[0], g[0] * a)};
+        return TensorList{activation_backward(BinaryOp::leaky_relu_backward, g[0], s[0], a)};
       };
       break;
   }

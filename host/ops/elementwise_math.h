@@ -20,7 +20,15 @@ enum class UnaryOp : std::uint8_t {
   tanh,
   leaky_relu,   // x > 0 ? x : a * x
 };
-enum class BinaryOp : std::uint8_t { add, sub, mul, div, maximum, minimum, eq, ne, lt, le, gt, ge };
+enum class BinaryOp : std::uint8_t {
+  add, sub, mul, div, maximum, minimum,
+  // Gradients of the activations (backward only, never recorded): x the incoming gradient,
+  // y the saved tensor. PyTorch's threshold_backward for ReLU: y <= 0 ? 0 : x (so a NaN
+  // output passes the gradient and a masked gradient is exactly 0, even if x is Inf or NaN);
+  // leaky_relu_backward: y > 0 ? x : x * alpha.
+  threshold_backward, leaky_relu_backward,
+  eq, ne, lt, le, gt, ge  // comparisons (uint8 results) last: is_comparison relies on it
+};
 
 constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq; }
 constexpr bool needs_floating(UnaryOp op) {
@@ -98,6 +106,8 @@ CUGRAD_HOST_DEVICE CUGRAD_INLINE T apply_binary(BinaryOp op, T x, T y, T alpha) 
     case BinaryOp::minimum:
       if (is_nan_value(x) || is_nan_value(y)) return is_nan_value(x) ? x : y;
       return x < y ? x : y;
+    case BinaryOp::threshold_backward: return y <= T(0) ? T(0) : x;
+    case BinaryOp::leaky_relu_backward: return y > T(0) ? x : static_cast<T>(x * alpha);
     default: return x;
   }
 }

@@ -26,6 +26,7 @@
 
 #include "tests/emu/emu_math.h"
 #include "tests/emu/emu_state.h"
+#include "tests/emu/emu_trace.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -255,6 +256,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemm_v2(cublasHandle_t handle, cublasOperatio
                                            cublasOperation_t transb, int m, int n, int k, const float* alpha,
                                            const float* A, int lda, const float* B, int ldb,
                                            const float* beta, float* C, int ldc) {
+  cugrad_emu::trace::count(__func__);
   return sgemm_strided(handle, transa, transb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
@@ -262,6 +264,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemm_v2_64(cublasHandle_t handle, cublasOpera
                                               cublasOperation_t transb, int64_t m, int64_t n, int64_t k,
                                               const float* alpha, const float* A, int64_t lda, const float* B,
                                               int64_t ldb, const float* beta, float* C, int64_t ldc) {
+  cugrad_emu::trace::count(__func__);
   return sgemm_strided(handle, transa, transb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1);
 }
 
@@ -271,6 +274,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched(cublasHandle_t handle, cub
                                                       long long int strideA, const float* B, int ldb,
                                                       long long int strideB, const float* beta, float* C,
                                                       int ldc, long long int strideC, int batchCount) {
+  cugrad_emu::trace::count(__func__);
   return sgemm_strided(handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                        strideC, batchCount);
 }
@@ -282,6 +286,7 @@ cublasStatus_t CUBLASWINAPI cublasSgemmStridedBatched_64(cublasHandle_t handle, 
                                                          int64_t ldb, long long int strideB,
                                                          const float* beta, float* C, int64_t ldc,
                                                          long long int strideC, int64_t batchCount) {
+  cugrad_emu::trace::count(__func__);
   return sgemm_strided(handle, transa, transb, m, n, k, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
                        strideC, batchCount);
 }

@@ -74,6 +74,7 @@
 
 #include "tests/emu/emu_math.h"
 #include "tests/emu/emu_state.h"
+#include "tests/emu/emu_trace.h"
 
 #include <algorithm>
 #include <chrono>
@@ -1058,6 +1059,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardAlgorithm_v7(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnFilterDescriptor_t filterDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t destDesc,
     const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionFwdAlgoPerf_t* perfResults) {
+  cugrad_emu::trace::count(__func__);
   return heuristics<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
       Dir::forward, handle, srcDesc, filterDesc, convDesc, destDesc, requestedAlgoCount, returnedAlgoCount,
       perfResults);
@@ -1067,6 +1069,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithm_v7(
     cudnnHandle_t handle, const cudnnFilterDescriptor_t filterDesc, const cudnnTensorDescriptor_t diffDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t gradDesc,
     const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t* perfResults) {
+  cugrad_emu::trace::count(__func__);
   return heuristics<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
       Dir::backward_data, handle, gradDesc, filterDesc, convDesc, diffDesc, requestedAlgoCount,
       returnedAlgoCount, perfResults);
@@ -1076,6 +1079,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t srcDesc, const cudnnTensorDescriptor_t diffDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc,
     const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionBwdFilterAlgoPerf_t* perfResults) {
+  cugrad_emu::trace::count(__func__);
   return heuristics<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
       Dir::backward_filter, handle, srcDesc, gradDesc, convDesc, diffDesc, requestedAlgoCount,
       returnedAlgoCount, perfResults);
@@ -1086,6 +1090,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionForwardAlgorithmEx(
     const cudnnFilterDescriptor_t wDesc, const void* w, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t yDesc, void* y, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionFwdAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
       Dir::forward, handle, xDesc, x, wDesc, w, convDesc, yDesc, y, requestedAlgoCount, returnedAlgoCount,
@@ -1097,6 +1102,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardDataAlgorithmEx(
     const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnTensorDescriptor_t dxDesc, void* dx, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdDataAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
       Dir::backward_data, handle, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, requestedAlgoCount,
@@ -1108,6 +1114,7 @@ cudnnStatus_t CUDNNWINAPI cudnnFindConvolutionBackwardFilterAlgorithmEx(
     const cudnnTensorDescriptor_t dyDesc, const void* y, const cudnnConvolutionDescriptor_t convDesc,
     const cudnnFilterDescriptor_t dwDesc, void* dw, const int requestedAlgoCount, int* returnedAlgoCount,
     cudnnConvolutionBwdFilterAlgoPerf_t* perfResults, void* workSpace, size_t workSpaceSizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return find_ex<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
       Dir::backward_filter, handle, xDesc, x, dwDesc, dw, convDesc, dyDesc, y, requestedAlgoCount,
@@ -1144,6 +1151,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
                                                   cudnnConvolutionFwdAlgo_t algo, void* workSpace,
                                                   size_t workSpaceSizeInBytes, const void* beta,
                                                   const cudnnTensorDescriptor_t yDesc, void* y) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::forward, handle, alpha, xDesc, x, wDesc, w, convDesc, yDesc, y, algo, workSpace,
                   workSpaceSizeInBytes, beta);
@@ -1156,6 +1164,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
                                                        cudnnConvolutionBwdDataAlgo_t algo, void* workSpace,
                                                        size_t workSpaceSizeInBytes, const void* beta,
                                                        const cudnnTensorDescriptor_t dxDesc, void* dx) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::backward_data, handle, alpha, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, algo,
                   workSpace, workSpaceSizeInBytes, beta);
@@ -1166,6 +1175,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(
     const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnConvolutionDescriptor_t convDesc,
     cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace, size_t workSpaceSizeInBytes, const void* beta,
     const cudnnFilterDescriptor_t dwDesc, void* dw) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   return run_conv(Dir::backward_filter, handle, alpha, xDesc, x, dwDesc, dw, convDesc, dyDesc, dy, algo,
                   workSpace, workSpaceSizeInBytes, beta);
@@ -1175,6 +1185,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, con
                                                        const cudnnTensorDescriptor_t dyDesc, const void* dy,
                                                        const void* beta, const cudnnTensorDescriptor_t dbDesc,
                                                        void* db) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(dyDesc) || !tensor_ok(dbDesc))
     return CUDNN_STATUS_BAD_PARAM;
@@ -1199,6 +1210,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, con
 cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha,
                                          const cudnnTensorDescriptor_t aDesc, const void* A, const void* beta,
                                          const cudnnTensorDescriptor_t cDesc, void* C) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(aDesc) || !tensor_ok(cDesc)) return CUDNN_STATUS_BAD_PARAM;
   if (alpha == nullptr || beta == nullptr || A == nullptr || C == nullptr) return CUDNN_STATUS_BAD_PARAM;
@@ -1249,6 +1261,7 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardTraining(
     const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void* bnScale, const void* bnBias,
     double exponentialAverageFactor, void* resultRunningMean, void* resultRunningVariance, double epsilon,
     void* resultSaveMean, void* resultSaveInvVariance) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
@@ -1291,6 +1304,7 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
     const cudnnTensorDescriptor_t xDesc, const void* x, const cudnnTensorDescriptor_t yDesc, void* y,
     const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void* bnScale, const void* bnBias,
     const void* estimatedMean, const void* estimatedVariance, double epsilon) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
@@ -1317,6 +1331,7 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
     const cudnnTensorDescriptor_t dyDesc, const void* dy, const cudnnTensorDescriptor_t dxDesc, void* dx,
     const cudnnTensorDescriptor_t dBnScaleBiasDesc, const void* bnScale, void* dBnScaleResult,
     void* dBnBiasResult, double epsilon, const void* savedMean, const void* savedInvVariance) {
+  cugrad_emu::trace::count(__func__);
   if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {dyDesc, dxDesc}, dBnScaleBiasDesc, epsilon, &g);

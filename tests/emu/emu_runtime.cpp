@@ -36,6 +36,7 @@
 #include <unordered_map>
 
 #include "tests/emu/emu_state.h"
+#include "tests/emu/emu_trace.h"
 
 namespace cugrad_emu::state {
 namespace {
@@ -432,6 +433,7 @@ cudaError_t cudaSetDevice(int device) {
   return ok();
 }
 cudaError_t cudaDeviceSynchronize() {
+  cugrad_emu::trace::count(__func__);
   wait_all();
   return ok();
 }
@@ -513,6 +515,7 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
 
 // ---- streams and events --------------------------------------------------------------------------
 cudaError_t cudaStreamCreateWithPriority(cudaStream_t* s, unsigned int, int) {
+  cugrad_emu::trace::count(__func__);
   if (!s) return fail(cudaErrorInvalidValue);
   auto* st = new Stream{t_device, async_mode() ? std::make_unique<Queue>() : nullptr};
   {
@@ -534,11 +537,13 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return ok();
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   wait_stream(s);
   return ok();
 }
 cudaError_t cudaStreamQuery(cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   Queue* q = queue_of(s);
   if (q && !q->idle()) return cudaErrorNotReady;
@@ -551,6 +556,7 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* statu
 }
 
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  cugrad_emu::trace::count(__func__);
   if (!e) return fail(cudaErrorInvalidValue);
   auto ev = std::make_shared<Event>();
   ev->timing = (flags & cudaEventDisableTiming) == 0;
@@ -569,6 +575,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   return ok();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   auto ev = event_of(e);
   if (!ev || !valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   auto rec = std::make_shared<Record>();
@@ -587,11 +594,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   return ok();
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
+  cugrad_emu::trace::count(__func__);
   auto ev = event_of(e);
   if (!ev) return fail(cudaErrorInvalidResourceHandle);
   return record_complete(last_record(*ev)) ? ok() : cudaErrorNotReady;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  cugrad_emu::trace::count(__func__);
   auto ev = event_of(e);
   if (!ev) return fail(cudaErrorInvalidResourceHandle);
   wait_record(last_record(*ev));
@@ -609,6 +618,7 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
   return ok();
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  cugrad_emu::trace::count(__func__);
   auto ev = event_of(e);
   if (!valid_stream(s) || !ev) return fail(cudaErrorInvalidResourceHandle);
   auto rec = last_record(*ev);  // the most recent record at the time of the call
@@ -616,6 +626,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
   return ok();
 }
 cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* user) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s) || !fn) return fail(cudaErrorInvalidValue);
   submit(s, [fn, user] {
     t_in_host_fn = true;  // a CUDA call inside a host function is an error, as on the GPU
@@ -673,16 +684,19 @@ static cudaError_t device_malloc(void** ptr, size_t size, int device) {
 }
 
 cudaError_t cudaMallocFromPoolAsync(void** ptr, size_t size, cudaMemPool_t pool, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   auto* p = reinterpret_cast<Pool*>(pool);
   if (!p || !valid_stream(s)) return fail(cudaErrorInvalidValue);
   return device_malloc(ptr, size, p->device);
 }
 cudaError_t cudaMallocAsync(void** ptr, size_t size, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidValue);
   return device_malloc(ptr, size, t_device);
 }
-cudaError_t cudaMalloc(void** ptr, size_t size) { return device_malloc(ptr, size, t_device); }
+cudaError_t cudaMalloc(void** ptr, size_t size) { cugrad_emu::trace::count(__func__); return device_malloc(ptr, size, t_device); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidValue);
   if (!p) return ok();
   if (!in_device_allocation(p)) return release(p, false);  // reports the bad pointer
@@ -690,6 +704,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   return ok();
 }
 cudaError_t cudaFree(void* p) {
+  cugrad_emu::trace::count(__func__);
   wait_all();  // cudaFree synchronizes the device
   const cudaError_t e = release(p, false);
   return e == cudaSuccess ? ok() : e;
@@ -702,6 +717,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 }
 
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
+  cugrad_emu::trace::count(__func__);
   if (!ptr) return fail(cudaErrorInvalidValue);
   void* p = allocate(size, t_device, true, (flags & cudaHostAllocMapped) != 0);
   if (!p) return fail(cudaErrorMemoryAllocation);
@@ -710,6 +726,7 @@ cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int flags) {
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) { return cudaHostAlloc(ptr, size, cudaHostAllocDefault); }
 cudaError_t cudaFreeHost(void* p) {
+  cugrad_emu::trace::count(__func__);
   wait_all();
   const cudaError_t e = release(p, true);
   return e == cudaSuccess ? ok() : e;
@@ -723,6 +740,7 @@ cudaError_t cudaHostGetDevicePointer(void** device_ptr, void* host, unsigned int
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (const cudaError_t e = check_copy(dst, src, n, kind); e != cudaSuccess) return e;
   if (n == 0) return ok();
@@ -742,16 +760,19 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
   return ok();
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  cugrad_emu::trace::count(__func__);
   const cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, nullptr);
   wait_stream(nullptr);  // synchronous with respect to the host
   return e;
 }
 cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_device, const void* src, int src_device, size_t n, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (dst_device < 0 || dst_device >= device_total() || src_device < 0 || src_device >= device_total())
     return fail(cudaErrorInvalidDevice);
   return cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s);
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
+  cugrad_emu::trace::count(__func__);
   if (!valid_stream(s)) return fail(cudaErrorInvalidResourceHandle);
   if (!device_range(p, n)) {
     std::fprintf(stderr, "cugrad CUDA emulator: cudaMemset of %zu bytes at %p: not inside one live device "
@@ -762,6 +783,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t s) {
   return ok();
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) {
+  cugrad_emu::trace::count(__func__);
   const cudaError_t e = cudaMemsetAsync(p, value, n, nullptr);
   wait_stream(nullptr);
   return e;

@@ -1,8 +1,6 @@
 // cugrad CUDA emulator: kernel launches. Blocks run in turn on the launching OS thread; the
 // threads of a block are fibers (a small x86-64 context switch, no system calls) scheduled
 // round-robin, switching only at barriers and warp exchanges. See cuda_emu.h.
-#include <cxxabi.h>
-#include <dlfcn.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 
 #include "tests/emu/cuda_emu.h"
 #include "tests/emu/emu_state.h"
+#include "tests/emu/emu_trace.h"
 
 #if !defined(__x86_64__)
 #error "the cugrad CUDA emulator's fibers are written for x86-64"
@@ -164,19 +163,7 @@ void arrive(Barrier& b, unsigned expected) {
   wait_for(b, g);
 }
 
-std::string kernel_name(const void* kernel) {
-  Dl_info info{};
-  if (dladdr(kernel, &info) && info.dli_sname) {
-    int status = 0;
-    char* d = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, &status);
-    std::string name = status == 0 && d ? d : info.dli_sname;
-    std::free(d);
-    return name;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%p", kernel);
-  return buf;
-}
+std::string kernel_name(const void* kernel) { return trace::function_name(kernel); }
 
 // Reverse order (CUGRAD_EMU_ORDER=reverse) runs the threads of a block and the blocks of a grid
 // last to first: a missing barrier or an order assumption shows up in one order or the other.
@@ -375,6 +362,7 @@ cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dy
     return state::fail(err);
   }
   state::count_launch();
+  trace::count_kernel(kernel);
   state::submit(stream, [=] {
     execute(kernel, grid, block, dynamic_smem, body, closure);
     destroy(closure);

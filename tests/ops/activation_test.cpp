@@ -109,6 +109,28 @@ TEST(Activation, BackwardFollowsTheDerivativeRules) {
   }
 }
 
+// ReLU and leaky ReLU backward in one pass each, with PyTorch's rules where the values are not
+// finite (reference values printed by PyTorch 1.13): ReLU is threshold_backward, y <= 0 ? 0 : g,
+// so a NaN output passes the gradient and a masked Inf or NaN gradient becomes exactly 0;
+// leaky ReLU is x > 0 ? g : g * slope.
+TEST(Activation, ReluAndLeakyReluBackwardMatchPyTorchOnNonFiniteValues) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (const cg::DType dtype : {cg::DType::float64, cg::DType::float32}) {
+    SCOPED_TRACE(cg::dtype_name(dtype));
+    const cg::Tensor x = f64({-1.0, 0.0, 2.0, kNaN}).to(dtype).requires_grad_();
+    const cg::Tensor y = cg::relu(x);
+    EXPECT_EQ(y.grad_fn_name(), "ReluBackward");
+    const auto gx = cg::autograd::grad({y}, {x}, {f64({inf, kNaN, 3.0, 5.0}).to(dtype)})[0].to_vector<double>();
+    EXPECT_EQ(gx, (std::vector<double>{0.0, 0.0, 3.0, 5.0}));
+
+    const cg::Tensor g = f64({1.0, 2.0, 3.0, 4.0}).to(dtype);
+    const auto lp = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to_vector<double>();
+    EXPECT_EQ(lp, (std::vector<double>{0.5, 1.0, 3.0, 2.0}));
+    const auto ln = cg::autograd::grad({cg::leaky_relu(x, -0.5)}, {x}, {g})[0].to_vector<double>();
+    EXPECT_EQ(ln, (std::vector<double>{-0.5, -1.0, 3.0, -2.0}));
+  }
+}
+
 TEST(Activation, InPlaceVariantsAndTheirBackward) {
   const std::vector<double> xs = {-2.0, -0.5, 0.0, 0.5, 2.0};
   cg::Tensor a = f64(xs);
@@ -233,5 +255,30 @@ TEST(ActivationGPU, BackwardMatchesCpu) {
         cg::testing::cuda_matches_cpu64(grad_of([](const cg::Tensor& v) { return cg::tanh(v); }), {x, g}))
         << cg::shape_str(shape);
     EXPECT_TRUE(cg::testing::cuda_matches_cpu64(grad_of(+leaky), {x, g})) << cg::shape_str(shape);
+    EXPECT_TRUE(cg::testing::cuda_matches_cpu64(grad_of([](const cg::Tensor& v) { return cg::relu(v); }), {x, g}))
+        << cg::shape_str(shape);
   }
+}
+
+TEST(ActivationGPU, ReluAndLeakyReluBackwardOnNonFiniteValuesMatchCpu) {
+  CUGRAD_REQUIRE_GPU();
+  const double inf = std::numeric_limits<double>::infinity();
+  const cg::Device gpu = cg::Device::cuda(0);
+  const cg::Tensor x = f64({-1.0, 0.0, 2.0, kNaN, -3.0, 7.0}).to(cg::DType::float32).to(gpu).requires_grad_();
+  const cg::Tensor g = f64({inf, kNaN, 3.0, 5.0, -inf, -inf}).to(cg::DType::float32).to(gpu);
+  const auto relu = cg::autograd::grad({cg::relu(x)}, {x}, {g})[0].to(cg::Device::cpu()).to_vector<double>();
+  ASSERT_EQ(relu.size(), 6u);
+  EXPECT_EQ(relu[0], 0.0);
+  EXPECT_EQ(relu[1], 0.0);
+  EXPECT_EQ(relu[2], 3.0);
+  EXPECT_EQ(relu[3], 5.0);
+  EXPECT_EQ(relu[4], 0.0);
+  EXPECT_EQ(relu[5], -inf);
+  const auto leaky = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to(cg::Device::cpu()).to_vector<double>();
+  EXPECT_EQ(leaky[0], inf);
+  EXPECT_TRUE(std::isnan(leaky[1]));
+  EXPECT_EQ(leaky[2], 3.0);
+  EXPECT_EQ(leaky[3], 2.5);
+  EXPECT_EQ(leaky[4], -inf);
+  EXPECT_EQ(leaky[5], -inf);
 }

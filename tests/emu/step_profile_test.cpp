@@ -1,0 +1,155 @@
+// What one training step asks of the GPU, counted on the CUDA emulator (emu_trace.h): kernel
+// launches by kernel, cuBLAS and cuDNN calls, copies, allocations, events and host
+// synchronizations, for the steps bench/train_step_bench times (forward, label-smoothed
+// cross-entropy, backward, SGD Nesterov with weight decay): the reference CNN and ResNet-18,
+// plain and with the backbone frozen. Small inputs: the counts do not depend on the batch or
+// the image size (cuDNN's algorithm choice aside, which happens in the warm-up steps).
+//
+// The assertions are the properties the step's speed rests on: a step never waits on the host
+// (no stream, event or device synchronization, no blocking copy), allocates nothing outside the
+// stream-ordered pool, asks cuDNN for no algorithm search after the first steps, and issues one
+// SGD launch; the launch and allocation counts are printed (CUGRAD_STEP_PROFILE_VERBOSE=1 lists
+// every kernel) and held under a budget, so that a change that adds either to the hot path
+// shows here. When this was written: reference CNN 43 launches and 94 pool allocations per
+// step (25 and 45 frozen), ResNet-18 141 and 341 (74 and 154 frozen); ReLU's backward took
+// four launches (fill, compare, cast, multiply) before it became one.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "cugrad/cugrad.h"
+#include "tests/emu/emu_trace.h"
+
+namespace cg = cugrad;
+namespace nn = cugrad::nn;
+namespace trace = cugrad_emu::trace;
+
+namespace {
+
+struct Profile {
+  trace::Counts calls, kernels;
+  std::uint64_t launches = 0;
+
+  std::uint64_t call(const std::string& name) const {
+    for (const auto& [n, c] : calls)
+      if (n == name) return c;
+    return 0;
+  }
+  std::uint64_t kernel_launches(const std::string& part) const {
+    std::uint64_t total = 0;
+    for (const auto& [n, c] : kernels)
+      if (n.find(part) != std::string::npos) total += c;
+    return total;
+  }
+};
+
+// Warm-up steps, then the counts of one step. No synchronization between the reset and the
+// snapshot: whatever the step itself calls is all that is counted.
+Profile profile_step(nn::Module& model, nn::Module& classifier, const cg::Shape& input, std::int64_t classes,
+                     bool frozen) {
+  const cg::Device gpu = cg::Device::cuda(0);
+  model.train();
+  model.unfreeze();
+  if (frozen) {
+    model.freeze();
+    classifier.unfreeze();
+  }
+  const cg::Tensor x = cg::randn(input, gpu);
+  const cg::Tensor y = cg::randint(0, classes, {input[0]}, gpu);
+  std::vector<cg::Tensor> trainable;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  cg::optim::SGD opt(trainable, {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+  auto step = [&] {
+    const cg::Tensor loss = nn::functional::cross_entropy(model(x), y, {.label_smoothing = 0.1});
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  for (int i = 0; i < 3; ++i) step();
+  cg::synchronize();
+  trace::reset();
+  step();
+  Profile p;
+  p.calls = trace::calls();
+  p.kernels = trace::kernels();
+  for (const auto& [n, c] : p.kernels) p.launches += c;
+  cg::synchronize();
+  model.unfreeze();
+  return p;
+}
+
+void print(const char* name, const Profile& p) {
+  std::printf("%s: %llu kernel launches in one step\n", name, static_cast<unsigned long long>(p.launches));
+  for (const auto& [n, c] : p.calls) std::printf("  %-44s %6llu\n", n.c_str(), static_cast<unsigned long long>(c));
+  const char* verbose = std::getenv("CUGRAD_STEP_PROFILE_VERBOSE");
+  if (verbose != nullptr && std::string(verbose) == "1")
+    for (const auto& [n, c] : p.kernels)
+      std::printf("  %6llu  %s\n", static_cast<unsigned long long>(c), n.substr(0, 160).c_str());
+}
+
+void expect_no_host_wait(const Profile& p) {
+  for (const char* sync : {"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+                           "cudaMemset", "cudaMalloc", "cudaFree", "cudaHostAlloc", "cudaFreeHost"})
+    EXPECT_EQ(p.call(sync), 0u) << sync << " in a training step";
+  for (const char* search : {"cudnnFindConvolutionForwardAlgorithmEx", "cudnnFindConvolutionBackwardDataAlgorithmEx",
+                             "cudnnFindConvolutionBackwardFilterAlgorithmEx"})
+    EXPECT_EQ(p.call(search), 0u) << search << " after the warm-up steps";
+  EXPECT_EQ(p.kernel_launches("sgd_multi_tensor_kernel"), 1u) << "SGD: one launch for every parameter";
+  // Steady state: what a step allocates from the pool it gives back.
+  EXPECT_EQ(p.call("cudaMallocFromPoolAsync"), p.call("cudaFreeAsync"));
+}
+
+// Budgets: the counts when this test was written (2026-11-26). A change that adds launches or
+// allocations to a training step fails here; if the addition is meant, raise the budget.
+void expect_within(const Profile& p, std::uint64_t launches, std::uint64_t allocations) {
+  EXPECT_LE(p.launches, launches);
+  EXPECT_LE(p.call("cudaMallocFromPoolAsync"), allocations);
+}
+
+}  // namespace
+
+TEST(StepProfileGPU, ReferenceCnn) {
+  cg::manual_seed(0);
+  nn::ReferenceCnn cnn(8);
+  cnn->to(cg::Device::cuda(0));
+  nn::Module& classifier = *cnn->f[nn::ReferenceCnnImpl::kClassifier];
+  const cg::Shape input{4, 1, 28, 28};
+
+  const Profile plain = profile_step(*cnn, classifier, input, 10, false);
+  print("reference CNN, plain", plain);
+  expect_no_host_wait(plain);
+  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 5u);
+  expect_within(plain, 43, 94);
+
+  const Profile frozen = profile_step(*cnn, classifier, input, 10, true);
+  print("reference CNN, backbone frozen", frozen);
+  expect_no_host_wait(frozen);
+  // Frozen: no convolution gradient at all, for the weights or the input.
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
+  expect_within(frozen, 25, 45);
+}
+
+TEST(StepProfileGPU, ResNet18) {
+  cg::manual_seed(0);
+  nn::ResNet resnet = nn::resnet18(10, 3);
+  resnet->to(cg::Device::cuda(0));
+  const cg::Shape input{2, 3, 32, 32};
+
+  const Profile plain = profile_step(*resnet, *resnet->fc, input, 10, false);
+  print("ResNet-18, plain", plain);
+  expect_no_host_wait(plain);
+  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 20u);  // 17 3x3/7x7 + 3 downsample 1x1
+  expect_within(plain, 141, 341);
+
+  const Profile frozen = profile_step(*resnet, *resnet->fc, input, 10, true);
+  print("ResNet-18, backbone frozen", frozen);
+  expect_no_host_wait(frozen);
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
+  expect_within(frozen, 74, 154);
+}
