@@ -120,13 +120,15 @@ TEST(Activation, ReluAndLeakyReluBackwardMatchPyTorchOnNonFiniteValues) {
     const cg::Tensor x = f64({-1.0, 0.0, 2.0, kNaN}).to(dtype).requires_grad_();
     const cg::Tensor y = cg::relu(x);
     EXPECT_EQ(y.grad_fn_name(), "ReluBackward");
-    const auto gx = cg::autograd::grad({y}, {x}, {f64({inf, kNaN, 3.0, 5.0}).to(dtype)})[0].to_vector<double>();
+    const auto gx = cg::autograd::grad({y}, {x}, {f64({inf, kNaN, 3.0, 5.0}).to(dtype)})[0]
+                        .to(cg::DType::float64)
+                        .to_vector<double>();
     EXPECT_EQ(gx, (std::vector<double>{0.0, 0.0, 3.0, 5.0}));
 
     const cg::Tensor g = f64({1.0, 2.0, 3.0, 4.0}).to(dtype);
-    const auto lp = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to_vector<double>();
+    const auto lp = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to(cg::DType::float64).to_vector<double>();
     EXPECT_EQ(lp, (std::vector<double>{0.5, 1.0, 3.0, 2.0}));
-    const auto ln = cg::autograd::grad({cg::leaky_relu(x, -0.5)}, {x}, {g})[0].to_vector<double>();
+    const auto ln = cg::autograd::grad({cg::leaky_relu(x, -0.5)}, {x}, {g})[0].to(cg::DType::float64).to_vector<double>();
     EXPECT_EQ(ln, (std::vector<double>{-0.5, -1.0, 3.0, -2.0}));
   }
 }
@@ -266,7 +268,7 @@ TEST(ActivationGPU, ReluAndLeakyReluBackwardOnNonFiniteValuesMatchCpu) {
   const cg::Device gpu = cg::Device::cuda(0);
   const cg::Tensor x = f64({-1.0, 0.0, 2.0, kNaN, -3.0, 7.0}).to(cg::DType::float32).to(gpu).requires_grad_();
   const cg::Tensor g = f64({inf, kNaN, 3.0, 5.0, -inf, -inf}).to(cg::DType::float32).to(gpu);
-  const auto relu = cg::autograd::grad({cg::relu(x)}, {x}, {g})[0].to(cg::Device::cpu()).to_vector<double>();
+  const auto relu = cg::autograd::grad({cg::relu(x)}, {x}, {g})[0].to(cg::Device::cpu()).to(cg::DType::float64).to_vector<double>();
   ASSERT_EQ(relu.size(), 6u);
   EXPECT_EQ(relu[0], 0.0);
   EXPECT_EQ(relu[1], 0.0);
@@ -274,7 +276,7 @@ TEST(ActivationGPU, ReluAndLeakyReluBackwardOnNonFiniteValuesMatchCpu) {
   EXPECT_EQ(relu[3], 5.0);
   EXPECT_EQ(relu[4], 0.0);
   EXPECT_EQ(relu[5], -inf);
-  const auto leaky = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to(cg::Device::cpu()).to_vector<double>();
+  const auto leaky = cg::autograd::grad({cg::leaky_relu(x, 0.5)}, {x}, {g})[0].to(cg::Device::cpu()).to(cg::DType::float64).to_vector<double>();
   EXPECT_EQ(leaky[0], inf);
   EXPECT_TRUE(std::isnan(leaky[1]));
   EXPECT_EQ(leaky[2], 3.0);
