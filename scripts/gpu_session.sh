@@ -1,65 +1,111 @@
 #!/usr/bin/env bash
-# One-shot GPU session for the library's device tool (15 minutes of device time): builds for
-# sm_90, runs the gpu-labelled tests, compute-sanitizer on the GPU tests (memcheck first, then
-# racecheck and synccheck, while time remains), then the benchmarks, writing every log to
-# $OUT (or gpu-out/). Each stage has a time limit so that later stages still run.
-#   OUT (log folder), JOBS (default 16), SANITIZER_SECONDS (default 240), DATA (Fashion-MNIST
-#   folder for the example runs, e.g. data/fashion-mnist carried with the working tree)
+# One-shot GPU session for the library's device tool (one command of at most 10 minutes, 15
+# minutes of device time in all): builds for sm_90, then runs stages in order of value, each
+# cut to the time left before a global deadline so that a slow stage never eats the next ones
+# and the logs are complete when the device tool's limit arrives. Every log goes to $OUT (or
+# gpu-out/); summary.txt has one line per stage.
+#
+# Stages (STAGES, in this order by default):
+#   tests      the gpu-labelled CTest entries (GPU tests must run, not skip)
+#   kernels    kernels_bench (BatchNorm, cross-entropy, SGD against their targets), smoke first
+#   memcheck   compute-sanitizer memcheck over every test program's GPU tests
+#   benches    train_step_bench, inspect_bench, conv_bench, smoke first
+#   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
+#   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
+#   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
+# A second call on the still-warm machine can run what the first did not reach, e.g.
+#   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
+#
+#   OUT (log folder), BUILD_DIR (default build-gpu), JOBS (default 16), SESSION_SECONDS (deadline
+#   from the start, default 540),
+#   STAGES, DATA (Fashion-MNIST folder, e.g. data/fashion-mnist carried with the working tree)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${OUT:-gpu-out}
 mkdir -p "$out"
-build=build-gpu
+build=${BUILD_DIR:-build-gpu}
 start=$SECONDS
+deadline=$((start + ${SESSION_SECONDS:-540}))
+stages=${STAGES:-tests kernels memcheck benches torch examples racecheck synccheck initcheck}
 stamp() { echo "[$((SECONDS - start))s] $*" | tee -a "$out/summary.txt"; }
+left() { echo $((deadline - SECONDS)); }
+# within LIMIT CMD...: runs CMD under a timeout of LIMIT seconds or the time left before the
+# deadline (less 5 s for the logs), whichever is smaller; status 124 when it was cut.
+within() {
+  local limit=$1 t
+  shift
+  t=$(left)
+  t=$((t - 5 < limit ? t - 5 : limit))
+  ((t > 0)) || return 124
+  timeout "$t" "$@"
+}
+wanted() { [[ " $stages " == *" $1 "* ]]; }
 
 { date -u; nvidia-smi; nvcc --version; } > "$out/machine.txt" 2>&1
-stamp "configure + build"
+stamp "configure + build (stages: $stages; deadline ${SESSION_SECONDS:-540}s)"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCUGRAD_BUILD_TESTS=ON -DCUGRAD_BUILD_BENCH=ON -DCUGRAD_BUILD_EXAMPLES=ON > "$out/configure.log" 2>&1
 cmake --build "$build" --parallel "${JOBS:-16}" > "$out/build.log" 2>&1 || { stamp "BUILD FAILED"; tail -50 "$out/build.log"; exit 1; }
+stamp "built"
 
-stamp "gpu tests"
-timeout 300 ctest --test-dir "$build" -L gpu --output-on-failure > "$out/ctest_gpu.log" 2>&1
-stamp "ctest gpu: rc=$? $(grep -E 'tests passed|tests failed' "$out/ctest_gpu.log")"
-grep -E '\(Failed\)|\(Skipped\)|\(Timeout\)' "$out/ctest_gpu.log" | tee -a "$out/summary.txt"
+# run_bench NAME LIMIT: smoke mode first (a bench that fails there is not given the full run).
+run_bench() {
+  local b=$1 limit=$2
+  [[ -x "$build/bench/$b" ]] || { stamp "bench $b: not built"; return; }
+  if ! CUGRAD_BENCH_SMOKE=1 within 60 "$build/bench/$b" > "$out/$b.smoke.txt" 2>&1; then
+    stamp "bench $b smoke FAILED or cut: full run skipped (see $b.smoke.txt)"
+    return
+  fi
+  within "$limit" "$build/bench/$b" > "$out/$b.txt" 2>&1
+  stamp "bench $b rc=$?"
+}
 
-san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-budget=${SANITIZER_SECONDS:-240}
-san_end=$((SECONDS + budget))
-for tool in memcheck racecheck synccheck; do
+# sanitize TOOL: every test program's GPU tests under compute-sanitizer TOOL until the deadline.
+sanitize() {
+  local tool=$1 san t name rc
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in "$build"/tests/*_test; do
-    left=$((san_end - SECONDS))
-    ((left > 5)) || { stamp "sanitizer budget spent before $tool $(basename "$t")"; break 2; }
+    (($(left) > 15)) || { stamp "deadline reached before $tool $(basename "$t")"; return; }
     name="$(basename "$t").$tool"
-    timeout "$left" "$san" --tool "$tool" --error-exitcode 1 "$t" --gtest_filter='*GPU*' > "$out/$name.log" 2>&1
+    within 600 "$san" --tool "$tool" --error-exitcode 1 "$t" --gtest_filter='*GPU*' > "$out/$name.log" 2>&1
     rc=$?
     stamp "sanitizer $name rc=$rc $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$name.log")"
   done
-done
+}
 
-for b in kernels_bench inspect_bench train_step_bench conv_bench; do
-  [[ -x "$build/bench/$b" ]] || continue
-  # Smoke mode first (seconds): a bench that fails there is not given the full run's minutes.
-  if ! CUGRAD_BENCH_SMOKE=1 timeout 60 "$build/bench/$b" > "$out/$b.smoke.txt" 2>&1; then
-    stamp "bench $b smoke FAILED: full run skipped (see $b.smoke.txt)"
-    continue
-  fi
-  stamp "bench $b"
-  timeout 180 "$build/bench/$b" > "$out/$b.txt" 2>&1
-  stamp "bench $b rc=$?"
+for stage in $stages; do
+  (($(left) > 10)) || { stamp "deadline reached: stages from '$stage' on not run"; break; }
+  case $stage in
+    tests)
+      within 240 ctest --test-dir "$build" -L gpu --output-on-failure > "$out/ctest_gpu.log" 2>&1
+      stamp "ctest gpu: rc=$? $(grep -E 'tests passed|tests failed' "$out/ctest_gpu.log")"
+      grep -E '\(Failed\)|\(Skipped\)|\(Timeout\)' "$out/ctest_gpu.log" | tee -a "$out/summary.txt"
+      ;;
+    kernels) run_bench kernels_bench 150 ;;
+    memcheck | racecheck | synccheck | initcheck) sanitize "$stage" ;;
+    benches)
+      for b in train_step_bench inspect_bench conv_bench; do run_bench "$b" 120; done
+      ;;
+    torch)
+      grep -h '^RESULT ' "$out"/*_bench.txt > "$out/cugrad_results.txt" 2>/dev/null
+      if python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+        within 180 python3 bench/compare_torch.py --cugrad "$out/cugrad_results.txt" > "$out/compare_torch.txt" 2>&1
+        stamp "compare_torch rc=$?"
+      else
+        stamp "compare_torch: no PyTorch with CUDA here"
+      fi
+      ;;
+    examples)
+      if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
+        within 120 "$build/examples/train" --data "$DATA" --out "$out/train" > "$out/train.txt" 2>&1
+        stamp "train rc=$? $(grep -m1 '^train: test accuracy' "$out/train.txt")"
+        within 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train" > "$out/adversarial.txt" 2>&1
+        stamp "adversarial rc=$?"
+      else
+        stamp "examples: DATA is not a folder; skipped"
+      fi
+      ;;
+    *) stamp "unknown stage '$stage'" ;;
+  esac
 done
-grep -h '^RESULT ' "$out"/*_bench.txt > "$out/cugrad_results.txt" 2>/dev/null
-if python3 -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
-  stamp "compare_torch"
-  timeout 240 python3 bench/compare_torch.py --cugrad "$out/cugrad_results.txt" > "$out/compare_torch.txt" 2>&1
-  stamp "compare_torch rc=$?"
-fi
-if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
-  stamp "train (reference recipe)"
-  timeout 120 "$build/examples/train" --data "$DATA" --out "$out/train" > "$out/train.txt" 2>&1
-  stamp "train rc=$? $(grep -m1 '^train: test accuracy' "$out/train.txt")"
-  timeout 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train" > "$out/adversarial.txt" 2>&1
-  stamp "adversarial rc=$?"
-fi
 stamp "done"
