@@ -16,7 +16,7 @@ for dir in ${CUDA_BINUTILS_DIR:+"$CUDA_BINUTILS_DIR"} ${nvcc_dir:+"$nvcc_dir"} /
   if have_both "$dir"; then printf '%s\n' "$dir"; exit 0; fi
 done
 
-dest=${CUGRAD_TOOLS_DIR:-$HOME/.cache/cugrad/cuda-binutils}
+dest=${CUGRAD_TOOLS_DIR:-${HOME:-/tmp}/.cache/cugrad/cuda-binutils}
 if have_both "$dest/bin"; then printf '%s\n' "$dest/bin"; exit 0; fi
 
 command -v python3 >/dev/null 2>&1 || { log "python3 is needed to fetch the wheels"; exit 1; }
