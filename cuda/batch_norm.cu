@@ -515,11 +515,10 @@ __device__ __forceinline__ float lane(const float4& v, int e) {
   return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w;
 }
 
-// Host: true when every array is null or 16-byte aligned.
+// Host: 16-byte alignment (null counts as aligned), of one pointer or of every array.
+inline bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 inline bool all_aligned16(std::initializer_list<const float*> arrays) {
-  for (const float* p : arrays)
-    if (reinterpret_cast<std::uintptr_t>(p) % 16 != 0) return false;
-  return true;
+  return std::all_of(arrays.begin(), arrays.end(), [](const float* p) { return aligned16(p); });
 }
 
 struct Affine {
@@ -655,8 +654,6 @@ struct DxFn {
 // ---- host side: plans, workspace, launches ----
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
-
-bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 const cudaDeviceProp& current_properties() {
   int dev = 0;

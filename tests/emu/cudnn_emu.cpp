@@ -733,11 +733,13 @@ struct BnGeo {
   std::int64_t params = 0, count = 0;
 };
 
-// Validates handle, mode, epsilon, x, the tensors that must match x, and the parameter
+// Starts a batch-norm call: waits for the handle's stream (the call runs in stream order),
+// validates handle, mode, epsilon, x, the tensors that must match x, and the parameter
 // descriptor, and fills g.
 cudnnStatus_t resolve_bn(cudnnHandle_t handle, cudnnBatchNormMode_t mode, const cudnnTensorStruct* xd,
                          std::initializer_list<const cudnnTensorStruct*> like_x, const cudnnTensorStruct* pd,
                          double epsilon, BnGeo* g) {
+  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !bn_mode_ok(mode)) return CUDNN_STATUS_BAD_PARAM;
   if (!(epsilon >= CUDNN_BN_MIN_EPSILON)) return CUDNN_STATUS_BAD_PARAM;
   if (!tensor_ok(xd) || !tensor_ok(pd)) return CUDNN_STATUS_BAD_PARAM;
@@ -1262,7 +1264,6 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardTraining(
     double exponentialAverageFactor, void* resultRunningMean, void* resultRunningVariance, double epsilon,
     void* resultSaveMean, void* resultSaveInvVariance) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
   if (st != CUDNN_STATUS_SUCCESS) return st;
@@ -1305,7 +1306,6 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
     const cudnnTensorDescriptor_t bnScaleBiasMeanVarDesc, const void* bnScale, const void* bnBias,
     const void* estimatedMean, const void* estimatedVariance, double epsilon) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {yDesc}, bnScaleBiasMeanVarDesc, epsilon, &g);
   if (st != CUDNN_STATUS_SUCCESS) return st;
@@ -1332,7 +1332,6 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
     const cudnnTensorDescriptor_t dBnScaleBiasDesc, const void* bnScale, void* dBnScaleResult,
     void* dBnBiasResult, double epsilon, const void* savedMean, const void* savedInvVariance) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   BnGeo g;
   const cudnnStatus_t st = resolve_bn(handle, mode, xDesc, {dyDesc, dxDesc}, dBnScaleBiasDesc, epsilon, &g);
   if (st != CUDNN_STATUS_SUCCESS) return st;
