@@ -187,14 +187,26 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cugrad", help="file with 'name ms' lines from cugrad's benchmarks")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile timings")
+    ap.add_argument("--only", nargs="+", choices=["batch_norm", "cross_entropy", "sgd", "train_step"],
+                    help="run these groups only")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True (timed algorithm search, as "
+                         "CUGRAD_CUDNN_BENCHMARK=1 does in cugrad)")
     args = ap.parse_args()
-    print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    groups = set(args.only or ["batch_norm", "cross_entropy", "sgd", "train_step"])
+    print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}, "
+          f"cudnn.benchmark {torch.backends.cudnn.benchmark}")
     print(f"device-to-device copy: {copy_gbs():.0f} GB/s")
     results = {}
-    bench_batch_norm(results, not args.no_compile)
-    bench_cross_entropy(results, not args.no_compile)
-    bench_sgd(results)
-    bench_train_step(results)
+    if "batch_norm" in groups:
+        bench_batch_norm(results, not args.no_compile)
+    if "cross_entropy" in groups:
+        bench_cross_entropy(results, not args.no_compile)
+    if "sgd" in groups:
+        bench_sgd(results)
+    if "train_step" in groups:
+        bench_train_step(results)
     ours = {}
     if args.cugrad:
         for line in open(args.cugrad):

@@ -44,7 +44,7 @@ template <typename Tin, typename Tout>
 __global__ void cast_kernel(const Tin* __restrict__ x, Tout* __restrict__ y, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    y[i] = static_cast<Tout>(x[i]);
+    y[i] = convert<Tout>(x[i]);
 }
 
 template <typename T>
@@ -58,7 +58,7 @@ template <typename T>
 __global__ void arange_kernel(T* __restrict__ y, std::int64_t n, double start, double step) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    y[i] = static_cast<T>(start + static_cast<double>(i) * step);
+    y[i] = convert<T>(start + static_cast<double>(i) * step);
 }
 
 }  // namespace
@@ -118,7 +118,7 @@ void fill(DType dtype, void* y, std::int64_t n, double value, void* stream) {
   if (n == 0) return;
   dispatch_cuda_dtype(dtype, "fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    fill_kernel<T><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(static_cast<T*>(y), n, static_cast<T>(value));
+    fill_kernel<T><<<grid_for(n), kBlock, 0, as_stream(stream)>>>(static_cast<T*>(y), n, convert<T>(value));
   });
   CUGRAD_CUDA_CHECK_LAUNCH();
 }

@@ -13,12 +13,15 @@
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
+#   search     (not by default) benches and train with cuDNN's timed algorithm search, and
+#              PyTorch's train steps with cudnn.benchmark
 # A second call on the still-warm machine can run what the first did not reach, e.g.
 #   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
 #
 #   OUT (log folder), BUILD_DIR (default build-gpu), JOBS (default 16), SESSION_SECONDS (deadline
 #   from the start, default 540),
-#   STAGES, DATA (Fashion-MNIST folder, e.g. data/fashion-mnist carried with the working tree),
+#   STAGES, TESTS_REGEX (ctest -R for the tests stage), SANITIZE_PROGRAMS (test programs for
+#   the sanitizer stages, default all), DATA (Fashion-MNIST folder, e.g. data/fashion-mnist carried with the working tree),
 #   DEPS (fallbacks for build dependencies the machine lacks, made by scripts/make_gpu_deps.sh;
 #   see scripts/gpu_deps.sh), PACK (a .tgz path: every log packed there on exit, for a tool that
 #   brings back only a few files)
@@ -81,14 +84,22 @@ run_bench() {
   stamp "bench $b rc=$?"
 }
 
+# sanitize TOOL: every test program's GPU tests (or those of SANITIZE_PROGRAMS, names of test
+# programs) under compute-sanitizer TOOL until the deadline. The out-of-memory test is left
+# out: the failed allocation it provokes on purpose is an API error to the sanitizer.
+gpu_filter='*GPU*:-*OutOfMemory*'
 # sanitize TOOL: every test program's GPU tests under compute-sanitizer TOOL until the deadline.
 sanitize() {
   local tool=$1 san t name rc
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for t in "$build"/tests/*_test; do
+    [[ -z "${SANITIZE_PROGRAMS:-}" || " $SANITIZE_PROGRAMS " == *" $(basename "$t") "* ]] || continue
+    # A program without GPU tests has nothing to sanitize (the tool errs on a program that
+    # makes no CUDA call).
+    "$t" --gtest_list_tests --gtest_filter="$gpu_filter" 2> /dev/null | grep -q '^  ' || continue
     (($(left) > 15)) || { stamp "deadline reached before $tool $(basename "$t")"; return; }
     name="$(basename "$t").$tool"
-    within 600 "$san" --tool "$tool" --error-exitcode 1 "$t" --gtest_filter='*GPU*' > "$out/$name.log" 2>&1
+    within 600 "$san" --tool "$tool" --error-exitcode 1 "$t" --gtest_filter="$gpu_filter" > "$out/$name.log" 2>&1
     rc=$?
     stamp "sanitizer $name rc=$rc $(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$name.log")"
   done
@@ -98,7 +109,7 @@ for stage in $stages; do
   (($(left) > 10)) || { stamp "deadline reached: stages from '$stage' on not run"; break; }
   case $stage in
     tests)
-      within 240 ctest --test-dir "$build" -L gpu --output-on-failure > "$out/ctest_gpu.log" 2>&1
+      within 240 ctest --test-dir "$build" -L gpu ${TESTS_REGEX:+-R "$TESTS_REGEX"} --output-on-failure > "$out/ctest_gpu.log" 2>&1
       stamp "ctest gpu: rc=$? $(grep -E 'tests passed|tests failed' "$out/ctest_gpu.log")"
       grep -E '\(Failed\)|\(Skipped\)|\(Timeout\)' "$out/ctest_gpu.log" | tee -a "$out/summary.txt"
       ;;
@@ -124,6 +135,23 @@ for stage in $stages; do
         stamp "adversarial rc=$?"
       else
         stamp "examples: DATA is not a folder; skipped"
+      fi
+      ;;
+    search)
+      # cuDNN's timed algorithm search (CUGRAD_CUDNN_BENCHMARK=1) against its heuristics, and
+      # PyTorch's train steps with cudnn.benchmark on.
+      for b in train_step_bench conv_bench; do
+        CUGRAD_CUDNN_BENCHMARK=1 within 90 "$build/bench/$b" > "$out/$b.search.txt" 2>&1
+        stamp "bench $b (cuDNN search) rc=$?"
+      done
+      grep -h '^RESULT ' "$out/train_step_bench.search.txt" > "$out/cugrad_results.search.txt" 2>/dev/null
+      within 120 python3 bench/compare_torch.py --only train_step --no-compile --cudnn-benchmark \
+        --cugrad "$out/cugrad_results.search.txt" > "$out/compare_torch.search.txt" 2>&1
+      stamp "compare_torch (cudnn.benchmark) rc=$?"
+      if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
+        CUGRAD_CUDNN_BENCHMARK=1 within 90 "$build/examples/train" --data "$DATA" --out "$out/train_search" \
+          > "$out/train.search.txt" 2>&1
+        stamp "train (cuDNN search) rc=$? $(grep -m1 '^train: test accuracy' "$out/train.search.txt")"
       fi
       ;;
     *) stamp "unknown stage '$stage'" ;;

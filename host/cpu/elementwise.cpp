@@ -51,7 +51,7 @@ void cast(DType from, DType to, const void* x, void* y, std::int64_t n) {
       using Tout = typename decltype(tout)::type;
       const Tin* in = static_cast<const Tin*>(x);
       Tout* out = static_cast<Tout*>(y);
-      for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<Tout>(in[i]);
+      for (std::int64_t i = 0; i < n; ++i) out[i] = convert<Tout>(in[i]);
     });
   });
 }
@@ -60,7 +60,7 @@ void fill(DType dtype, void* y, std::int64_t n, double value) {
   dispatch_dtype(dtype, "fill", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* out = static_cast<T*>(y);
-    const T v = static_cast<T>(value);
+    const T v = convert<T>(value);
     for (std::int64_t i = 0; i < n; ++i) out[i] = v;
   });
 }
@@ -69,7 +69,7 @@ void arange(DType dtype, void* y, std::int64_t n, double start, double step) {
   dispatch_dtype(dtype, "arange", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* out = static_cast<T*>(y);
-    for (std::int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(start + static_cast<double>(i) * step);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = convert<T>(start + static_cast<double>(i) * step);
   });
 }
 

@@ -112,6 +112,17 @@ CUGRAD_HOST_DEVICE CUGRAD_INLINE T apply_binary(BinaryOp op, T x, T y, T alpha) 
   }
 }
 
+// A value converted to another dtype, as PyTorch converts it. Floating point to uint8 goes
+// through int64 (c10's static_cast_with_inter_type): a direct cast of a negative value is
+// undefined in C++, and x86 (wraps: -2 -> 254) and CUDA (saturates: -2 -> 0) differ on it.
+template <typename To, typename From>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE To convert(From v) {
+  if constexpr (std::is_same_v<To, std::uint8_t> && std::is_floating_point_v<From>)
+    return static_cast<To>(static_cast<std::int64_t>(v));
+  else
+    return static_cast<To>(v);
+}
+
 template <typename T>
 CUGRAD_HOST_DEVICE CUGRAD_INLINE std::uint8_t apply_compare(BinaryOp op, T x, T y) {
   switch (op) {

@@ -77,6 +77,20 @@ TEST(Tensor, DtypeConversions) {
   EXPECT_TRUE(t.to(cg::DType::float32).shares_storage(t));  // no-op conversion returns itself
 }
 
+// Floating point to uint8 as PyTorch converts (through int64: wraps modulo 256), so that CPU
+// and CUDA agree; the values are PyTorch 1.13's output for the same inputs.
+TEST(Tensor, FloatToUint8WrapsAsPyTorch) {
+  const std::vector<float> v{-2.0f, -1.5f, -0.5f, 0.0f, 3.7f, 255.0f, 256.0f, 300.5f, -300.0f};
+  const std::vector<std::uint8_t> want{254, 255, 0, 0, 3, 255, 0, 44, 212};
+  const auto x = cg::from_vector(v, {9});
+  EXPECT_EQ(x.to(cg::DType::uint8).to_vector<std::uint8_t>(), want);
+  EXPECT_EQ(x.to(cg::DType::float64).to(cg::DType::uint8).to_vector<std::uint8_t>(), want);
+  EXPECT_EQ(cg::full({2}, -1.0, cg::Device::cpu(), cg::DType::uint8).to_vector<std::uint8_t>(),
+            (std::vector<std::uint8_t>{255, 255}));
+  EXPECT_EQ(cg::arange(-3.0, 0.0, 1.0, cg::Device::cpu(), cg::DType::uint8).to_vector<std::uint8_t>(),
+            (std::vector<std::uint8_t>{253, 254, 255}));
+}
+
 TEST(Tensor, ItemAndToVectorCheckTypes) {
   auto t = cg::from_vector(std::vector<std::int64_t>{42}, {1});
   EXPECT_EQ(t.item<int>(), 42);
@@ -243,6 +257,11 @@ TEST(TensorGPU, FactoriesCastsAndCopiesMatchCpu) {
     EXPECT_TRUE(all_equal(x.cuda().to(to), x.to(to))) << to;
     EXPECT_TRUE(all_equal(x.to(to).cuda().to(cg::DType::float32), x.to(to).to(cg::DType::float32))) << to;
   }
+  const auto wrap = cg::from_vector(std::vector<float>{-2.0f, -300.0f, 300.5f, 3.7f}, {4});
+  EXPECT_EQ(wrap.cuda().to(cg::DType::uint8).to_vector<std::uint8_t>(),
+            (std::vector<std::uint8_t>{254, 212, 44, 3}));
+  EXPECT_EQ(cg::full({2}, -1.0, gpu, cg::DType::uint8).to_vector<std::uint8_t>(),
+            (std::vector<std::uint8_t>{255, 255}));
   auto dst = cg::empty({7, 33}, gpu);
   dst.copy_(x);  // host to device
   EXPECT_TRUE(all_equal(dst, x));
