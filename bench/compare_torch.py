@@ -141,7 +141,16 @@ def reference_cnn(width=64, classes=10):
 
 def bench_train_step(results):
     """One SGD Nesterov training step, plain, backbone frozen, and with forward hooks copying
-    every leaf module's output to pinned host memory (as train_step_bench does)."""
+    every leaf module's output to pinned host memory (as train_step_bench does); with
+    cudnn.benchmark off (the default), then on (names *_search, as cugrad's
+    set_cudnn_benchmark)."""
+    for search in (False, True):
+        torch.backends.cudnn.benchmark = search
+        bench_train_step_mode(results, "_search" if search else "")
+    torch.backends.cudnn.benchmark = False
+
+
+def bench_train_step_mode(results, suffix):
     cases = []
     cases.append(("reference_cnn_b256", reference_cnn().cuda(), (256, 1, 28, 28), 10, "19"))
     try:
@@ -178,7 +187,7 @@ def bench_train_step(results):
                 if variant == "_hooks":
                     torch.cuda.synchronize()
 
-            results[f"train_step_{name}{variant}"] = median_ms(step, 5, 20)
+            results[f"train_step_{name}{suffix}{variant}"] = median_ms(step, 5, 20)
             for h in handles:
                 h.remove()
 
@@ -189,14 +198,9 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile timings")
     ap.add_argument("--only", nargs="+", choices=["batch_norm", "cross_entropy", "sgd", "train_step"],
                     help="run these groups only")
-    ap.add_argument("--cudnn-benchmark", action="store_true",
-                    help="torch.backends.cudnn.benchmark = True (timed algorithm search, as "
-                         "CUGRAD_CUDNN_BENCHMARK=1 does in cugrad)")
     args = ap.parse_args()
-    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     groups = set(args.only or ["batch_norm", "cross_entropy", "sgd", "train_step"])
-    print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}, "
-          f"cudnn.benchmark {torch.backends.cudnn.benchmark}")
+    print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}")
     print(f"device-to-device copy: {copy_gbs():.0f} GB/s")
     results = {}
     if "batch_norm" in groups:

@@ -101,11 +101,9 @@ int conv_bench_main() {
   const cg::Device dev = cg::Device::cuda(0);
   const char* tf32_env = std::getenv("CUGRAD_TF32");
   cg::set_allow_tf32(tf32_env != nullptr && std::string(tf32_env) == "1");
-  const char* search_env = std::getenv("CUGRAD_CUDNN_BENCHMARK");
   std::printf("conv_bench: math %s, algorithm choice %s\n",
               cg::allow_tf32() ? "TF32 allowed" : "strict float32 (CUDNN_FMA_MATH)",
-              search_env != nullptr && std::string(search_env) != "0" ? "timed search (cudnnFind*Ex)"
-                                                                      : "cuDNN heuristics (v7)");
+              cg::cudnn_benchmark() ? "timed search (cudnnFind*Ex)" : "cuDNN heuristics (v7)");
   const double copy_gbs = cg::bench::copy_bandwidth_gbs(dev);
   std::printf("device-to-device copy: %.1f GB/s\n\n", copy_gbs);
 

@@ -3,8 +3,9 @@
 // ResNet-18 (batch 64, 224×224), each plain, with the backbone frozen (classifier trainable),
 // and with forward hooks copying every leaf module's activation to the host through an
 // Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
-// steps that rotate through several input batches. Prints `RESULT name ms` lines for
-// bench/compare_torch.py.
+// steps that rotate through several input batches. Everything twice: convolution algorithms
+// from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
+// results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -85,17 +86,25 @@ int main() {
   std::printf("device-to-device copy: %.0f GB/s\n", cg::bench::copy_bandwidth_gbs(gpu));
   cg::manual_seed(0);
   // Smoke mode: the same models on a few small, odd-sized images.
-  {
-    nn::ReferenceCnn cnn(64);
-    cnn->to(gpu);
-    const cg::Shape input = smoke ? cg::Shape{3, 1, 13, 13} : cg::Shape{256, 1, 28, 28};
-    run_model(gpu, "reference_cnn_b256", *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], input, 10, 50);
+  for (const bool search : {false, true}) {
+    cg::set_cudnn_benchmark(search);
+    const std::string suffix = search ? "_search" : "";
+    std::printf("convolution algorithms: %s\n",
+                search ? "cuDNN timed search (set_cudnn_benchmark)" : "cuDNN heuristics (default)");
+    {
+      nn::ReferenceCnn cnn(64);
+      cnn->to(gpu);
+      const cg::Shape input = smoke ? cg::Shape{3, 1, 13, 13} : cg::Shape{256, 1, 28, 28};
+      run_model(gpu, "reference_cnn_b256" + suffix, *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], input,
+                10, 50);
+    }
+    {
+      nn::ResNet resnet = nn::resnet18(1000, 3);
+      resnet->to(gpu);
+      const cg::Shape input = smoke ? cg::Shape{2, 3, 33, 33} : cg::Shape{64, 3, 224, 224};
+      run_model(gpu, "resnet18_b64" + suffix, *resnet, *resnet->fc, input, 1000, 20);
+    }
   }
-  {
-    nn::ResNet resnet = nn::resnet18(1000, 3);
-    resnet->to(gpu);
-    const cg::Shape input = smoke ? cg::Shape{2, 3, 33, 33} : cg::Shape{64, 3, 224, 224};
-    run_model(gpu, "resnet18_b64", *resnet, *resnet->fc, input, 1000, 20);
-  }
+  cg::set_cudnn_benchmark(false);
   return 0;
 }

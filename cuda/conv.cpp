@@ -11,8 +11,6 @@
 #include <algorithm>
 #include <array>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -69,14 +67,6 @@ struct AlgoCache {
 AlgoCache& algo_cache() {
   static AlgoCache* const cache = new AlgoCache();
   return *cache;
-}
-
-bool benchmark_mode() {
-  static const bool on = [] {
-    const char* v = std::getenv("CUGRAD_CUDNN_BENCHMARK");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-  }();
-  return on;
 }
 
 // Largest workspace a candidate may ask for: 1 GiB, or 1/16 of the device's memory if smaller.
@@ -269,7 +259,7 @@ std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const B
 template <class Op>
 Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& stream) {
   const bool tf32 = allow_tf32();
-  bool search = benchmark_mode();
+  bool search = cudnn_benchmark();
   if (search) {
     // cudnnFind* synchronizes and cannot be captured into a CUDA graph: use the heuristics.
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;

@@ -14,13 +14,14 @@ namespace cugrad::cuda {
 // Common contract: every pointer is device memory of the current device (the device of
 // `stream`), contiguous NCHW float32 as described by `g` (a valid geometry, checked by the op).
 // Work is queued on `stream`; nothing synchronizes the host, except the one-time algorithm
-// search when CUGRAD_CUDNN_BENCHMARK=1 (below). Tensors above 2^31 - 1 elements are processed
+// search when cugrad::cudnn_benchmark() is on (below). Tensors above 2^31 - 1 elements are processed
 // in chunks of whole images (cuDNN's 4-D descriptors take int sizes); one image must fit.
 //
 // Algorithm choice, per direction and per (device, geometry, TF32 setting, search mode):
 //  - default: cuDNN's heuristics (cudnnGet*Algorithm_v7), which rank the algorithms by
 //    expected speed without running anything (no host synchronization; capturable);
-//  - CUGRAD_CUDNN_BENCHMARK=1 in the environment: cudnnFind*AlgorithmEx times every algorithm
+//  - cugrad::set_cudnn_benchmark(true) (or CUGRAD_CUDNN_BENCHMARK=1 in the environment):
+//    cudnnFind*AlgorithmEx times every algorithm
 //    on the call's own buffers once (host-blocking, like torch.backends.cudnn.benchmark), and
 //    the ranking is by measured time; during CUDA-graph capture the heuristics are used instead.
 // Candidates are kept in ranked order, filtered to those cuDNN reports as supported whose

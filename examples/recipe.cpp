@@ -15,6 +15,10 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
   app.add_option("--device", f.device, "auto, cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--seed", f.seed, "random seed (initialization, shuffling, augmentation)")->capture_default_str();
   app.add_option("--out", f.out, "folder for CSV metrics, PNG images and checkpoints")->capture_default_str();
+  app.add_option("--cudnn-benchmark", f.cudnn_benchmark,
+                 "time cuDNN's convolution algorithms once per shape and use the fastest (false: its heuristics)")
+      ->capture_default_str();
+  app.parse_complete_callback([&f] { set_cudnn_benchmark(f.cudnn_benchmark); });
 }
 
 void add_recipe_flags(CLI::App& app, Recipe& r) {

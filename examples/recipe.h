@@ -23,7 +23,11 @@ struct CommonFlags {
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   std::uint64_t seed = 0;
   std::string out = "out";  // folder for CSV, PNG and checkpoints
+  // cuDNN's timed algorithm search (set_cudnn_benchmark): on for these fixed-shape programs.
+  bool cudnn_benchmark = true;
 };
+/// Adds --data, --device, --seed, --out and --cudnn-benchmark; applies --cudnn-benchmark
+/// once parsing completes.
 void add_common_flags(CLI::App& app, CommonFlags& flags);
 
 /// "auto": the first GPU when one is visible, else the CPU.

@@ -13,8 +13,7 @@
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
-#   search     (not by default) benches and train with cuDNN's timed algorithm search, and
-#              PyTorch's train steps with cudnn.benchmark
+#   search     (not by default) conv_bench with cuDNN's timed algorithm search
 # A second call on the still-warm machine can run what the first did not reach, e.g.
 #   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
 #
@@ -138,21 +137,10 @@ for stage in $stages; do
       fi
       ;;
     search)
-      # cuDNN's timed algorithm search (CUGRAD_CUDNN_BENCHMARK=1) against its heuristics, and
-      # PyTorch's train steps with cudnn.benchmark on.
-      for b in train_step_bench conv_bench; do
-        CUGRAD_CUDNN_BENCHMARK=1 within 90 "$build/bench/$b" > "$out/$b.search.txt" 2>&1
-        stamp "bench $b (cuDNN search) rc=$?"
-      done
-      grep -h '^RESULT ' "$out/train_step_bench.search.txt" > "$out/cugrad_results.search.txt" 2>/dev/null
-      within 120 python3 bench/compare_torch.py --only train_step --no-compile --cudnn-benchmark \
-        --cugrad "$out/cugrad_results.search.txt" > "$out/compare_torch.search.txt" 2>&1
-      stamp "compare_torch (cudnn.benchmark) rc=$?"
-      if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
-        CUGRAD_CUDNN_BENCHMARK=1 within 90 "$build/examples/train" --data "$DATA" --out "$out/train_search" \
-          > "$out/train.search.txt" 2>&1
-        stamp "train (cuDNN search) rc=$? $(grep -m1 '^train: test accuracy' "$out/train.search.txt")"
-      fi
+      # conv_bench with cuDNN's timed algorithm search (train_step_bench and compare_torch time
+      # both choices already; the examples search by default).
+      CUGRAD_CUDNN_BENCHMARK=1 within 90 "$build/bench/conv_bench" > "$out/conv_bench.search.txt" 2>&1
+      stamp "bench conv_bench (cuDNN search) rc=$?"
       ;;
     *) stamp "unknown stage '$stage'" ;;
   esac

@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <vector>
 
@@ -72,6 +74,18 @@ std::atomic<bool> g_allow_tf32{false};
 }
 void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 bool allow_tf32() { return g_allow_tf32; }
+
+namespace {
+std::atomic<bool>& cudnn_benchmark_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* v = std::getenv("CUGRAD_CUDNN_BENCHMARK");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }()};
+  return flag;
+}
+}  // namespace
+void set_cudnn_benchmark(bool on) { cudnn_benchmark_flag() = on; }
+bool cudnn_benchmark() { return cudnn_benchmark_flag(); }
 
 namespace runtime {
 

@@ -568,6 +568,49 @@ TEST(Conv2dGPU, AlgorithmsAreChosenOncePerShape) {
   EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after_first + 3);
 }
 
+TEST(Conv2d, TimedSearchIsOffUnlessAskedFor) {
+  EXPECT_FALSE(cg::cudnn_benchmark());  // CUGRAD_CUDNN_BENCHMARK is not set for the tests
+  cg::set_cudnn_benchmark(true);
+  EXPECT_TRUE(cg::cudnn_benchmark());
+  cg::set_cudnn_benchmark(false);
+  EXPECT_FALSE(cg::cudnn_benchmark());
+}
+
+// set_cudnn_benchmark(true): cuDNN times the algorithms once per shape and direction (new
+// cache entries, none on repeats), and the results match the heuristics' choice.
+TEST(Conv2dGPU, TimedSearchIsOptInChosenOncePerShapeAndAgrees) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(118);
+  ASSERT_FALSE(cg::cudnn_benchmark());
+  const cg::Tensor x = cg::randn({4, 6, 15, 9}, kCuda), w = cg::randn({5, 6, 3, 3}, kCuda),
+                   dy = cg::randn({4, 5, 8, 5}, kCuda);
+  const auto run = [&] {
+    const cg::Tensor xg = x.detach().requires_grad_(), wg = w.detach().requires_grad_();
+    const cg::Tensor y = F::conv2d(xg, wg, {}, 2, 1);
+    const cg::TensorList g = cg::autograd::grad({y}, {xg, wg}, {dy});
+    return cg::TensorList{y.detach(), g[0], g[1]};
+  };
+  const cg::TensorList heuristic = run();
+  const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
+  cg::set_cudnn_benchmark(true);
+  cg::TensorList searched, again;
+  try {
+    searched = run();
+    const std::size_t after = cg::cuda::conv2d_algorithm_cache_size();
+    again = run();
+    EXPECT_EQ(after, before + 3);  // forward, data and filter, searched once each
+    EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after);
+  } catch (...) {
+    cg::set_cudnn_benchmark(false);
+    throw;
+  }
+  cg::set_cudnn_benchmark(false);
+  for (std::size_t i = 0; i < heuristic.size(); ++i) {
+    EXPECT_TRUE(all_close(searched[i], heuristic[i], {1e-4, 1e-4})) << "output " << i;
+    EXPECT_TRUE(all_close(again[i], searched[i], {1e-4, 1e-4})) << "output " << i;
+  }
+}
+
 TEST(Conv2dGPU, Tf32IsOptInAndStaysClose) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(114);
