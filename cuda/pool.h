@@ -24,4 +24,9 @@ void avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g
 void adaptive_avg_pool2d_forward_f32(const float* x, float* y, const Pool2dGeometry& g, void* stream);
 void adaptive_avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGeometry& g, void* stream);
 
+/// Max and average pooling use 32-bit index arithmetic for tensors below `elements` (default
+/// 2^30) and 64-bit above; tests lower it to run the 64-bit kernels on small tensors. Returns
+/// the previous limit.
+std::int64_t set_pool_int32_index_limit(std::int64_t elements);
+
 }  // namespace cugrad::cuda

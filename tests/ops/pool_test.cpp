@@ -14,6 +14,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cuda/pool.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 #include "tests/support/parity.h"
@@ -399,6 +400,20 @@ TEST(Pool2dGPU, MatchesCpuAtAwkwardShapes) {
   expect_parity({Kind::max, {33, 7, 13, 11}, 3, Int2(2), 1});
   expect_parity({Kind::avg, {33, 7, 13, 11}, 3, Int2(2), 1});
   expect_parity({Kind::adaptive, {33, 7, 13, 11}, {4, 5}});
+}
+
+// Tensors of 2^30 elements or more take the kernels' 64-bit index arithmetic; the same awkward
+// shapes through those kernels (the limit lowered to 0 so that every call uses them).
+TEST(Pool2dGPU, SixtyFourBitIndexKernelsMatchCpu) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(215);
+  struct Restore {
+    std::int64_t previous = cg::cuda::set_pool_int32_index_limit(0);
+    ~Restore() { cg::cuda::set_pool_int32_index_limit(previous); }
+  } restore;
+  for (const Case& c : cases()) expect_parity(c);
+  expect_parity({Kind::max, {33, 7, 13, 11}, 3, Int2(2), 1});
+  expect_parity({Kind::avg, {33, 7, 13, 11}, 3, Int2(2), 1});
 }
 
 TEST(Pool2dGPU, LargeShapesSpreadOverTheWholeGpu) {
