@@ -2,7 +2,7 @@
 // of a step.
 //
 // Launch shape: a 1-D grid of 256-thread blocks, one block per chunk of `chunk_elements`
-// (kSgdChunkElements = 16K) elements of one tensor; a tensor of n elements owns
+// (kSgdChunkElements = 4K) elements of one tensor; a tensor of n elements owns
 // ceil(n / chunk) consecutive blocks. The table of tensors (pointers, sizes, first block of
 // each, first-update flags) travels in the kernel's parameters as a __grid_constant__ struct
 // (up to 64 tensors in 2.4 KB, or 256 in 9.3 KB), so a step needs no upload, no pinned
