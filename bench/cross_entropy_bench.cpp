@@ -146,6 +146,23 @@ int cross_entropy_bench_main() {
     std::printf("\n");
     std::printf("RESULT cross_entropy_fwd_bwd_%lldx%lld %.4f\n", static_cast<long long>(s.n),
                 static_cast<long long>(s.k), fwd_bwd);
+    // The k <= 1024 kernel's grid: blocks per SM (default 32: a short-lived block per group of
+    // rows, each ending with a block reduction), against grids of fewer, longer-lived blocks.
+    if (s.k <= 1024) {
+      std::printf("  group-kernel grid sweep (launch alone, fwd+grad):");
+      for (const int b : {2, 3, 4, 6, 8, 16, 32}) {
+        const int previous = cg::cuda::set_cross_entropy_group_blocks_per_sm(b);
+        const double ms = cg::bench::median_ms(gpu, [&] {
+          const cg::Tensor& x = xs[static_cast<std::size_t>(next++ % copies)];
+          cg::cuda::cross_entropy_forward(x.data_ptr<float>(), y.data_ptr<std::int64_t>(), nullptr, p,
+                                          loss.data_ptr<float>(), grad.data_ptr<float>(), ws.raw_data(),
+                                          ws_bytes, sink, cg::Stream::current(gpu).handle());
+        });
+        cg::cuda::set_cross_entropy_group_blocks_per_sm(previous);
+        std::printf(" %d/SM %.4f ms;", b, ms);
+      }
+      std::printf("\n");
+    }
   }
   return all_ok ? 0 : 1;
 }

@@ -45,6 +45,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 
@@ -64,6 +65,7 @@ constexpr int kOnlineBlock = 1024;            // threads of ce_online_rows_kerne
 constexpr int kPrepareBlock = 1024;           // threads of ce_prepare_kernel
 constexpr int kScaleBlock = 256;              // threads of ce_scale_grad_kernel
 constexpr std::int64_t kMaxBlocksPerSm = 32;  // bound on row-kernel blocks per SM (partials)
+std::atomic<int> g_group_blocks_per_sm{static_cast<int>(kMaxBlocksPerSm)};  // group kernel's cap
 constexpr std::size_t kHeaderBytes = 64;      // workspace: denominator (double) and counter, then partials
 constexpr std::size_t kStaticSmemReserve = 2048;  // static shared memory of ce_block_rows_kernel, with margin
 
@@ -695,7 +697,7 @@ Plan make_plan(const CrossEntropyProblem& p, bool vec_ok) {
     pl.per = pow2_at_least(ceil_div(units, g));
     pl.threads = kGroupBlock;
     const std::int64_t slots = kGroupBlock / g;
-    pl.grid = static_cast<unsigned>(std::min(ceil_div(p.n, slots), sms * kMaxBlocksPerSm));
+    pl.grid = static_cast<unsigned>(std::min(ceil_div(p.n, slots), sms * g_group_blocks_per_sm.load()));
     return pl;
   }
   pl.threads = p.k <= 4096 ? 256 : kRowBlockMax;
@@ -821,6 +823,13 @@ void launch_rows(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem
 }
 
 }  // namespace
+
+int set_cross_entropy_group_blocks_per_sm(int blocks) {
+  if (blocks < 1 || blocks > kMaxBlocksPerSm)
+    throw ValueError(detail::cat("set_cross_entropy_group_blocks_per_sm: ", blocks, " is outside 1..",
+                                 kMaxBlocksPerSm));
+  return g_group_blocks_per_sm.exchange(blocks);
+}
 
 std::size_t cross_entropy_workspace_bytes(const CrossEntropyProblem& p) {
   if (p.reduction == nn::Reduction::None || p.n == 0) return 0;

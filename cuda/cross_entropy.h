@@ -29,6 +29,11 @@ void cross_entropy_forward(const float* logits, const std::int64_t* target, cons
 
 /// cpu::cross_entropy_scale_grad on the device, in place. For a scalar upstream gradient
 /// equal to 1 the kernel reads that one value and exits: no pass over the gradient.
+/// Tuning knob for benchmarks: the most blocks per SM the grid of the k <= 1024 row kernel
+/// (ce_group_rows_kernel) may have, 1..32 (default 32, the bound the workspace is sized for).
+/// Returns the previous value; throws cugrad::ValueError outside 1..32.
+int set_cross_entropy_group_blocks_per_sm(int blocks);
+
 void cross_entropy_scale_grad(float* grad, const float* upstream, const std::int64_t* target,
                               const CrossEntropyProblem& p, void* stream);
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/cross_entropy.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 #include "host/runtime/device_errors.h"
@@ -562,6 +563,26 @@ TEST(CrossEntropyGPU, MatchesTheCpuUnalignedAndAtScale) {
   check_parity({32768, 1000, Reduction::None, true, 0.1, 1.0});
   check_parity({32768, 10, Reduction::Sum, false, 0.1, 0.7});
   check_parity({1000, 32000, Reduction::Mean, false, 0.1, 1.0});
+}
+
+// The k <= 1024 kernel with grids of 1 and 3 blocks per SM (each block then takes many groups
+// of rows, and the mean/sum partials are fewer) gives the CPU's results too.
+TEST(CrossEntropyGPU, GroupKernelWithFewLongLivedBlocks) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(26);
+  EXPECT_THROW(cg::cuda::set_cross_entropy_group_blocks_per_sm(0), cg::ValueError);
+  EXPECT_THROW(cg::cuda::set_cross_entropy_group_blocks_per_sm(33), cg::ValueError);
+  for (const int blocks : {1, 3}) {
+    SCOPED_TRACE(blocks);
+    const int previous = cg::cuda::set_cross_entropy_group_blocks_per_sm(blocks);
+    struct Restore {
+      int value;
+      ~Restore() { cg::cuda::set_cross_entropy_group_blocks_per_sm(value); }
+    } restore{previous};
+    check_parity({20000, 1000, Reduction::Mean, false, 0.1, 0.7});
+    check_parity({5000, 10, Reduction::Sum, true, 0.0, 1.0});
+    check_parity({3001, 33, Reduction::None, false, 0.1, 1.0});
+  }
 }
 
 TEST(CrossEntropyGPU, GoldenFileFromPyTorch) {
