@@ -446,39 +446,62 @@ struct FlatWalk {
 
 // Launch: ceil(vectors / chunk) blocks of kThreads (at most one wave of resident blocks),
 // K vectors in flight per thread. Memory: one pass per tensor the functor streams.
-template <int VEC, bool kRow, int K, class F>
+// kFixed (row mode with C / 4 dividing kThreads, so step_j == 0 and the chunk is a multiple of
+// kThreads): every vector a thread visits holds the same four channels, so their parameters
+// are loaded (and, in eval, rsqrt-folded) once per thread instead of once per vector.
+template <int VEC, bool kRow, int K, class F, bool kFixed = false>
 __global__ void __launch_bounds__(kThreads) channel_map_kernel(F f, FlatWalk w) {
+  static_assert(!kFixed || (kRow && VEC == 4), "fixed channels are a row-mode case");
   if (blockIdx.x == 0 && threadIdx.x == 0) f.once();
   const std::int64_t begin = static_cast<std::int64_t>(blockIdx.x) * w.chunk;
   const std::int64_t end = begin + w.chunk < w.vectors ? begin + w.chunk : w.vectors;
   std::int64_t v = begin + threadIdx.x;
   std::int64_t j = v % w.period;
   std::int64_t c = kRow ? 0 : (v / w.period) % w.c;
-  while (v < end) {
-    typename F::Item it[K];
-    int ch[K];
-    const std::int64_t v0 = v;
+  if constexpr (kFixed) {
+    typename F::Params p[4];
+    f.params4(static_cast<int>(j * 4), p);
+    while (v < end) {
+      typename F::Item it[K];
+      const std::int64_t v0 = v;
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      ch[k] = static_cast<int>(kRow ? j * 4 : c);
-      if (v < end) it[k] = f.load(v * VEC);
-      v += kThreads;
-      j += w.step_j;
-      if constexpr (kRow) {
-        if (j >= w.period) j -= w.period;
-      } else {
-        c += w.step_c;
-        if (j >= w.period) {
-          j -= w.period;
-          ++c;
-        }
-        if (c >= w.c) c -= w.c;
+      for (int k = 0; k < K; ++k) {
+        if (v < end) it[k] = f.load(v * VEC);
+        v += kThreads;
+      }
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const std::int64_t vk = v0 + static_cast<std::int64_t>(k) * kThreads;
+        if (vk < end) f.apply4(vk * VEC, it[k], p);
       }
     }
+  } else {
+    while (v < end) {
+      typename F::Item it[K];
+      int ch[K];
+      const std::int64_t v0 = v;
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-      const std::int64_t vk = v0 + static_cast<std::int64_t>(k) * kThreads;
-      if (vk < end) f.apply(vk * VEC, it[k], ch[k]);
+      for (int k = 0; k < K; ++k) {
+        ch[k] = static_cast<int>(kRow ? j * 4 : c);
+        if (v < end) it[k] = f.load(v * VEC);
+        v += kThreads;
+        j += w.step_j;
+        if constexpr (kRow) {
+          if (j >= w.period) j -= w.period;
+        } else {
+          c += w.step_c;
+          if (j >= w.period) {
+            j -= w.period;
+            ++c;
+          }
+          if (c >= w.c) c -= w.c;
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        const std::int64_t vk = v0 + static_cast<std::int64_t>(k) * kThreads;
+        if (vk < end) f.apply(vk * VEC, it[k], ch[k]);
+      }
     }
   }
 }
@@ -530,6 +553,7 @@ struct Affine {
 template <int VEC, bool kRow, bool kEval>
 struct NormalizeFn {
   using Item = Vec<VEC>;
+  using Params = Affine;
   const float* x;
   float* y;
   const float* mean;
@@ -568,10 +592,19 @@ struct NormalizeFn {
       a[e].bias = lane(b, e);
     }
   }
+  __device__ static float value(const Item& in, const Affine& a, int e) {
+    return fmaf(in.v[e] - a.mean, a.scale, a.bias);
+  }
   __device__ void apply(std::int64_t off, const Item& in, int c) const {
     Vec<VEC> out;
-    per_channel<VEC, kRow, Affine>(out, c, *this,
-                                   [&](const Affine& a, int e) { return fmaf(in.v[e] - a.mean, a.scale, a.bias); });
+    per_channel<VEC, kRow, Affine>(out, c, *this, [&](const Affine& a, int e) { return value(in, a, e); });
+    store_vec<VEC>(y + off, out);
+  }
+  // Row mode, the four channels' parameters given.
+  __device__ void apply4(std::int64_t off, const Item& in, const Affine (&p)[4]) const {
+    Vec<VEC> out;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out.v[e] = value(in, p[e], e);
     store_vec<VEC>(y + off, out);
   }
 };
@@ -588,6 +621,7 @@ struct DxFn {
     Vec<VEC> x, dy;
   };
   using Item = std::conditional_t<kTrain, Pair, Vec<VEC>>;
+  using Params = DxCoef;
   const float* x;
   const float* dy;
   float* dx;
@@ -637,16 +671,22 @@ struct DxFn {
       for (int e = 0; e < 4; ++e) p[e] = DxCoef{0.f, rsqrtf(lane(v, e) + eps) * lane(w, e), 0.f, 0.f};
     }
   }
+  __device__ static float value(const Item& in, const DxCoef& p, int e) {
+    if constexpr (kTrain)
+      return (in.dy.v[e] - p.mean_dy - (in.x.v[e] - p.mean) * p.k2) * p.k1;
+    else
+      return in.v[e] * p.k1;
+  }
   __device__ void apply(std::int64_t off, const Item& in, int c) const {
     Vec<VEC> out;
-    per_channel<VEC, kRow, DxCoef>(
-        out, c, *this,
-        [&](const DxCoef& p, int e) {
-          if constexpr (kTrain)
-            return (in.dy.v[e] - p.mean_dy - (in.x.v[e] - p.mean) * p.k2) * p.k1;
-          else
-            return in.v[e] * p.k1;
-        });
+    per_channel<VEC, kRow, DxCoef>(out, c, *this, [&](const DxCoef& p, int e) { return value(in, p, e); });
+    store_vec<VEC>(dx + off, out);
+  }
+  // Row mode, the four channels' coefficients given.
+  __device__ void apply4(std::int64_t off, const Item& in, const DxCoef (&p)[4]) const {
+    Vec<VEC> out;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) out.v[e] = value(in, p[e], e);
     store_vec<VEC>(dx + off, out);
   }
 };
@@ -774,6 +814,19 @@ MapMode map_mode(const BatchNormDims& d, std::initializer_list<const void*> stre
   return MapMode::scalar;
 }
 
+// Launches a channel_map_kernel over `w`: at most one wave of resident blocks, each a chunk of
+// whole kThreads-vector steps (K per thread in flight).
+template <auto Kernel, int K, class F>
+void launch_walk(FlatWalk w, const F& f, cudaStream_t s) {
+  const std::int64_t resident =
+      static_cast<std::int64_t>(blocks_per_sm<Kernel>()) * current_properties().multiProcessorCount;
+  std::int64_t blocks = std::min(ceil_div(w.vectors, static_cast<std::int64_t>(kThreads) * K), resident);
+  w.chunk = ceil_div(ceil_div(w.vectors, blocks), kThreads) * kThreads;  // a multiple of kThreads
+  blocks = ceil_div(w.vectors, w.chunk);
+  Kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(f, w);
+  CUGRAD_CUDA_CHECK_LAUNCH();
+}
+
 template <int VEC, bool kRow, class F>
 void launch_map(const BatchNormDims& d, F f, cudaStream_t s) {
   constexpr int K = 4;
@@ -784,14 +837,10 @@ void launch_map(const BatchNormDims& d, F f, cudaStream_t s) {
   w.period = kRow ? d.c / 4 : d.hw / VEC;
   w.step_j = kThreads % w.period;
   w.step_c = kRow ? 0 : (kThreads / w.period) % d.c;
-  const std::int64_t resident =
-      static_cast<std::int64_t>(blocks_per_sm<channel_map_kernel<VEC, kRow, K, F>>()) *
-      current_properties().multiProcessorCount;
-  std::int64_t blocks = std::min(ceil_div(w.vectors, static_cast<std::int64_t>(kThreads) * K), resident);
-  w.chunk = ceil_div(ceil_div(w.vectors, blocks), kThreads) * kThreads;
-  blocks = ceil_div(w.vectors, w.chunk);
-  channel_map_kernel<VEC, kRow, K, F><<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(f, w);
-  CUGRAD_CUDA_CHECK_LAUNCH();
+  if constexpr (kRow) {
+    if (w.step_j == 0) return launch_walk<channel_map_kernel<VEC, kRow, K, F, true>, K>(w, f, s);
+  }
+  launch_walk<channel_map_kernel<VEC, kRow, K, F>, K>(w, f, s);
 }
 
 // make_fn(std::integral_constant<int, VEC>, std::bool_constant<kRow>) builds the functor.

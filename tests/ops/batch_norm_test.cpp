@@ -554,10 +554,13 @@ void expect_parity(const cg::Shape& shape, bool training, double shift = 0.0, bo
 }
 
 // Awkward sizes: C = 1 and 3, N*H*W = 2, H*W not a multiple of 4 (scalar path), H*W a multiple
-// of 4 (float4 path), 2-D inputs with C a multiple of 4 or not, a partial tile of channels.
+// of 4 (float4 path), 2-D inputs with C a multiple of 4 or not, a partial tile of channels;
+// 2-D inputs whose C / 4 divides 256 (each thread keeps its four channels' parameters:
+// {1001, 64}, {3, 1024}) or does not ({77, 1000}, {64, 12}).
 const std::vector<cg::Shape> kAwkward = {
-    {2, 1, 1, 1}, {1, 1, 1, 2}, {2, 3},   {5, 1, 3, 3},  {4, 3, 5, 7}, {7, 3, 5, 7}, {3, 5, 4, 4},
-    {2, 6, 2, 2}, {33, 7},      {64, 12}, {9, 40, 3, 1}, {1000, 33},   {3, 2, 1, 6}, {2, 37, 9, 11}};
+    {2, 1, 1, 1}, {1, 1, 1, 2}, {2, 3},   {5, 1, 3, 3},  {4, 3, 5, 7}, {7, 3, 5, 7},  {3, 5, 4, 4},
+    {2, 6, 2, 2}, {33, 7},      {64, 12}, {9, 40, 3, 1}, {1000, 33},   {3, 2, 1, 6},  {2, 37, 9, 11},
+    {1001, 64},   {3, 1024},    {77, 1000}};
 
 }  // namespace
 
