@@ -6,9 +6,18 @@
 // steps that rotate through several input batches. Everything twice: convolution algorithms
 // from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
 // results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py.
+//
+// CUGRAD_BENCH_PROFILE=reference_cnn_b256 or resnet18_b64: that model's plain step only, with
+// the timed search: 3 warm-up steps (the searches happen there), then 2 steps between
+// cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
+// (scripts/gpu_session.sh's profile stage: ncu --profile-from-start off, then
+// scripts/ncu_summary.py sums the time per kernel).
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
+
+#include <cuda_profiler_api.h>
 
 #include "bench/bench_util.h"
 #include "cugrad/nn/inspect_hooks.h"
@@ -81,6 +90,49 @@ int main() {
   }
   const bool smoke = cg::bench::smoke_mode();
   const cg::Device gpu = cg::Device::cuda(0);
+  if (const char* profile = std::getenv("CUGRAD_BENCH_PROFILE"); profile != nullptr && *profile != '\0') {
+    const std::string name = profile;
+    cg::set_cudnn_benchmark(true);
+    cg::manual_seed(0);
+    std::vector<nn::ReferenceCnn> cnns;
+    std::vector<nn::ResNet> resnets;
+    nn::Module* model = nullptr;
+    cg::Shape input;
+    std::int64_t classes = 0;
+    if (name == "reference_cnn_b256") {
+      cnns.push_back(nn::ReferenceCnn(64));
+      model = cnns.back().get();
+      input = {256, 1, 28, 28};
+      classes = 10;
+    } else if (name == "resnet18_b64") {
+      resnets.push_back(nn::resnet18(1000, 3));
+      model = resnets.back().get();
+      input = {64, 3, 224, 224};
+      classes = 1000;
+    } else {
+      std::fprintf(stderr, "train_step_bench: CUGRAD_BENCH_PROFILE=%s: not reference_cnn_b256 or resnet18_b64\n",
+                   profile);
+      return 2;
+    }
+    model->to(gpu);
+    model->train();
+    const cg::Tensor x = cg::randn(input, gpu), y = cg::randint(0, classes, {input[0]}, gpu);
+    cg::optim::SGD opt(model->parameters(), {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+    const auto step = [&] {
+      const cg::Tensor loss = nn::functional::cross_entropy((*model)(x), y, {.label_smoothing = 0.1});
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    };
+    for (int i = 0; i < 3; ++i) step();
+    cg::synchronize(gpu);
+    CUGRAD_CUDA_CHECK(cudaProfilerStart());
+    for (int i = 0; i < 2; ++i) step();
+    cg::synchronize(gpu);
+    CUGRAD_CUDA_CHECK(cudaProfilerStop());
+    std::printf("profile %s: 3 warm-up steps, then 2 steps profiled (timed search)\n", name.c_str());
+    return 0;
+  }
   std::printf("train_step_bench: float32 (TF32 %s), SGD Nesterov + weight decay, label smoothing 0.1\n",
               cg::allow_tf32() ? "on" : "off");
   std::printf("device-to-device copy: %.0f GB/s\n", cg::bench::copy_bandwidth_gbs(gpu));

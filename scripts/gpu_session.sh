@@ -8,12 +8,17 @@
 # Stages (STAGES, in this order by default):
 #   tests      the gpu-labelled CTest entries (GPU tests must run, not skip)
 #   kernels    kernels_bench (BatchNorm, cross-entropy, SGD against their targets), smoke first
-#   memcheck   compute-sanitizer memcheck over every test program's GPU tests
 #   benches    train_step_bench, inspect_bench, conv_bench, smoke first
-#   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
+#   profile    ncu's time per kernel for two training steps of ResNet-18 and the reference CNN
+#              (train_step_bench with CUGRAD_BENCH_PROFILE; scripts/ncu_summary.py)
+#   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
+#   memcheck   compute-sanitizer memcheck over every test program's GPU tests
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
 #   search     (not by default) conv_bench with cuDNN's timed algorithm search
+# The first H100 run (2026-11-26) took: build 41-50 s, tests 82 s, kernels_bench 12 s, the
+# other benches 12 s, examples 10 s, compare_torch 38 s, memcheck 87 s, racecheck 283 s for 14
+# of 21 programs (conv_test alone 81 s, cross_entropy_test 72 s).
 # A second call on the still-warm machine can run what the first did not reach, e.g.
 #   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
 #
@@ -31,7 +36,7 @@ mkdir -p "$out"
 build=${BUILD_DIR:-build-gpu}
 start=$SECONDS
 deadline=$((start + ${SESSION_SECONDS:-540}))
-stages=${STAGES:-tests kernels memcheck benches torch examples racecheck synccheck initcheck}
+stages=${STAGES:-tests kernels benches examples profile torch memcheck racecheck synccheck initcheck}
 if [[ -n "${PACK:-}" ]]; then
   mkdir -p "$(dirname "$PACK")"
   trap 'tar czf "$PACK" -C "$out" . 2> /dev/null; cp "$out/summary.txt" "$(dirname "$PACK")/" 2> /dev/null' EXIT
@@ -135,6 +140,19 @@ for stage in $stages; do
       else
         stamp "examples: DATA is not a folder; skipped"
       fi
+      ;;
+    profile)
+      # Kernel time per kernel of two training steps (after warm-up and the timed search),
+      # under Nsight Compute with one metric; the sums per kernel in profile_<model>.txt.
+      ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+      for m in resnet18_b64 reference_cnn_b256; do
+        CUGRAD_BENCH_PROFILE=$m within 150 "$ncu" --profile-from-start off --metrics gpu__time_duration.sum \
+          --csv --print-units base --log-file "$out/profile_$m.csv" "$build/bench/train_step_bench" \
+          > "$out/profile_$m.log" 2>&1
+        rc=$?
+        python3 scripts/ncu_summary.py "$out/profile_$m.csv" > "$out/profile_$m.txt" 2>&1
+        stamp "profile $m rc=$rc: $(head -1 "$out/profile_$m.txt")"
+      done
       ;;
     search)
       # conv_bench with cuDNN's timed algorithm search (train_step_bench and compare_torch time
