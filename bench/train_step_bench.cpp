@@ -7,6 +7,8 @@
 // from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
 // results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py.
 //
+// CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
+//
 // CUGRAD_BENCH_PROFILE=reference_cnn_b256 or resnet18_b64: that model's plain step only, with
 // the timed search: 3 warm-up steps (the searches happen there), then 2 steps between
 // cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
@@ -90,6 +92,10 @@ int main() {
   }
   const bool smoke = cg::bench::smoke_mode();
   const cg::Device gpu = cg::Device::cuda(0);
+  // CUGRAD_TF32=1: TF32 tensor cores allowed (results then named *_tf32).
+  const char* tf32_env = std::getenv("CUGRAD_TF32");
+  cg::set_allow_tf32(tf32_env != nullptr && std::string(tf32_env) == "1");
+  const std::string tf32_suffix = cg::allow_tf32() ? "_tf32" : "";
   if (const char* profile = std::getenv("CUGRAD_BENCH_PROFILE"); profile != nullptr && *profile != '\0') {
     const std::string name = profile;
     cg::set_cudnn_benchmark(true);
@@ -140,7 +146,7 @@ int main() {
   // Smoke mode: the same models on a few small, odd-sized images.
   for (const bool search : {false, true}) {
     cg::set_cudnn_benchmark(search);
-    const std::string suffix = search ? "_search" : "";
+    const std::string suffix = (search ? "_search" : "") + tf32_suffix;
     std::printf("convolution algorithms: %s\n",
                 search ? "cuDNN timed search (set_cudnn_benchmark)" : "cuDNN heuristics (default)");
     {

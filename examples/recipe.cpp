@@ -18,7 +18,12 @@ void add_common_flags(CLI::App& app, CommonFlags& f) {
   app.add_option("--cudnn-benchmark", f.cudnn_benchmark,
                  "time cuDNN's convolution algorithms once per shape and use the fastest (false: its heuristics)")
       ->capture_default_str();
-  app.parse_complete_callback([&f] { set_cudnn_benchmark(f.cudnn_benchmark); });
+  app.add_option("--tf32", f.tf32, "allow TF32 tensor cores in convolutions and matrix products (false: strict float32)")
+      ->capture_default_str();
+  app.parse_complete_callback([&f] {
+    set_cudnn_benchmark(f.cudnn_benchmark);
+    set_allow_tf32(f.tf32);
+  });
 }
 
 void add_recipe_flags(CLI::App& app, Recipe& r) {

@@ -25,8 +25,9 @@ struct CommonFlags {
   std::string out = "out";  // folder for CSV, PNG and checkpoints
   // cuDNN's timed algorithm search (set_cudnn_benchmark): on for these fixed-shape programs.
   bool cudnn_benchmark = true;
+  bool tf32 = false;  // TF32 tensor cores for cuDNN/cuBLAS float32 math (set_allow_tf32)
 };
-/// Adds --data, --device, --seed, --out and --cudnn-benchmark; applies --cudnn-benchmark
+/// Adds --data, --device, --seed, --out, --cudnn-benchmark and --tf32; applies the last two
 /// once parsing completes.
 void add_common_flags(CLI::App& app, CommonFlags& flags);
 

@@ -49,10 +49,11 @@ int main(int argc, char** argv) {
     cg::optim::OneCycleLR sched(opt, recipe.max_lr, recipe.epochs * train.num_batches(),
                                 {.pct_start = recipe.pct_start});
     std::printf("train: %lld training and %lld test images on %s; width %lld (%lld parameters), %d epochs, batch %lld; "
-                "convolution algorithms from cuDNN's %s\n",
+                "convolution algorithms from cuDNN's %s, %s\n",
                 static_cast<long long>(train.size()), static_cast<long long>(test.size()), dev.str().c_str(),
                 static_cast<long long>(recipe.width), static_cast<long long>(model->num_parameters()), recipe.epochs,
-                static_cast<long long>(recipe.batch_size), cg::cudnn_benchmark() ? "timed search" : "heuristics");
+                static_cast<long long>(recipe.batch_size), cg::cudnn_benchmark() ? "timed search" : "heuristics",
+                cg::allow_tf32() ? "TF32 allowed" : "strict float32");
 
     ex::CsvWriter csv(flags.out + "/train_metrics.csv",
                       {"epoch", "train_loss", "train_accuracy", "test_accuracy", "seconds", "images_per_second"});

@@ -12,6 +12,7 @@
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
 #   profile    ncu's time per kernel for two training steps of ResNet-18 and the reference CNN
 #              (train_step_bench with CUGRAD_BENCH_PROFILE; scripts/ncu_summary.py)
+#   tf32       train_step_bench, train and adversarial with TF32 tensor cores allowed
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   memcheck   compute-sanitizer memcheck over every test program's GPU tests
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
@@ -36,7 +37,7 @@ mkdir -p "$out"
 build=${BUILD_DIR:-build-gpu}
 start=$SECONDS
 deadline=$((start + ${SESSION_SECONDS:-540}))
-stages=${STAGES:-tests kernels benches examples profile torch memcheck racecheck synccheck initcheck}
+stages=${STAGES:-tests kernels benches examples profile tf32 torch memcheck racecheck synccheck initcheck}
 if [[ -n "${PACK:-}" ]]; then
   mkdir -p "$(dirname "$PACK")"
   trap 'tar czf "$PACK" -C "$out" . 2> /dev/null; cp "$out/summary.txt" "$(dirname "$PACK")/" 2> /dev/null' EXIT
@@ -153,6 +154,20 @@ for stage in $stages; do
         python3 scripts/ncu_summary.py "$out/profile_$m.csv" > "$out/profile_$m.txt" 2>&1
         stamp "profile $m rc=$rc: $(head -1 "$out/profile_$m.txt")"
       done
+      ;;
+    tf32)
+      # The same steps and examples with TF32 tensor cores allowed (opt-in; strict float32 is
+      # the default): how far the train-step and recipe goals are from the float32 floor.
+      CUGRAD_TF32=1 within 90 "$build/bench/train_step_bench" > "$out/train_step_bench.tf32.txt" 2>&1
+      stamp "bench train_step_bench (TF32) rc=$?"
+      if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
+        within 60 "$build/examples/train" --data "$DATA" --out "$out/train_tf32" --tf32 true \
+          > "$out/train.tf32.txt" 2>&1
+        stamp "train (TF32) rc=$? $(grep -m1 '^train: test accuracy' "$out/train.tf32.txt")"
+        within 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train_tf32" --tf32 true \
+          > "$out/adversarial.tf32.txt" 2>&1
+        stamp "adversarial (TF32) rc=$? $(grep -m1 'PGD' "$out/adversarial.tf32.txt")"
+      fi
       ;;
     search)
       # conv_bench with cuDNN's timed algorithm search (train_step_bench and compare_torch time
