@@ -26,7 +26,7 @@ cmake --build "$build_dir" --parallel "${JOBS:-$(nproc)}"
 } | tee "$out/machine.txt"
 
 status=0
-for program in kernels_bench inspect_bench train_step_bench; do
+for program in kernels_bench elementwise_bench conv_bench inspect_bench train_step_bench; do
   exe="$build_dir/bench/$program"
   [[ -x "$exe" ]] || continue
   echo "== $program"

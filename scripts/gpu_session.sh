@@ -8,7 +8,7 @@
 # Stages (STAGES, in this order by default):
 #   tests      the gpu-labelled CTest entries (GPU tests must run, not skip)
 #   kernels    kernels_bench (BatchNorm, cross-entropy, SGD against their targets), smoke first
-#   benches    train_step_bench, inspect_bench, conv_bench, smoke first
+#   benches    train_step_bench, elementwise_bench, inspect_bench, conv_bench, smoke first
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
 #   profile    ncu's time per kernel for two training steps of ResNet-18 and the reference CNN
 #              (train_step_bench with CUGRAD_BENCH_PROFILE; scripts/ncu_summary.py)
@@ -121,7 +121,7 @@ for stage in $stages; do
     kernels) run_bench kernels_bench 150 ;;
     memcheck | racecheck | synccheck | initcheck) sanitize "$stage" ;;
     benches)
-      for b in train_step_bench inspect_bench conv_bench; do run_bench "$b" 120; done
+      for b in train_step_bench elementwise_bench inspect_bench conv_bench; do run_bench "$b" 120; done
       ;;
     torch)
       grep -h '^RESULT ' "$out"/*_bench.txt > "$out/cugrad_results.txt" 2>/dev/null

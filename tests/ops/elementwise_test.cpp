@@ -233,6 +233,24 @@ TEST(ElementwiseGPU, BinaryOpsWithBroadcastingMatchCpu) {
   }
 }
 
+// float32 unary ops and same-shape binary ops move float4 when every pointer is 16-byte
+// aligned: views starting 0..4 elements into their storage (aligned or not) and lengths around
+// multiples of 4 (the n % 4 tail) against the CPU.
+TEST(ElementwiseGPU, Float4PathsTailsAndMisalignedViews) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(31);
+  for (std::int64_t offset = 0; offset <= 4; ++offset) {
+    for (std::int64_t n : {1, 2, 3, 4, 5, 8, 1001, 4099}) {
+      const auto x = cg::randn({n + 8}), y = cg::randn({n + 8});
+      const auto fn = [offset, n](const cg::TensorList& t) {
+        const cg::Tensor a = t[0].narrow(0, offset, n), b = t[1].narrow(0, offset, n);
+        return (a.relu() * 2.0 + b * a - b).exp();
+      };
+      EXPECT_TRUE(cg::testing::cuda_matches_cpu64(fn, {x, y})) << "offset " << offset << ", n " << n;
+    }
+  }
+}
+
 TEST(ElementwiseGPU, IntegerOpsMatchCpu) {
   CUGRAD_REQUIRE_GPU();
   for (auto dtype : {cg::DType::int64, cg::DType::int32, cg::DType::uint8}) {
