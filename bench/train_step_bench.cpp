@@ -16,6 +16,7 @@
 // scripts/ncu_summary.py sums the time per kernel).
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,19 +101,15 @@ int main() {
     const std::string name = profile;
     cg::set_cudnn_benchmark(true);
     cg::manual_seed(0);
-    std::vector<nn::ReferenceCnn> cnns;
-    std::vector<nn::ResNet> resnets;
-    nn::Module* model = nullptr;
+    std::shared_ptr<nn::Module> model;
     cg::Shape input;
     std::int64_t classes = 0;
     if (name == "reference_cnn_b256") {
-      cnns.push_back(nn::ReferenceCnn(64));
-      model = cnns.back().get();
+      model = nn::ReferenceCnn(64);
       input = {256, 1, 28, 28};
       classes = 10;
     } else if (name == "resnet18_b64") {
-      resnets.push_back(nn::resnet18(1000, 3));
-      model = resnets.back().get();
+      model = nn::resnet18(1000, 3);
       input = {64, 3, 224, 224};
       classes = 1000;
     } else {

@@ -35,8 +35,7 @@ __device__ __forceinline__ std::int64_t clamp_end(std::int64_t end, std::int64_t
 }
 
 // The geometry in the index type I of a launch: int32 when every index of the call fits (with
-// the grid stride added), since 64-bit division and remainder are emulated in tens of
-// instructions each and the index arithmetic dominates these kernels; int64 otherwise.
+// the grid stride added), int64 otherwise (see the file comment for why).
 template <typename I>
 struct Geometry {
   I h, w, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out_h, out_w;
