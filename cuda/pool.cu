@@ -23,14 +23,8 @@ namespace cugrad::cuda {
 
 namespace {
 
-__device__ __forceinline__ std::int64_t first_index() {
-  return blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-}
-__device__ __forceinline__ std::int64_t grid_stride() {
-  return static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-}
-
-__device__ __forceinline__ std::int64_t clamp_end(std::int64_t end, std::int64_t size) {
+template <typename I>
+__device__ __forceinline__ I clamp_end(I end, I size) {
   return end < size ? end : size;
 }
 
@@ -47,12 +41,21 @@ struct Geometry {
 };
 
 template <typename I>
-__device__ __forceinline__ I first_index_as() {
+__device__ __forceinline__ I first_index() {
   return static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x);
 }
 template <typename I>
-__device__ __forceinline__ I grid_stride_as() {
+__device__ __forceinline__ I grid_stride() {
   return static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x);
+}
+
+// Element e of planes of rows × cols: its plane, row and column.
+template <typename I>
+__device__ __forceinline__ void split_index(I e, I rows, I cols, I& plane, I& row, I& col) {
+  col = e % cols;
+  const I t = e / cols;
+  row = t % rows;
+  plane = t / rows;
 }
 
 // First and one-past-last output position along one axis whose window
@@ -61,8 +64,7 @@ template <typename I>
 __device__ __forceinline__ void covering_outputs(I in, I pad, I span, I stride, I out_size, I& first, I& last) {
   const I pos = in + pad;  // >= 0
   first = pos < span ? 0 : (pos - span) / stride + 1;
-  const I end = pos / stride + 1;
-  last = end < out_size ? end : out_size;
+  last = clamp_end<I>(pos / stride + 1, out_size);
 }
 
 // One thread per output element: the window's maximum (first maximum in row-major window
@@ -71,11 +73,9 @@ __device__ __forceinline__ void covering_outputs(I in, I pad, I span, I stride, 
 template <typename I>
 __global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
                                           std::int64_t* __restrict__ indices, Geometry<I> g, I total) {
-  for (I o = first_index_as<I>(); o < total; o += grid_stride_as<I>()) {
-    const I j = o % g.out_w;
-    const I t = o / g.out_w;
-    const I i = t % g.out_h;
-    const I plane = t / g.out_h;
+  for (I o = first_index<I>(); o < total; o += grid_stride<I>()) {
+    I plane, i, j;
+    split_index(o, g.out_h, g.out_w, plane, i, j);
     const float* in = x + plane * g.h * g.w;
     float best = -INFINITY;
     I best_index = -1;
@@ -105,11 +105,9 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ dy,
                                            Geometry<I> g, I total) {
   const I span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
   const I ohw = g.out_h * g.out_w;
-  for (I e = first_index_as<I>(); e < total; e += grid_stride_as<I>()) {
-    const I iw = e % g.w;
-    const I t = e / g.w;
-    const I ih = t % g.h;
-    const I plane = t / g.h;
+  for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+    I plane, ih, iw;
+    split_index(e, g.h, g.w, plane, ih, iw);
     I i0, i1, j0, j1;
     covering_outputs(ih, g.pad_h, span_h, g.stride_h, g.out_h, i0, i1);
     covering_outputs(iw, g.pad_w, span_w, g.stride_w, g.out_w, j0, j1);
@@ -131,11 +129,9 @@ template <typename I>
 __global__ void avg_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y, Geometry<I> g,
                                           I total) {
   const float inv = 1.0f / static_cast<float>(g.kh * g.kw);
-  for (I o = first_index_as<I>(); o < total; o += grid_stride_as<I>()) {
-    const I j = o % g.out_w;
-    const I t = o / g.out_w;
-    const I i = t % g.out_h;
-    const I plane = t / g.out_h;
+  for (I o = first_index<I>(); o < total; o += grid_stride<I>()) {
+    I plane, i, j;
+    split_index(o, g.out_h, g.out_w, plane, i, j);
     const float* in = x + plane * g.h * g.w;
     float sum = 0.0f;
     for (I p = 0; p < g.kh; ++p) {
@@ -156,11 +152,9 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
                                            I total) {
   const float inv = 1.0f / static_cast<float>(g.kh * g.kw);
   const I ohw = g.out_h * g.out_w;
-  for (I e = first_index_as<I>(); e < total; e += grid_stride_as<I>()) {
-    const I iw = e % g.w;
-    const I t = e / g.w;
-    const I ih = t % g.h;
-    const I plane = t / g.h;
+  for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+    I plane, ih, iw;
+    split_index(e, g.h, g.w, plane, ih, iw);
     I i0, i1, j0, j1;
     covering_outputs(ih, g.pad_h, g.kh, g.stride_h, g.out_h, i0, i1);
     covering_outputs(iw, g.pad_w, g.kw, g.stride_w, g.out_w, j0, j1);
@@ -175,11 +169,9 @@ __global__ void avg_pool2d_backward_kernel(const float* __restrict__ dy, float* 
 // One thread per output element: the mean of its adaptive window.
 __global__ void adaptive_avg_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
                                                    Pool2dGeometry g, std::int64_t total) {
-  for (std::int64_t o = first_index(); o < total; o += grid_stride()) {
-    const std::int64_t j = o % g.out_w;
-    const std::int64_t t = o / g.out_w;
-    const std::int64_t i = t % g.out_h;
-    const std::int64_t plane = t / g.out_h;
+  for (std::int64_t o = first_index<std::int64_t>(); o < total; o += grid_stride<std::int64_t>()) {
+    std::int64_t plane, i, j;
+    split_index(o, g.out_h, g.out_w, plane, i, j);
     const std::int64_t h0 = adaptive_start(i, g.h, g.out_h), h1 = adaptive_end(i, g.h, g.out_h);
     const std::int64_t w0 = adaptive_start(j, g.w, g.out_w), w1 = adaptive_end(j, g.w, g.out_w);
     const float* in = x + plane * g.h * g.w;
@@ -196,11 +188,9 @@ __global__ void adaptive_avg_pool2d_forward_kernel(const float* __restrict__ x, 
 __global__ void adaptive_avg_pool2d_backward_kernel(const float* __restrict__ dy, float* __restrict__ dx,
                                                     Pool2dGeometry g, std::int64_t total) {
   const std::int64_t ohw = g.out_h * g.out_w;
-  for (std::int64_t e = first_index(); e < total; e += grid_stride()) {
-    const std::int64_t iw = e % g.w;
-    const std::int64_t t = e / g.w;
-    const std::int64_t ih = t % g.h;
-    const std::int64_t plane = t / g.h;
+  for (std::int64_t e = first_index<std::int64_t>(); e < total; e += grid_stride<std::int64_t>()) {
+    std::int64_t plane, ih, iw;
+    split_index(e, g.h, g.w, plane, ih, iw);
     const std::int64_t i0 = adaptive_start(ih, g.out_h, g.h),
                        i1 = clamp_end(adaptive_end(ih, g.out_h, g.h), g.out_h);
     const std::int64_t j0 = adaptive_start(iw, g.out_w, g.w),
