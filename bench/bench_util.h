@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -55,6 +56,28 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+/// Steady state of `fn` run `runs` times back to back (no synchronization between runs, as in
+/// a training loop), after a synchronized start: `total_ms` per run from the start until the
+/// device is done, and `host_ms` per run the host spent issuing (returning from `fn`). When
+/// host_ms is close to total_ms the host is the bottleneck (the device waits for work); when it
+/// is well below, the device is. Smoke mode: one run.
+struct Pipelined {
+  double total_ms;
+  double host_ms;
+};
+inline Pipelined pipelined_ms(Device dev, const std::function<void()>& fn, int runs = 20) {
+  if (smoke_mode()) runs = 1;
+  synchronize(dev);
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  for (int i = 0; i < runs; ++i) fn();
+  const auto t1 = Clock::now();
+  synchronize(dev);
+  const auto t2 = Clock::now();
+  const auto per_run = [&](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count() / runs; };
+  return {per_run(t2 - t0), per_run(t1 - t0)};
 }
 
 /// Device-to-device copy bandwidth in GB/s (read + write bytes over time) on 256 MiB buffers

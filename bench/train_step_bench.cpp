@@ -5,7 +5,9 @@
 // Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
 // steps that rotate through several input batches. Everything twice: convolution algorithms
 // from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
-// results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py.
+// results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py. The plain
+// step is also run back to back (no synchronization between steps, as in training), with the
+// time the host spends issuing it: whether the step is bound by the host or the device.
 //
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
@@ -34,7 +36,7 @@ namespace {
 enum class Variant { plain, frozen, hooks };
 
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
-                  std::int64_t classes, Variant variant, int runs) {
+                  std::int64_t classes, Variant variant, int runs, cg::bench::Pipelined* pipelined = nullptr) {
   model.train();
   model.unfreeze();
   if (variant == Variant::frozen) {
@@ -67,6 +69,7 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
     if (variant == Variant::hooks) insp.flush();  // the step ends when every copy has landed
   };
   const double ms = cg::bench::median_ms(gpu, step, 5, runs);
+  if (pipelined != nullptr) *pipelined = cg::bench::pipelined_ms(gpu, step, runs);
   for (auto& h : hooks) h.remove();
   model.unfreeze();
   return ms + 0 * checksum;
@@ -74,14 +77,19 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
 
 void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::Module& classifier,
                const cg::Shape& input, std::int64_t classes, int runs) {
-  const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
+  cg::bench::Pipelined pipe{};
+  const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
   const double hooks = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
+  std::printf("%-32s %9.3f ms per step back to back (%d steps), of which the host spends %.3f ms issuing (%.0f%%)\n",
+              "", pipe.total_ms, runs, pipe.host_ms, 100.0 * pipe.host_ms / pipe.total_ms);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
+  std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
+              pipe.total_ms, name.c_str(), pipe.host_ms);
 }
 
 }  // namespace

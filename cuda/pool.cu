@@ -115,10 +115,15 @@ __global__ void max_pool2d_backward_kernel(const float* __restrict__ dy,
     const std::int64_t* idx = indices + plane * ohw;
     const float* grad = dy + plane * ohw;
     float sum = 0.0f;
+    // The gradient is loaded beside the index, not after comparing it: one memory latency per
+    // covering output instead of two in a row (the extra reads hit the caches: neighbouring
+    // threads read the same outputs).
     for (I i = i0; i < i1; ++i)
       for (I j = j0; j < j1; ++j) {
         const I o = i * g.out_w + j;
-        if (__ldg(idx + o) == target) sum += __ldg(grad + o);
+        const std::int64_t at = __ldg(idx + o);
+        const float gv = __ldg(grad + o);
+        if (at == target) sum += gv;
       }
     dx[e] = sum;
   }
