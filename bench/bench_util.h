@@ -66,6 +66,7 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
 struct Pipelined {
   double total_ms;
   double host_ms;
+  int runs;
 };
 inline Pipelined pipelined_ms(Device dev, const std::function<void()>& fn, int runs = 20) {
   if (smoke_mode()) runs = 1;
@@ -77,7 +78,7 @@ inline Pipelined pipelined_ms(Device dev, const std::function<void()>& fn, int r
   synchronize(dev);
   const auto t2 = Clock::now();
   const auto per_run = [&](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count() / runs; };
-  return {per_run(t2 - t0), per_run(t1 - t0)};
+  return {per_run(t2 - t0), per_run(t1 - t0), runs};
 }
 
 /// Device-to-device copy bandwidth in GB/s (read + write bytes over time) on 256 MiB buffers

@@ -85,7 +85,7 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
   std::printf("%-32s %9.3f ms per step back to back (%d steps), of which the host spends %.3f ms issuing (%.0f%%)\n",
-              "", pipe.total_ms, runs, pipe.host_ms, 100.0 * pipe.host_ms / pipe.total_ms);
+              "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / pipe.total_ms);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
