@@ -58,11 +58,13 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
   return times[times.size() / 2];
 }
 
-/// Steady state of `fn` run `runs` times back to back (no synchronization between runs, as in
-/// a training loop), after a synchronized start: `total_ms` per run from the start until the
-/// device is done, and `host_ms` per run the host spent issuing (returning from `fn`). When
-/// host_ms is close to total_ms the host is the bottleneck (the device waits for work); when it
-/// is well below, the device is. Smoke mode: one run.
+/// Two views of `fn` beside the event median: `total_ms`, the time per run of `runs` runs back to
+/// back (no synchronization between runs, as in a training loop); and `host_ms`, the median time
+/// the host takes to return from one run issued onto an idle, synchronized device, so that
+/// nothing it issues can wait for a full launch queue (about a thousand pending launches; many
+/// runs back to back fill it, and the host then waits for the device, so host time over many runs
+/// says nothing). When host_ms is close to the event median, the host is the bottleneck. Smoke
+/// mode: one run each.
 struct Pipelined {
   double total_ms;
   double host_ms;
@@ -70,15 +72,21 @@ struct Pipelined {
 };
 inline Pipelined pipelined_ms(Device dev, const std::function<void()>& fn, int runs = 20) {
   if (smoke_mode()) runs = 1;
-  synchronize(dev);
   using Clock = std::chrono::steady_clock;
+  const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+  std::vector<double> host;
+  for (int i = 0; i < runs; ++i) {
+    synchronize(dev);
+    const auto t0 = Clock::now();
+    fn();
+    host.push_back(ms(Clock::now() - t0));
+  }
+  std::sort(host.begin(), host.end());
+  synchronize(dev);
   const auto t0 = Clock::now();
   for (int i = 0; i < runs; ++i) fn();
-  const auto t1 = Clock::now();
   synchronize(dev);
-  const auto t2 = Clock::now();
-  const auto per_run = [&](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count() / runs; };
-  return {per_run(t2 - t0), per_run(t1 - t0), runs};
+  return {ms(Clock::now() - t0) / runs, host[host.size() / 2], runs};
 }
 
 /// Device-to-device copy bandwidth in GB/s (read + write bytes over time) on 256 MiB buffers

@@ -459,11 +459,8 @@ __global__ void __launch_bounds__(kThreads) channel_map_kernel(F f, FlatWalk w) 
   std::int64_t j = v % w.period;
   std::int64_t c = kRow ? 0 : (v / w.period) % w.c;
   if constexpr (kFixed) {
-    // The parameters are fetched after the first step's data loads are issued: fetched first,
-    // their folding (eval: rsqrt) would wait for them before any data load left the SM, and
-    // the two memory latencies would add up instead of overlapping.
     typename F::Params p[4];
-    bool have_params = false;
+    f.params4(static_cast<int>(j * 4), p);
     while (v < end) {
       typename F::Item it[K];
       const std::int64_t v0 = v;
@@ -471,10 +468,6 @@ __global__ void __launch_bounds__(kThreads) channel_map_kernel(F f, FlatWalk w) 
       for (int k = 0; k < K; ++k) {
         if (v < end) it[k] = f.load(v * VEC);
         v += kThreads;
-      }
-      if (!have_params) {
-        f.params4(static_cast<int>(j * 4), p);
-        have_params = true;
       }
 #pragma unroll
       for (int k = 0; k < K; ++k) {

@@ -223,9 +223,10 @@ __device__ __forceinline__ void load_weights(const float* w, int u, float (&out)
 
 // ---- per-row math ----
 
-// Class of `row`, whose target is `t`, or -1 when the row does not count: ignored, or out of
-// range (reported by `reporter`, then treated as ignored so that it is never used as an index).
-__device__ __forceinline__ int row_class(const Args& a, std::int64_t row, std::int64_t t, bool reporter) {
+// Class of `row`, or -1 when the row does not count: ignored, or out of range (reported by
+// `reporter`, then treated as ignored so that it is never used as an index).
+__device__ __forceinline__ int row_class(const Args& a, std::int64_t row, bool reporter) {
+  const std::int64_t t = __ldg(a.target + row);
   if (t == a.ignore_index) return -1;
   if (t < 0 || t >= a.k) {
     if (reporter)
@@ -334,19 +335,13 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
   const int units = a.k / kVec;
   const float scale = grad_scale(a);
   double acc = 0;  // the block's loss sum, on group leaders
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * slots;
-  // The target of the group's next row is requested one iteration ahead, so that a row's
-  // logits load does not wait for its target's load (two memory latencies in a row).
-  std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * slots;
-  std::int64_t next_target = first + slot < a.n ? __ldg(a.target + first + slot) : 0;
-  for (; first < a.n; first += stride) {
+  for (std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * slots; first < a.n;
+       first += static_cast<std::int64_t>(gridDim.x) * slots) {
     const std::int64_t row = first + slot;
     const bool in_range = row < a.n;
-    const std::int64_t target = next_target;
-    if (row + stride < a.n) next_target = __ldg(a.target + row + stride);
     // The same for every lane of the group; groups of one warp may differ, so every
     // shuffle below runs outside the branches.
-    const int t = in_range ? row_class(a, row, target, lane == 0) : -1;
+    const int t = in_range ? row_class(a, row, lane == 0) : -1;
     float v[kPer][kVec];
     float m = neg_inf();
     if (t >= 0) {
@@ -437,7 +432,7 @@ __global__ void __launch_bounds__(kRowBlockMax, 2) ce_block_rows_kernel(const Ar
   const float scale = grad_scale(a);
   double acc = 0;  // the block's loss sum, on thread 0
   for (std::int64_t row = blockIdx.x; row < a.n; row += gridDim.x) {
-    const int t = row_class(a, row, __ldg(a.target + row), tid == 0);  // the same for the whole block
+    const int t = row_class(a, row, tid == 0);  // the same for the whole block
     const float* xr = a.logits + row * a.k;
     float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
     if (t < 0) {
@@ -569,7 +564,7 @@ __global__ void __launch_bounds__(kOnlineBlock) ce_online_rows_kernel(const Args
   const float scale = grad_scale(a);
   double acc = 0;
   for (std::int64_t row = blockIdx.x; row < a.n; row += gridDim.x) {
-    const int t = row_class(a, row, __ldg(a.target + row), tid == 0);
+    const int t = row_class(a, row, tid == 0);
     const float* xr = a.logits + row * a.k;
     float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
     if (t < 0) {

@@ -4,13 +4,15 @@
 // Launch shape: 1-D grid-stride loops of 256 threads (grid from grid_for: at most 32 blocks per
 // SM). Forward kernels: one thread per output element, reading its window (each input element
 // is read by about kh·kw/(stride_h·stride_w) threads, mostly from L1/L2) and writing the output
-// (and the int64 index) once. Backward kernels gather: one thread per input element walks the
-// outputs whose window can hold it, in output order, and writes dx once: no atomics, no zeroing
-// pass, and the same result on every run (deterministic). Max and average pooling index in
-// int32 when the tensors allow (below 2^30 elements). Why: on an H100 (2026-11-26) max-pool
-// backward ran at 16% of the copy bandwidth and forward at 40% with int64 indices; their
-// sm_90 code calls the 64-bit division routine from 6 sites (backward) and 2 (forward), the
-// int32 kernels from none (712 → 496 and 536 → 288 instructions). Not yet timed on a GPU.
+// (and the int64 index) once. Backward kernels gather: one thread per input element (max
+// pooling: per run of 4 elements of a row) walks the outputs whose window can hold it, in output
+// order, and writes dx once: no atomics, no zeroing pass, and the same result on every run
+// (deterministic). Max and average pooling index in int32 when the tensors allow (below 2^30
+// elements). Why: on an H100 (2026-11-26) max-pool backward ran at 16% of the copy bandwidth
+// and forward at 40% with int64 indices; their sm_90 code called the 64-bit division routine
+// from 6 sites (backward) and 2 (forward), the int32 kernels from none. Measured after the
+// change (same card, 64x64x112x112, 3x3/2): forward 0.310 → 0.198 ms (62% of copy), backward
+// 0.756 → 0.616 ms (20%), the backward still bound by instructions (see its kernel).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -97,35 +99,63 @@ __global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __
   }
 }
 
-// One thread per input element: Σ dy over the outputs whose saved index is this element.
-// Reads the covering outputs' indices and gradients, writes dx once.
+// Input elements per thread of the max-pool backward: a run of consecutive elements of a row.
+constexpr int kMaxBackwardRun = 4;
+static_assert(kMaxBackwardRun == 4, "the vector store writes a run as one float4");
+
+// One thread per run of kMaxBackwardRun consecutive input elements of a row (a row's last run
+// may be shorter): Σ dy over the outputs whose saved index is each element, dx written once.
+// The thread reads each output that can hold an element of its run once: rows i0..i1 of the
+// outputs covering the run's row, columns from the first element's first covering output to the
+// last element's last. An output's saved index lies inside its own window, so an index naming an
+// element of the run is a covering output of that element: no per-element coverage test. Each
+// element gets its additions in output order (rows, then columns), as one thread per element
+// would add them. `vec_store`: every run is whole and 16-byte aligned (w % 4 == 0, dx aligned).
+// Why runs: on an H100 (2026-11-26, ncu) the thread-per-element kernel was bound by its
+// instructions (SM throughput 80%, DRAM 17%, 0.604 ms at 64x64x112x112 3x3/2), about 320 per
+// element, most of them the index decomposition and window bounds that a run computes once.
 template <typename I>
 __global__ void max_pool2d_backward_kernel(const float* __restrict__ dy,
                                            const std::int64_t* __restrict__ indices, float* __restrict__ dx,
-                                           Geometry<I> g, I total) {
+                                           Geometry<I> g, I runs_per_row, bool vec_store, I total) {
   const I span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
   const I ohw = g.out_h * g.out_w;
-  for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
-    I plane, ih, iw;
-    split_index(e, g.h, g.w, plane, ih, iw);
-    I i0, i1, j0, j1;
+  for (I r = first_index<I>(); r < total; r += grid_stride<I>()) {
+    I plane, ih, q;
+    split_index(r, g.h, runs_per_row, plane, ih, q);
+    const I iw0 = q * kMaxBackwardRun;
+    const I count = clamp_end<I>(kMaxBackwardRun, g.w - iw0);
+    I i0, i1, j0, j1, unused;
     covering_outputs(ih, g.pad_h, span_h, g.stride_h, g.out_h, i0, i1);
-    covering_outputs(iw, g.pad_w, span_w, g.stride_w, g.out_w, j0, j1);
-    const std::int64_t target = ih * g.w + iw;
+    covering_outputs(iw0, g.pad_w, span_w, g.stride_w, g.out_w, j0, unused);
+    covering_outputs(iw0 + count - 1, g.pad_w, span_w, g.stride_w, g.out_w, unused, j1);
+    const I first = ih * g.w + iw0;  // in-plane index of the run's first element
     const std::int64_t* idx = indices + plane * ohw;
     const float* grad = dy + plane * ohw;
-    float sum = 0.0f;
-    // The gradient is loaded beside the index, not after comparing it: one memory latency per
-    // covering output instead of two in a row (the extra reads hit the caches: neighbouring
-    // threads read the same outputs).
+    float sum[kMaxBackwardRun];
+#pragma unroll
+    for (int s = 0; s < kMaxBackwardRun; ++s) sum[s] = 0.0f;
     for (I i = i0; i < i1; ++i)
       for (I j = j0; j < j1; ++j) {
+        // Index and gradient are loaded together, with no branch on the loaded index (one
+        // memory latency per output, and the compiler may batch the loads of several outputs).
+        // An index naming an element past the end of a short run adds to a sum that is never
+        // stored.
         const I o = i * g.out_w + j;
-        const std::int64_t at = __ldg(idx + o);
+        const std::int64_t k = __ldg(idx + o) - first;
         const float gv = __ldg(grad + o);
-        if (at == target) sum += gv;
+#pragma unroll
+        for (int s = 0; s < kMaxBackwardRun; ++s)
+          if (k == s) sum[s] += gv;
       }
-    dx[e] = sum;
+    float* out = dx + plane * g.h * g.w + first;
+    if (vec_store) {
+      *reinterpret_cast<float4*>(out) = make_float4(sum[0], sum[1], sum[2], sum[3]);
+    } else {
+#pragma unroll
+      for (int s = 0; s < kMaxBackwardRun; ++s)
+        if (s < count) out[s] = sum[s];
+    }
   }
 }
 
@@ -264,9 +294,13 @@ void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, con
 
 void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
                              void* stream) {
-  launch_indexed(g, g.in_numel(), [&](auto index) {
+  const std::int64_t runs_per_row = (g.w + kMaxBackwardRun - 1) / kMaxBackwardRun;
+  const std::int64_t runs = g.planes * g.h * runs_per_row;
+  const bool vec_store = g.w % kMaxBackwardRun == 0 && reinterpret_cast<std::uintptr_t>(dx) % 16 == 0;
+  launch_indexed(g, runs, [&](auto index) {
     using I = decltype(index);
-    launch_over_as<I>(g.in_numel(), stream, max_pool2d_backward_kernel<I>, dy, indices, dx, Geometry<I>(g));
+    launch_over_as<I>(runs, stream, max_pool2d_backward_kernel<I>, dy, indices, dx, Geometry<I>(g),
+                      static_cast<I>(runs_per_row), vec_store);
   });
 }
 

@@ -170,8 +170,10 @@ for stage in $stages; do
           --launch-skip 3 --launch-count 1 "${sections[@]}" "$build/bench/$2" > "$out/ncu_$1.txt" 2>&1
         stamp "ncu $1 rc=$? $(grep -m1 -E 'Duration' "$out/ncu_$1.txt" | tr -s ' ')"
       }
-      ncu_one bn_eval_rows batch_norm_bench 'NormalizeFn<4, 1, 1>, 1>'
-      ncu_one ce_group cross_entropy_bench 'ce_group_rows_kernel<4, 8, 0>'
+      # ncu's demangled names spell template arguments as (int)4, (bool)1 (the first try, with
+      # "<4, 1, 1>" as ncu's CSV writes them, matched nothing).
+      ncu_one bn_eval_rows batch_norm_bench 'NormalizeFn<\(int\)4, \(bool\)1, \(bool\)1>'
+      ncu_one ce_group cross_entropy_bench 'ce_group_rows_kernel<\(int\)4, \(int\)8'
       ncu_one max_pool_bwd conv_bench 'max_pool2d_backward_kernel'
       ;;
     tf32)

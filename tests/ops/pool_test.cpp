@@ -400,6 +400,15 @@ TEST(Pool2dGPU, MatchesCpuAtAwkwardShapes) {
   expect_parity({Kind::max, {33, 7, 13, 11}, 3, Int2(2), 1});
   expect_parity({Kind::avg, {33, 7, 13, 11}, 3, Int2(2), 1});
   expect_parity({Kind::adaptive, {33, 7, 13, 11}, {4, 5}});
+  // Max-pool backward works on runs of 4 elements of a row: rows shorter than a run whose
+  // windows reach into the next row (an index there must not land in this run), a short last
+  // run (w = 5, 9), whole runs stored as vectors (w = 4, 12) with and without overlap.
+  expect_parity({Kind::max, {2, 3, 6, 2}, 3, Int2(1), 1});
+  expect_parity({Kind::max, {2, 3, 6, 3}, 3, Int2(1), 1, 2});
+  expect_parity({Kind::max, {3, 2, 7, 5}, 3, Int2(1), 1});
+  expect_parity({Kind::max, {3, 2, 9, 9}, {2, 3}, Int2{2, 1}, Int2{0, 1}});
+  expect_parity({Kind::max, {2, 5, 8, 4}, 2});
+  expect_parity({Kind::max, {2, 5, 12, 12}, 3, Int2(1), 1});
 }
 
 // Tensors of 2^30 elements or more take the kernels' 64-bit index arithmetic; the same awkward
