@@ -47,6 +47,15 @@ int env_int(const char* name, int fallback) {
   return v && *v ? std::atoi(v) : fallback;
 }
 
+}  // namespace
+
+bool null_compute() {
+  static const bool on = env_int("CUGRAD_EMU_NULL", 0) == 1;
+  return on;
+}
+
+namespace {
+
 int device_total() {
   static const int n = std::max(1, env_int("CUGRAD_EMU_DEVICES", 1));
   return n;
@@ -296,7 +305,7 @@ void* allocate(std::size_t size, int device, bool host, bool mapped) {
   void* p = nullptr;
   if (posix_memalign(&p, 256, n) != 0) return nullptr;
   // Poison fresh memory (bounded, so huge allocations stay lazily mapped).
-  std::memset(p, 0xFF, std::min<std::size_t>(n, std::size_t{256} << 20));
+  if (!null_compute()) std::memset(p, 0xFF, std::min<std::size_t>(n, std::size_t{256} << 20));
   std::lock_guard lock(g().mu);
   g().allocations[reinterpret_cast<std::uintptr_t>(p)] = Allocation{size, device, host, mapped};
   return p;

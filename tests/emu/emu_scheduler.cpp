@@ -363,6 +363,10 @@ cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dy
   }
   state::count_launch();
   trace::count_kernel(kernel);
+  if (state::null_compute()) {
+    destroy(closure);
+    return cudaSuccess;
+  }
   state::submit(stream, [=] {
     execute(kernel, grid, block, dynamic_smem, body, closure);
     destroy(closure);

@@ -1,0 +1,118 @@
+// host_overhead: what the host spends issuing one training step, measured on the CUDA
+// emulator with nothing computed (CUGRAD_EMU_NULL=1, set here: kernels, cuBLAS products and cuDNN
+// convolutions are validated and counted but not run, allocations are not poisoned). What is
+// left is cugrad's own host work per step (autograd, tensor bookkeeping, argument checks, the
+// stream-ordered allocations and frees, descriptor set-up) plus the emulator's cheap bookkeeping
+// of each API call; it leaves out what the CUDA driver and cuDNN themselves cost on a real GPU
+// machine (a few µs per launch, more per cuDNN call). So it is a lower bound of the host time
+// of a step there, from a machine without a GPU; bench/train_step_bench measures the real one.
+//
+// The steps are train_step_bench's (forward, label-smoothed cross-entropy, backward, SGD Nesterov
+// with weight decay) for the reference CNN (width 64) and ResNet-18, plain and with the backbone
+// frozen; batch 8 (host work does not depend on the batch, except the emulator's allocations:
+// each is a malloc, and large ones an mmap that a real memory pool does not pay). Prints ms per
+// step and the launches, library calls and allocations it makes. Exits 1 when the null mode is
+// not in effect (a kernel ran).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cugrad/cugrad.h"
+#include "tests/emu/emu_trace.h"
+
+namespace cg = cugrad;
+namespace nn = cugrad::nn;
+namespace trace = cugrad_emu::trace;
+
+namespace {
+
+std::uint64_t count_of(const trace::Counts& counts, const char* name) {
+  for (const auto& [n, c] : counts)
+    if (n == name) return c;
+  return 0;
+}
+
+void time_model(const char* name, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
+                std::int64_t classes, bool frozen) {
+  const cg::Device gpu = cg::Device::cuda(0);
+  model.train();
+  model.unfreeze();
+  if (frozen) {
+    model.freeze();
+    classifier.unfreeze();
+  }
+  const cg::Tensor x = cg::randn(input, gpu);
+  const cg::Tensor y = cg::randint(0, classes, {input[0]}, gpu);
+  std::vector<cg::Tensor> trainable;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) trainable.push_back(p);
+  cg::optim::SGD opt(trainable, {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+  auto step = [&] {
+    const cg::Tensor loss = nn::functional::cross_entropy(model(x), y, {.label_smoothing = 0.1});
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  for (int i = 0; i < 3; ++i) step();
+  cg::synchronize();
+  constexpr int kSteps = 50;
+  std::vector<double> ms;
+  for (int i = 0; i < kSteps; ++i) {
+    trace::reset();
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  cg::synchronize();
+  std::sort(ms.begin(), ms.end());
+  std::uint64_t launches = 0;
+  for (const auto& [n, c] : trace::kernels()) launches += c;
+  const trace::Counts calls = trace::calls();
+  const std::uint64_t cudnn = count_of(calls, "cudnnConvolutionForward") +
+                              count_of(calls, "cudnnConvolutionBackwardData") +
+                              count_of(calls, "cudnnConvolutionBackwardFilter");
+  std::printf("%-34s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
+              "allocations\n",
+              name, ms[ms.size() / 2], kSteps, ms.front(), static_cast<unsigned long long>(launches),
+              static_cast<unsigned long long>(cudnn),
+              static_cast<unsigned long long>(count_of(calls, "cudaMallocFromPoolAsync")));
+  model.unfreeze();
+}
+
+}  // namespace
+
+int main() {
+  setenv("CUGRAD_EMU_NULL", "1", 1);  // before the first emulated call reads it
+  const cg::Device gpu = cg::Device::cuda(0);
+  // The mode is in effect: a fill launched over known bytes leaves them as they were.
+  {
+    const std::vector<float> ones(64, 1.0f);
+    cg::Tensor t = cg::from_vector(ones, {64}, gpu);
+    t.fill_(5.0f);
+    if (t.to_vector<float>() != ones) {
+      std::fprintf(stderr, "host_overhead: CUGRAD_EMU_NULL is not in effect (a kernel ran)\n");
+      return 1;
+    }
+  }
+  std::printf("host_overhead: host time of one training step with nothing computed (CUDA emulator, "
+              "CUGRAD_EMU_NULL=1), batch 8\n");
+  cg::manual_seed(0);
+  for (const bool frozen : {false, true}) {
+    {
+      nn::ReferenceCnn cnn(64);
+      cnn->to(gpu);
+      time_model(frozen ? "reference CNN, backbone frozen" : "reference CNN", *cnn,
+                 *cnn->f[nn::ReferenceCnnImpl::kClassifier], {8, 1, 28, 28}, 10, frozen);
+    }
+    {
+      nn::ResNet resnet = nn::resnet18(1000, 3);
+      resnet->to(gpu);
+      time_model(frozen ? "ResNet-18, backbone frozen" : "ResNet-18", *resnet, *resnet->fc, {8, 3, 224, 224},
+                 1000, frozen);
+    }
+  }
+  return 0;
+}
