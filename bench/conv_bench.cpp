@@ -13,6 +13,7 @@
 
 #include "bench/bench_util.h"
 #include "cuda/conv.h"
+#include "cuda/pool.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 
@@ -171,6 +172,11 @@ int conv_bench_main() {
     const cg::Tensor dy = cg::randn(y.shape(), dev);
     const double bwd = cg::bench::median_ms(dev, [&] { cg::autograd::grad({y}, {x}, {dy}, true); });
     report("max_pool2d 3x3/2 backward", bwd, 12 * out + 4 * in);
+    // The thread-per-element kernel it replaced, in the same run (cuda::set_max_pool_backward_runs).
+    const bool before = cg::cuda::set_max_pool_backward_runs(false);
+    const double bwd_elem = cg::bench::median_ms(dev, [&] { cg::autograd::grad({y}, {x}, {dy}, true); });
+    cg::cuda::set_max_pool_backward_runs(before);
+    report("max_pool2d backward, thread per element", bwd_elem, 12 * out + 4 * in);
   }
   {
     const cg::Tensor x = cg::randn({kBatch, smoke ? 64 : 512, 7, 7}, dev).requires_grad_();

@@ -99,6 +99,34 @@ __global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __
   }
 }
 
+// One thread per input element: Σ dy over the outputs whose saved index is this element.
+// Reads the covering outputs' indices and gradients, writes dx once. The kernel before the runs
+// below (2026-11-26), kept for comparing the two on a GPU (set_max_pool_backward_runs).
+template <typename I>
+__global__ void max_pool2d_backward_element_kernel(const float* __restrict__ dy,
+                                                   const std::int64_t* __restrict__ indices,
+                                                   float* __restrict__ dx, Geometry<I> g, I total) {
+  const I span_h = g.dil_h * (g.kh - 1) + 1, span_w = g.dil_w * (g.kw - 1) + 1;
+  const I ohw = g.out_h * g.out_w;
+  for (I e = first_index<I>(); e < total; e += grid_stride<I>()) {
+    I plane, ih, iw;
+    split_index(e, g.h, g.w, plane, ih, iw);
+    I i0, i1, j0, j1;
+    covering_outputs(ih, g.pad_h, span_h, g.stride_h, g.out_h, i0, i1);
+    covering_outputs(iw, g.pad_w, span_w, g.stride_w, g.out_w, j0, j1);
+    const std::int64_t target = ih * g.w + iw;
+    const std::int64_t* idx = indices + plane * ohw;
+    const float* grad = dy + plane * ohw;
+    float sum = 0.0f;
+    for (I i = i0; i < i1; ++i)
+      for (I j = j0; j < j1; ++j) {
+        const I o = i * g.out_w + j;
+        if (__ldg(idx + o) == target) sum += __ldg(grad + o);
+      }
+    dx[e] = sum;
+  }
+}
+
 // Input elements per thread of the max-pool backward: a run of consecutive elements of a row.
 constexpr int kMaxBackwardRun = 4;
 static_assert(kMaxBackwardRun == 4, "the vector store writes a run as one float4");
@@ -270,6 +298,7 @@ void launch_over_as(std::int64_t total, void* stream, void (*kernel)(P...), A...
 // largest index (total plus one grid, at most 32 blocks per SM) all stay far below 2^31;
 // with I = int64 otherwise.
 std::atomic<std::int64_t> g_int32_limit{std::int64_t{1} << 30};
+std::atomic<bool> g_max_backward_runs{true};  // max-pool backward: runs of 4 (or one element) per thread
 
 template <class Launch>
 void launch_indexed(const Pool2dGeometry& g, std::int64_t total, Launch&& launch) {
@@ -283,6 +312,7 @@ void launch_indexed(const Pool2dGeometry& g, std::int64_t total, Launch&& launch
 }  // namespace
 
 std::int64_t set_pool_int32_index_limit(std::int64_t elements) { return g_int32_limit.exchange(elements); }
+bool set_max_pool_backward_runs(bool runs) { return g_max_backward_runs.exchange(runs); }
 
 void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
                             void* stream) {
@@ -294,6 +324,14 @@ void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, con
 
 void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
                              void* stream) {
+  if (!g_max_backward_runs.load()) {
+    launch_indexed(g, g.in_numel(), [&](auto index) {
+      using I = decltype(index);
+      launch_over_as<I>(g.in_numel(), stream, max_pool2d_backward_element_kernel<I>, dy, indices, dx,
+                        Geometry<I>(g));
+    });
+    return;
+  }
   const std::int64_t runs_per_row = (g.w + kMaxBackwardRun - 1) / kMaxBackwardRun;
   const std::int64_t runs = g.planes * g.h * runs_per_row;
   const bool vec_store = g.w % kMaxBackwardRun == 0 && reinterpret_cast<std::uintptr_t>(dx) % 16 == 0;

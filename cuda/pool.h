@@ -29,4 +29,9 @@ void adaptive_avg_pool2d_backward_f32(const float* dy, float* dx, const Pool2dGe
 /// the previous limit.
 std::int64_t set_pool_int32_index_limit(std::int64_t elements);
 
+/// Max-pool backward: one thread per run of 4 elements of a row (true, the default) or one per
+/// element (false: the kernel before, 2026-11-26), so that a benchmark can time both in one run
+/// and tests check both. Returns the previous choice.
+bool set_max_pool_backward_runs(bool runs);
+
 }  // namespace cugrad::cuda

@@ -11,8 +11,9 @@
 // with weight decay) for the reference CNN (width 64) and ResNet-18, plain and with the backbone
 // frozen; batch 8 (host work does not depend on the batch, except the emulator's allocations:
 // each is a malloc, and large ones an mmap that a real memory pool does not pay). Prints ms per
-// step and the launches, library calls and allocations it makes. Exits 1 when the null mode is
-// not in effect (a kernel ran).
+// step and the launches, library calls and allocations it makes; then the host time of the
+// single-op calls kernels_bench times (BatchNorm eval, cross-entropy forward+backward). Exits 1
+// when the null mode is not in effect (a kernel ran).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -82,6 +83,44 @@ void time_model(const char* name, nn::Module& model, nn::Module& classifier, con
   model.unfreeze();
 }
 
+// Median host time of `fn` over many calls, each after a synchronization.
+template <class Fn>
+double host_ms(Fn&& fn, int calls = 200) {
+  for (int i = 0; i < 5; ++i) fn();
+  std::vector<double> ms;
+  for (int i = 0; i < calls; ++i) {
+    cg::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// The single-op calls kernels_bench times with CUDA events from an idle device, so that the
+// host's part of those event times is known: BatchNorm eval forward (4096x1024) and the
+// label-smoothed cross-entropy forward+backward (its host work does not depend on the rows;
+// 1024x1000 here, so that the emulator's allocations stay on the heap).
+void time_ops() {
+  namespace F = cugrad::nn::functional;
+  const cg::Device gpu = cg::Device::cuda(0);
+  const cg::Tensor x = cg::randn({4096, 1024}, gpu), w = cg::rand({1024}, gpu), b = cg::randn({1024}, gpu);
+  const cg::Tensor rm = cg::zeros({1024}, gpu), rv = cg::ones({1024}, gpu);
+  const double bn = host_ms([&] {
+    cg::NoGradGuard ng;
+    (void)F::batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5);
+  });
+  std::printf("%-34s %8.4f ms per call (median of 200)\n", "BatchNorm eval forward", bn);
+  cg::Tensor logits = cg::randn({1024, 1000}, gpu).requires_grad_();
+  const cg::Tensor y = cg::randint(0, 1000, {1024}, gpu);
+  const double ce = host_ms([&] {
+    F::cross_entropy(logits, y, {.label_smoothing = 0.1}).backward();
+    logits.set_grad(cg::Tensor());
+  });
+  std::printf("%-34s %8.4f ms per call (median of 200)\n", "cross-entropy forward+backward", ce);
+}
+
 }  // namespace
 
 int main() {
@@ -114,5 +153,6 @@ int main() {
                  1000, frozen);
     }
   }
+  time_ops();
   return 0;
 }

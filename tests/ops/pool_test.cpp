@@ -425,6 +425,20 @@ TEST(Pool2dGPU, SixtyFourBitIndexKernelsMatchCpu) {
   expect_parity({Kind::avg, {33, 7, 13, 11}, 3, Int2(2), 1});
 }
 
+// The thread-per-element max-pool backward kept for comparison (set_max_pool_backward_runs).
+TEST(Pool2dGPU, ElementPerThreadMaxBackwardMatchesCpu) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(216);
+  struct Restore {
+    bool previous = cg::cuda::set_max_pool_backward_runs(false);
+    ~Restore() { cg::cuda::set_max_pool_backward_runs(previous); }
+  } restore;
+  for (const Case& c : cases())
+    if (c.kind == Kind::max) expect_parity(c);
+  expect_parity({Kind::max, {2, 3, 6, 2}, 3, Int2(1), 1});
+  expect_parity({Kind::max, {33, 7, 13, 11}, 3, Int2(2), 1});
+}
+
 TEST(Pool2dGPU, LargeShapesSpreadOverTheWholeGpu) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(212);
