@@ -23,6 +23,7 @@
 
 #include "cugrad/cugrad.h"
 #include "tests/emu/emu_trace.h"
+#include "tests/emu/train_step.h"
 
 namespace cg = cugrad;
 namespace nn = cugrad::nn;
@@ -36,56 +37,13 @@ std::uint64_t count_of(const trace::Counts& counts, const char* name) {
   return 0;
 }
 
-void time_model(const char* name, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
-                std::int64_t classes, bool frozen) {
-  const cg::Device gpu = cg::Device::cuda(0);
-  model.train();
-  model.unfreeze();
-  if (frozen) {
-    model.freeze();
-    classifier.unfreeze();
-  }
-  const cg::Tensor x = cg::randn(input, gpu);
-  const cg::Tensor y = cg::randint(0, classes, {input[0]}, gpu);
-  std::vector<cg::Tensor> trainable;
-  for (const auto& p : model.parameters())
-    if (p.requires_grad()) trainable.push_back(p);
-  cg::optim::SGD opt(trainable, {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
-  auto step = [&] {
-    const cg::Tensor loss = nn::functional::cross_entropy(model(x), y, {.label_smoothing = 0.1});
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-  };
-  for (int i = 0; i < 3; ++i) step();
-  cg::synchronize();
-  constexpr int kSteps = 50;
-  std::vector<double> ms;
-  for (int i = 0; i < kSteps; ++i) {
-    trace::reset();
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  cg::synchronize();
-  std::sort(ms.begin(), ms.end());
-  std::uint64_t launches = 0;
-  for (const auto& [n, c] : trace::kernels()) launches += c;
-  const trace::Counts calls = trace::calls();
-  const std::uint64_t cudnn = count_of(calls, "cudnnConvolutionForward") +
-                              count_of(calls, "cudnnConvolutionBackwardData") +
-                              count_of(calls, "cudnnConvolutionBackwardFilter");
-  std::printf("%-34s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
-              "allocations\n",
-              name, ms[ms.size() / 2], kSteps, ms.front(), static_cast<unsigned long long>(launches),
-              static_cast<unsigned long long>(cudnn),
-              static_cast<unsigned long long>(count_of(calls, "cudaMallocFromPoolAsync")));
-  model.unfreeze();
-}
-
-// Median host time of `fn` over many calls, each after a synchronization.
+// Host time of `fn` over `calls` calls, each after a synchronization (5 untimed calls first):
+// the median and the fastest, in ms.
+struct HostTime {
+  double median, min;
+};
 template <class Fn>
-double host_ms(Fn&& fn, int calls = 200) {
+HostTime host_ms(Fn&& fn, int calls = 200) {
   for (int i = 0; i < 5; ++i) fn();
   std::vector<double> ms;
   for (int i = 0; i < calls; ++i) {
@@ -95,7 +53,29 @@ double host_ms(Fn&& fn, int calls = 200) {
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
+  return {ms[ms.size() / 2], ms.front()};
+}
+
+void time_model(const char* name, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
+                std::int64_t classes, bool frozen) {
+  cugrad_emu::TrainStep step(model, classifier, input, classes, frozen);
+  constexpr int kSteps = 50;
+  const HostTime t = host_ms(step, kSteps);
+  // The counts of one more step.
+  cg::synchronize();
+  trace::reset();
+  step();
+  std::uint64_t launches = 0;
+  for (const auto& [n, c] : trace::kernels()) launches += c;
+  const trace::Counts calls = trace::calls();
+  const std::uint64_t cudnn = count_of(calls, "cudnnConvolutionForward") +
+                              count_of(calls, "cudnnConvolutionBackwardData") +
+                              count_of(calls, "cudnnConvolutionBackwardFilter");
+  std::printf("%-34s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
+              "allocations\n",
+              name, t.median, kSteps, t.min, static_cast<unsigned long long>(launches),
+              static_cast<unsigned long long>(cudnn),
+              static_cast<unsigned long long>(count_of(calls, "cudaMallocFromPoolAsync")));
 }
 
 // The single-op calls kernels_bench times with CUDA events from an idle device, so that the
@@ -107,18 +87,19 @@ void time_ops() {
   const cg::Device gpu = cg::Device::cuda(0);
   const cg::Tensor x = cg::randn({4096, 1024}, gpu), w = cg::rand({1024}, gpu), b = cg::randn({1024}, gpu);
   const cg::Tensor rm = cg::zeros({1024}, gpu), rv = cg::ones({1024}, gpu);
-  const double bn = host_ms([&] {
+  const HostTime bn = host_ms([&] {
     cg::NoGradGuard ng;
     (void)F::batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5);
   });
-  std::printf("%-34s %8.4f ms per call (median of 200)\n", "BatchNorm eval forward", bn);
+  std::printf("%-34s %8.4f ms per call (median of 200; min %.4f)\n", "BatchNorm eval forward", bn.median, bn.min);
   cg::Tensor logits = cg::randn({1024, 1000}, gpu).requires_grad_();
   const cg::Tensor y = cg::randint(0, 1000, {1024}, gpu);
-  const double ce = host_ms([&] {
+  const HostTime ce = host_ms([&] {
     F::cross_entropy(logits, y, {.label_smoothing = 0.1}).backward();
     logits.set_grad(cg::Tensor());
   });
-  std::printf("%-34s %8.4f ms per call (median of 200)\n", "cross-entropy forward+backward", ce);
+  std::printf("%-34s %8.4f ms per call (median of 200; min %.4f)\n", "cross-entropy forward+backward", ce.median,
+              ce.min);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 
 #include "cugrad/cugrad.h"
 #include "tests/emu/emu_trace.h"
+#include "tests/emu/train_step.h"
 
 namespace cg = cugrad;
 namespace nn = cugrad::nn;
@@ -50,25 +51,7 @@ struct Profile {
 // snapshot: whatever the step itself calls is all that is counted.
 Profile profile_step(nn::Module& model, nn::Module& classifier, const cg::Shape& input, std::int64_t classes,
                      bool frozen) {
-  const cg::Device gpu = cg::Device::cuda(0);
-  model.train();
-  model.unfreeze();
-  if (frozen) {
-    model.freeze();
-    classifier.unfreeze();
-  }
-  const cg::Tensor x = cg::randn(input, gpu);
-  const cg::Tensor y = cg::randint(0, classes, {input[0]}, gpu);
-  std::vector<cg::Tensor> trainable;
-  for (const auto& p : model.parameters())
-    if (p.requires_grad()) trainable.push_back(p);
-  cg::optim::SGD opt(trainable, {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
-  auto step = [&] {
-    const cg::Tensor loss = nn::functional::cross_entropy(model(x), y, {.label_smoothing = 0.1});
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-  };
+  cugrad_emu::TrainStep step(model, classifier, input, classes, frozen);
   for (int i = 0; i < 3; ++i) step();
   cg::synchronize();
   trace::reset();
@@ -78,7 +61,6 @@ Profile profile_step(nn::Module& model, nn::Module& classifier, const cg::Shape&
   p.kernels = trace::kernels();
   for (const auto& [n, c] : p.kernels) p.launches += c;
   cg::synchronize();
-  model.unfreeze();
   return p;
 }
 
