@@ -12,7 +12,7 @@
 #   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
 #   profile    ncu's time per kernel for two training steps of ResNet-18 and the reference CNN
 #              (train_step_bench with CUGRAD_BENCH_PROFILE; scripts/ncu_summary.py)
-#   ncu        (not by default) Nsight Compute sections for the kernels of the missed targets
+#   ncu        Nsight Compute sections for the kernels of the missed targets
 #   tf32       train_step_bench, train and adversarial with TF32 tensor cores allowed
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   memcheck   compute-sanitizer memcheck over every test program's GPU tests
@@ -38,7 +38,7 @@ mkdir -p "$out"
 build=${BUILD_DIR:-build-gpu}
 start=$SECONDS
 deadline=$((start + ${SESSION_SECONDS:-540}))
-stages=${STAGES:-tests kernels benches examples profile tf32 torch memcheck racecheck synccheck initcheck}
+stages=${STAGES:-tests kernels benches examples profile ncu tf32 torch memcheck racecheck synccheck initcheck}
 if [[ -n "${PACK:-}" ]]; then
   mkdir -p "$(dirname "$PACK")"
   trap 'tar czf "$PACK" -C "$out" . 2> /dev/null; cp "$out/summary.txt" "$(dirname "$PACK")/" 2> /dev/null' EXIT
