@@ -85,7 +85,8 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
-  std::printf("%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms (%.0f%% of the step)\n",
+  std::printf("%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
+              "(%.0f%% of the step)\n",
               "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
