@@ -9,7 +9,8 @@
 #   tests      the gpu-labelled CTest entries (GPU tests must run, not skip)
 #   kernels    kernels_bench (BatchNorm, cross-entropy, SGD against their targets), smoke first
 #   benches    train_step_bench, elementwise_bench, inspect_bench, conv_bench, smoke first
-#   examples   train (reference recipe) and adversarial, when DATA is a Fashion-MNIST folder
+#   examples   train (reference recipe), adversarial, finetune, inspect, map_vs_mle, when DATA is a
+#              Fashion-MNIST folder
 #   profile    ncu's time per kernel for two training steps of ResNet-18 and the reference CNN
 #              (train_step_bench with CUGRAD_BENCH_PROFILE; scripts/ncu_summary.py)
 #   ncu        Nsight Compute sections for the kernels of the missed targets
@@ -140,6 +141,13 @@ for stage in $stages; do
         stamp "train rc=$? $(grep -m1 '^train: test accuracy' "$out/train.txt")"
         within 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train" > "$out/adversarial.txt" 2>&1
         stamp "adversarial rc=$?"
+        # The other examples, which had not run on a GPU before (issue 6 asks for every one).
+        within 90 "$build/examples/finetune" --data "$DATA" --out "$out/finetune" > "$out/finetune.txt" 2>&1
+        stamp "finetune rc=$? $(grep -m1 'step time' "$out/finetune.txt")"
+        within 60 "$build/examples/inspect" --data "$DATA" --out "$out/inspect" > "$out/inspect.txt" 2>&1
+        stamp "inspect rc=$?"
+        within 90 "$build/examples/map_vs_mle" --data "$DATA" --out "$out/map_vs_mle" > "$out/map_vs_mle.txt" 2>&1
+        stamp "map_vs_mle rc=$? $(grep -m1 'with the prior' "$out/map_vs_mle.txt")"
       else
         stamp "examples: DATA is not a folder; skipped"
       fi
