@@ -189,6 +189,15 @@ for stage in $stages; do
       # the default): how far the train-step and recipe goals are from the float32 floor.
       CUGRAD_TF32=1 within 90 "$build/bench/train_step_bench" > "$out/train_step_bench.tf32.txt" 2>&1
       stamp "bench train_step_bench (TF32) rc=$?"
+      # Which kernels the small CNN's step runs with TF32 allowed: on 2026-11-26 TF32 cut its step
+      # by 7% only (ResNet-18's by half), so are its convolutions on tensor cores at all?
+      ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+      CUGRAD_TF32=1 CUGRAD_BENCH_PROFILE=reference_cnn_b256 within 90 "$ncu" --profile-from-start off \
+        --metrics gpu__time_duration.sum --csv --print-units base --log-file "$out/profile_reference_cnn_b256_tf32.csv" \
+        "$build/bench/train_step_bench" > "$out/profile_reference_cnn_b256_tf32.log" 2>&1
+      rc=$?
+      python3 scripts/ncu_summary.py "$out/profile_reference_cnn_b256_tf32.csv" > "$out/profile_reference_cnn_b256_tf32.txt" 2>&1
+      stamp "profile reference_cnn_b256 (TF32) rc=$rc: $(head -1 "$out/profile_reference_cnn_b256_tf32.txt")"
       if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
         within 60 "$build/examples/train" --data "$DATA" --out "$out/train_tf32" --tf32 true \
           > "$out/train.tf32.txt" 2>&1
