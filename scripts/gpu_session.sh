@@ -113,6 +113,20 @@ sanitize() {
   done
 }
 
+ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+# profile_step MODEL NAME: ncu's time per kernel of two training steps of MODEL (train_step_bench
+# with CUGRAD_BENCH_PROFILE, after warm-up and the timed search; the environment, e.g.
+# CUGRAD_TF32, passes through), summed per kernel into profile_NAME.txt by scripts/ncu_summary.py.
+profile_step() {
+  local model=$1 name=$2 rc
+  CUGRAD_BENCH_PROFILE=$model within 150 "$ncu" --profile-from-start off --metrics gpu__time_duration.sum \
+    --csv --print-units base --log-file "$out/profile_$name.csv" "$build/bench/train_step_bench" \
+    > "$out/profile_$name.log" 2>&1
+  rc=$?
+  python3 scripts/ncu_summary.py "$out/profile_$name.csv" > "$out/profile_$name.txt" 2>&1
+  stamp "profile $name rc=$rc: $(head -1 "$out/profile_$name.txt")"
+}
+
 for stage in $stages; do
   (($(left) > 10)) || { stamp "deadline reached: stages from '$stage' on not run"; break; }
   case $stage in
@@ -155,22 +169,13 @@ for stage in $stages; do
     profile)
       # Kernel time per kernel of two training steps (after warm-up and the timed search),
       # under Nsight Compute with one metric; the sums per kernel in profile_<model>.txt.
-      ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-      for m in resnet18_b64 reference_cnn_b256; do
-        CUGRAD_BENCH_PROFILE=$m within 150 "$ncu" --profile-from-start off --metrics gpu__time_duration.sum \
-          --csv --print-units base --log-file "$out/profile_$m.csv" "$build/bench/train_step_bench" \
-          > "$out/profile_$m.log" 2>&1
-        rc=$?
-        python3 scripts/ncu_summary.py "$out/profile_$m.csv" > "$out/profile_$m.txt" 2>&1
-        stamp "profile $m rc=$rc: $(head -1 "$out/profile_$m.txt")"
-      done
+      for m in resnet18_b64 reference_cnn_b256; do profile_step "$m" "$m"; done
       ;;
     ncu)
       # Nsight Compute's sections for the kernels of the missed kernel targets, one launch each
       # (after warm-up; boost clocks, caches flushed): duration, DRAM throughput, occupancy,
       # warp stall reasons. BatchNorm eval row mode (4096x1024), the cross-entropy group kernel
       # (32768x1000, its first shape) and the max-pool backward (conv_bench).
-      ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
       sections=(--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats
         --section MemoryWorkloadAnalysis --section SchedulerStats)
       ncu_one() {  # ncu_one NAME BENCH REGEX
@@ -191,13 +196,7 @@ for stage in $stages; do
       stamp "bench train_step_bench (TF32) rc=$?"
       # Which kernels the small CNN's step runs with TF32 allowed: on 2026-11-26 TF32 cut its step
       # by 7% only (ResNet-18's by half), so are its convolutions on tensor cores at all?
-      ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-      CUGRAD_TF32=1 CUGRAD_BENCH_PROFILE=reference_cnn_b256 within 90 "$ncu" --profile-from-start off \
-        --metrics gpu__time_duration.sum --csv --print-units base --log-file "$out/profile_reference_cnn_b256_tf32.csv" \
-        "$build/bench/train_step_bench" > "$out/profile_reference_cnn_b256_tf32.log" 2>&1
-      rc=$?
-      python3 scripts/ncu_summary.py "$out/profile_reference_cnn_b256_tf32.csv" > "$out/profile_reference_cnn_b256_tf32.txt" 2>&1
-      stamp "profile reference_cnn_b256 (TF32) rc=$rc: $(head -1 "$out/profile_reference_cnn_b256_tf32.txt")"
+      CUGRAD_TF32=1 profile_step reference_cnn_b256 reference_cnn_b256_tf32
       if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
         within 60 "$build/examples/train" --data "$DATA" --out "$out/train_tf32" --tf32 true \
           > "$out/train.tf32.txt" 2>&1

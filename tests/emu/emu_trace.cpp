@@ -94,4 +94,10 @@ Counts kernels() {
   return Counts(named.begin(), named.end());
 }
 
+std::uint64_t count_of(const Counts& counts, const std::string& name) {
+  for (const auto& [n, c] : counts)
+    if (n == name) return c;
+  return 0;
+}
+
 }  // namespace cugrad_emu::trace

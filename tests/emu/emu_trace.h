@@ -26,5 +26,7 @@ Counts calls();
 // The kernel launches since the last reset, by kernel (demangled names, resolved through the
 // dynamic symbol table or, for kernels in anonymous namespaces, addr2line).
 Counts kernels();
+// The count of `name` in `counts` (0 when absent).
+std::uint64_t count_of(const Counts& counts, const std::string& name);
 
 }  // namespace cugrad_emu::trace

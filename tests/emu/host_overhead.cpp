@@ -31,12 +31,6 @@ namespace trace = cugrad_emu::trace;
 
 namespace {
 
-std::uint64_t count_of(const trace::Counts& counts, const char* name) {
-  for (const auto& [n, c] : counts)
-    if (n == name) return c;
-  return 0;
-}
-
 // Host time of `fn` over `calls` calls, each after a synchronization (5 untimed calls first):
 // the median and the fastest, in ms.
 struct HostTime {
@@ -68,14 +62,14 @@ void time_model(const char* name, nn::Module& model, nn::Module& classifier, con
   std::uint64_t launches = 0;
   for (const auto& [n, c] : trace::kernels()) launches += c;
   const trace::Counts calls = trace::calls();
-  const std::uint64_t cudnn = count_of(calls, "cudnnConvolutionForward") +
-                              count_of(calls, "cudnnConvolutionBackwardData") +
-                              count_of(calls, "cudnnConvolutionBackwardFilter");
+  const std::uint64_t cudnn = trace::count_of(calls, "cudnnConvolutionForward") +
+                              trace::count_of(calls, "cudnnConvolutionBackwardData") +
+                              trace::count_of(calls, "cudnnConvolutionBackwardFilter");
   std::printf("%-34s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
               "allocations\n",
               name, t.median, kSteps, t.min, static_cast<unsigned long long>(launches),
               static_cast<unsigned long long>(cudnn),
-              static_cast<unsigned long long>(count_of(calls, "cudaMallocFromPoolAsync")));
+              static_cast<unsigned long long>(trace::count_of(calls, "cudaMallocFromPoolAsync")));
 }
 
 // The single-op calls kernels_bench times with CUDA events from an idle device, so that the

@@ -34,11 +34,7 @@ struct Profile {
   trace::Counts calls, kernels;
   std::uint64_t launches = 0;
 
-  std::uint64_t call(const std::string& name) const {
-    for (const auto& [n, c] : calls)
-      if (n == name) return c;
-    return 0;
-  }
+  std::uint64_t call(const std::string& name) const { return trace::count_of(calls, name); }
   std::uint64_t kernel_launches(const std::string& part) const {
     std::uint64_t total = 0;
     for (const auto& [n, c] : kernels)
