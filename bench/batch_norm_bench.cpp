@@ -187,6 +187,51 @@ bool run_case(cg::Device gpu, cudnnHandle_t handle, double copy_gbs, Mode mode, 
   return diff < 1e-4;
 }
 
+// BatchNorm followed by ReLU, training forward+backward: functional::batch_norm_relu (one op;
+// minimum 8 passes: forward 3, backward 5) against batch_norm then relu (13: the ReLU adds a
+// read and a write forward, and threshold_backward two reads and a write), both cugrad, the
+// same inputs, the same run. Returns false unless both give the same bits.
+bool run_relu_case(cg::Device gpu, double copy_gbs, const cg::Shape& shape) {
+  const std::int64_t c = shape[1];
+  const double bytes = static_cast<double>(shape[0] * c * shape[2] * shape[3]) * 4;
+  int dev = 0;
+  CUGRAD_CUDA_CHECK(cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  CUGRAD_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+  const int slots = static_cast<int>(std::clamp(2.0 * prop.l2CacheSize / (bytes * 4) + 1.0, 2.0, 16.0));
+  std::vector<cg::Tensor> xs, dys;
+  for (int i = 0; i < slots; ++i) {
+    xs.push_back((cg::randn(shape, gpu) * 1.5).detach().requires_grad_());
+    dys.push_back(cg::randn(shape, gpu));
+  }
+  const cg::Tensor w = (cg::rand({c}, gpu) + 0.5).detach().requires_grad_();
+  const cg::Tensor b = (cg::randn({c}, gpu) * 0.3).detach().requires_grad_();
+  cg::Tensor rm = cg::zeros({c}, gpu), rv = cg::ones({c}, gpu);
+  auto run = [&](int i, bool fused) {
+    const cg::Tensor y = fused ? F::batch_norm_relu(xs[i], rm, rv, w, b, true, kMomentum, kEps)
+                               : cg::relu(F::batch_norm(xs[i], rm, rv, w, b, true, kMomentum, kEps));
+    return cg::autograd::grad({y}, {xs[i], w, b}, {dys[i]});
+  };
+  const cg::TensorList a = run(0, true), u = run(0, false);
+  bool same = true;
+  for (std::size_t k = 0; k < a.size(); ++k) {
+    cg::NoGradGuard ng;
+    same = same && cg::ne(a[k], u[k]).sum().item<double>() == 0.0;
+  }
+  int turn = 0;
+  const double fused = cg::bench::median_ms(gpu, [&] { run(turn++ % slots, true); }, 5, 50);
+  const double unfused = cg::bench::median_ms(gpu, [&] { run(turn++ % slots, false); }, 5, 50);
+  const Timing tf = timing(fused, 8 * bytes), tu = timing(unfused, 13 * bytes);
+  std::printf("%-14s %-18s %8.3f %7.0f %5.1f%% | unfused %8.3f %7.0f %5.1f%% | %5.2fx | %s\n", "BN+ReLU f+b",
+              cg::shape_str(shape).c_str(), tf.ms, tf.gbs, 100.0 * tf.gbs / copy_gbs, tu.ms, tu.gbs,
+              100.0 * tu.gbs / copy_gbs, tu.ms / tf.ms, same ? "same bits" : "RESULTS DIFFER");
+  std::string dims;
+  for (std::size_t i = 0; i < shape.size(); ++i) dims += (i ? "x" : "") + std::to_string(shape[i]);
+  std::printf("RESULT batch_norm_relu_train_fwd_bwd_%s %.4f\n", dims.c_str(), fused);
+  std::printf("RESULT batch_norm_then_relu_train_fwd_bwd_%s %.4f\n", dims.c_str(), unfused);
+  return same;
+}
+
 }  // namespace
 
 int batch_norm_bench_main() {
@@ -226,6 +271,9 @@ int batch_norm_bench_main() {
   ok &= run_case(gpu, handle.h, copy_gbs, Mode::train_forward_backward, mid);
   ok &= run_case(gpu, handle.h, copy_gbs, Mode::train_forward, flat);
   ok &= run_case(gpu, handle.h, copy_gbs, Mode::train_forward_backward, flat);
+  std::printf("\nBatchNorm then ReLU, fused (batch_norm_relu, 8 passes) and not (13 passes):\n");
+  ok &= run_relu_case(gpu, copy_gbs, big);
+  ok &= run_relu_case(gpu, copy_gbs, smoke ? cg::Shape{3, 8, 7, 7} : cg::Shape{256, 64, 28, 28});
   if (!ok) {
     std::printf("\nFAILED: a cugrad result differs from cuDNN's by more than 1e-4 (relative norm)\n");
     return 1;

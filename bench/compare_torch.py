@@ -82,6 +82,25 @@ def bench_batch_norm(results, compiled):
 
         results["compiled:batch_norm_train_fwd_bwd_256x64x56x56"] = median_ms(cfwd_bwd)
 
+    # BatchNorm then ReLU, forward+backward: cugrad's batch_norm_relu (and its unfused pair);
+    # eager PyTorch runs two ops, torch.compile fuses them.
+    def bn_relu(x):
+        return F.relu(F.batch_norm(x, rm, rv, weight, bias, training=True, momentum=0.1))
+
+    def bn_relu_fwd_bwd():
+        bn_relu(xs()).backward(dy)
+
+    t = median_ms(bn_relu_fwd_bwd)
+    results["batch_norm_relu_train_fwd_bwd_256x64x56x56"] = t
+    results["batch_norm_then_relu_train_fwd_bwd_256x64x56x56"] = t
+    if compiled:
+        cbr = torch.compile(bn_relu)
+
+        def cbn_relu_fwd_bwd():
+            cbr(xs()).backward(dy)
+
+        results["compiled:batch_norm_relu_train_fwd_bwd_256x64x56x56"] = median_ms(cbn_relu_fwd_bwd)
+
 
 def bench_cross_entropy(results, compiled):
     for n, k in ((32768, 1000), (8192, 32000), (4096, 50257), (65536, 128), (1024, 128256)):

@@ -10,6 +10,10 @@
 // time the host takes to issue one step is measured (bench_util.h, pipelined_ms): whether the
 // step is bound by the host or the device.
 //
+// The plain step is timed once more in the same run with module fusion off
+// (nn::set_fusion_enabled(false): BatchNorm and ReLU as two ops; results *_unfused), so one
+// call measures what fusing them saves. The hooks variant never fuses (every module is hooked).
+//
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
 // CUGRAD_BENCH_PROFILE=reference_cnn_b256 or resnet18_b64: that model's plain step only, with
@@ -82,16 +86,23 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
   const double hooks = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
+  const bool fusion = nn::fusion_enabled();
+  nn::set_fusion_enabled(false);
+  const double unfused = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
+  nn::set_fusion_enabled(fusion);
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
   std::printf("%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
               "(%.0f%% of the step)\n",
               "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
+  std::printf("%-32s %9.3f ms with module fusion off (BatchNorm and ReLU as two ops; fusion is %s above)\n", "",
+              unfused, fusion ? "on" : "off");
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
+  std::printf("RESULT train_step_%s_unfused %.4f\n", name.c_str(), unfused);
 }
 
 }  // namespace

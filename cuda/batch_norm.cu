@@ -80,6 +80,31 @@ __device__ __forceinline__ void store_vec(float* p, const Vec<VEC>& r) {
     *p = r.v[0];
 }
 
+// ---- the fused ReLU (batch_norm_relu) ----
+//
+// Forward writes relu(y) for y = (x - mean) * scale + shift; backward never reads that output:
+// it recomputes y from x with the forward's own expression and per-channel values (training:
+// the folded scale the statistics kernel saved; eval: eval_scale below, the expression the
+// eval forward uses), so the mask y > 0 has the forward's bits and the gradients equal those of
+// batch_norm followed by relu, bit for bit.
+
+// Eval's folded scale: weight * rsqrt(running_var + eps).
+__device__ __forceinline__ float eval_scale(float var, float w, float eps) { return rsqrtf(var + eps) * w; }
+// y = (x - mean) * scale + shift, the normalization of every forward.
+__device__ __forceinline__ float affine(float x, float mean, float scale, float shift) {
+  return fmaf(x - mean, scale, shift);
+}
+// relu as the unfused op computes it: NaN stays NaN.
+__device__ __forceinline__ float relu_of(float y) { return y > 0.f ? y : (y != y ? y : 0.f); }
+// The gradient through the ReLU: 0 where y <= 0, else g (threshold_backward on relu(y); a NaN y
+// passes g, as there).
+__device__ __forceinline__ float relu_grad(float g, float y) { return y <= 0.f ? 0.f : g; }
+
+// What a fused backward needs per channel to recompute y.
+struct ReluChannel {
+  float mean, scale, shift;
+};
+
 // ---- accumulators: identity is the zero-initialized value ----
 
 struct WelfordF {
@@ -226,14 +251,15 @@ struct StatsOp {
 };
 
 // Σdy and Σdy·(x - mean) per channel; the finish writes dbias, dweight and dx's coefficients.
-template <int VEC, bool kTrain>
+// kRelu: the gradient of batch_norm_relu (dy masked where the recomputed y is not positive).
+template <int VEC, bool kTrain, bool kRelu = false>
 struct GradOp {
   struct Item {
     Vec<VEC> x, dy;
   };
   using Acc = SumsF;
   using Wide = SumsD;
-  using Channel = float;  // the channel's mean
+  using Channel = std::conditional_t<kRelu, ReluChannel, float>;  // the channel's mean (and y's terms)
 
   const float* x;
   const float* dy;
@@ -247,20 +273,37 @@ struct GradOp {
   float* k2;
   double eps;
   double count;
+  const float* relu_scale;  // kRelu, training: the forward's folded scale
+  const float* bias;        // kRelu: may be null
+  float eps_f;              // kRelu, eval: eps as the eval forward takes it
 
-  __device__ Channel channel(std::int64_t c) const { return __ldg(mean + c); }
+  __device__ Channel channel(std::int64_t c) const {
+    if constexpr (kRelu) {
+      const float scale = kTrain ? __ldg(relu_scale + c)
+                                 : eval_scale(__ldg(second + c), weight ? __ldg(weight + c) : 1.f, eps_f);
+      return ReluChannel{__ldg(mean + c), scale, bias ? __ldg(bias + c) : 0.f};
+    } else {
+      return __ldg(mean + c);
+    }
+  }
   __device__ Item load(std::int64_t off) const {
     return Item{load_vec<VEC>(x + off), load_vec<VEC>(dy + off)};
   }
 
   template <int K>
-  __device__ void fold(Acc& acc, const Item (&it)[K], int valid, Channel m) const {
+  __device__ void fold(Acc& acc, const Item (&it)[K], int valid, Channel ch) const {
+    float m;
+    if constexpr (kRelu)
+      m = ch.mean;
+    else
+      m = ch;
 #pragma unroll
     for (int k = 0; k < K; ++k)
       if (k < valid)
 #pragma unroll
         for (int e = 0; e < VEC; ++e) {
-          const float g = it[k].dy.v[e];
+          float g = it[k].dy.v[e];
+          if constexpr (kRelu) g = relu_grad(g, affine(it[k].x.v[e], m, ch.scale, ch.shift));
           acc.dy += g;
           acc.dyx = fmaf(g, it[k].x.v[e] - m, acc.dyx);
         }
@@ -550,7 +593,8 @@ struct Affine {
 
 // y = (x - mean) * scale + bias. Training: mean = save_mean, scale = weight * invstd from
 // the statistics kernel. Eval: mean = running_mean, scale = weight * rsqrt(running_var + eps).
-template <int VEC, bool kRow, bool kEval>
+// kRelu: batch_norm_relu's forward, relu(y).
+template <int VEC, bool kRow, bool kEval, bool kRelu = false>
 struct NormalizeFn {
   using Item = Vec<VEC>;
   using Params = Affine;
@@ -574,7 +618,7 @@ struct NormalizeFn {
     Affine a;
     a.mean = __ldg(mean + c);
     if constexpr (kEval)
-      a.scale = rsqrtf(__ldg(scale_or_var + c) + eps) * (weight ? __ldg(weight + c) : 1.f);
+      a.scale = eval_scale(__ldg(scale_or_var + c), weight ? __ldg(weight + c) : 1.f, eps);
     else
       a.scale = __ldg(scale_or_var + c);
     a.bias = bias ? __ldg(bias + c) : 0.f;
@@ -588,12 +632,13 @@ struct NormalizeFn {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       a[e].mean = lane(m, e);
-      a[e].scale = kEval ? rsqrtf(lane(sv, e) + eps) * lane(w, e) : lane(sv, e);
+      a[e].scale = kEval ? eval_scale(lane(sv, e), lane(w, e), eps) : lane(sv, e);
       a[e].bias = lane(b, e);
     }
   }
   __device__ static float value(const Item& in, const Affine& a, int e) {
-    return fmaf(in.v[e] - a.mean, a.scale, a.bias);
+    const float y = affine(in.v[e], a.mean, a.scale, a.bias);
+    return kRelu ? relu_of(y) : y;
   }
   __device__ void apply(std::int64_t off, const Item& in, int c) const {
     Vec<VEC> out;
@@ -611,16 +656,19 @@ struct NormalizeFn {
 
 struct DxCoef {
   float mean, k1, mean_dy, k2;
+  float scale, shift;  // kRelu: y's terms beside mean
 };
 
 // Training: dx = (dy - mean_dy - (x - mean) * k2) * k1 (coefficients from the gradient
 // reduction). Eval: dx = dy * weight * rsqrt(running_var + eps), reading dy only.
-template <int VEC, bool kRow, bool kTrain>
+// kRelu: batch_norm_relu's dx; dy is masked where the recomputed y is not positive, so eval
+// reads x too.
+template <int VEC, bool kRow, bool kTrain, bool kRelu = false>
 struct DxFn {
   struct Pair {
     Vec<VEC> x, dy;
   };
-  using Item = std::conditional_t<kTrain, Pair, Vec<VEC>>;
+  using Item = std::conditional_t<kTrain || kRelu, Pair, Vec<VEC>>;
   using Params = DxCoef;
   const float* x;
   const float* dy;
@@ -631,15 +679,18 @@ struct DxFn {
   const float* k2;
   const float* running_var;  // eval
   const float* weight;       // eval; may be null
+  const float* relu_scale;   // kRelu, training: the forward's folded scale
+  const float* bias;         // kRelu: may be null
   float eps;
   bool vec_params;  // row mode: the per-channel arrays are 16-byte aligned (host sets it)
 
   bool params_aligned() const {
-    return kTrain ? all_aligned16({mean, k1, mean_dy, k2}) : all_aligned16({running_var, weight});
+    const bool relu_ok = !kRelu || all_aligned16({relu_scale, bias, mean});
+    return relu_ok && (kTrain ? all_aligned16({mean, k1, mean_dy, k2}) : all_aligned16({running_var, weight}));
   }
   __device__ void once() const {}
   __device__ Item load(std::int64_t off) const {
-    if constexpr (kTrain)
+    if constexpr (kTrain || kRelu)
       return Pair{load_vec<VEC>(x + off), load_vec<VEC>(dy + off)};
     else
       return load_vec<VEC>(dy + off);
@@ -651,31 +702,47 @@ struct DxFn {
       p.k1 = __ldg(k1 + c);
       p.mean_dy = __ldg(mean_dy + c);
       p.k2 = __ldg(k2 + c);
+      p.scale = kRelu ? __ldg(relu_scale + c) : 0.f;
     } else {
-      p.mean = 0.f;
-      p.k1 = rsqrtf(__ldg(running_var + c) + eps) * (weight ? __ldg(weight + c) : 1.f);
+      p.mean = kRelu ? __ldg(mean + c) : 0.f;
+      p.k1 = eval_scale(__ldg(running_var + c), weight ? __ldg(weight + c) : 1.f, eps);
       p.mean_dy = 0.f;
       p.k2 = 0.f;
+      p.scale = p.k1;  // the eval forward's scale
     }
+    p.shift = kRelu && bias ? __ldg(bias + c) : 0.f;
     return p;
   }
   __device__ void params4(int c, DxCoef (&p)[4]) const {
+    const float4 sh = kRelu ? ldg4(bias, c, vec_params, 0.f) : make_float4(0.f, 0.f, 0.f, 0.f);
     if constexpr (kTrain) {
       const float4 m = ldg4(mean, c, vec_params, 0.f), a = ldg4(k1, c, vec_params, 0.f);
       const float4 mdy = ldg4(mean_dy, c, vec_params, 0.f), b = ldg4(k2, c, vec_params, 0.f);
+      const float4 s = kRelu ? ldg4(relu_scale, c, vec_params, 0.f) : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) p[e] = DxCoef{lane(m, e), lane(a, e), lane(mdy, e), lane(b, e)};
+      for (int e = 0; e < 4; ++e)
+        p[e] = DxCoef{lane(m, e), lane(a, e), lane(mdy, e), lane(b, e), lane(s, e), lane(sh, e)};
     } else {
       const float4 v = ldg4(running_var, c, vec_params, 0.f), w = ldg4(weight, c, vec_params, 1.f);
+      const float4 m = kRelu ? ldg4(mean, c, vec_params, 0.f) : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) p[e] = DxCoef{0.f, rsqrtf(lane(v, e) + eps) * lane(w, e), 0.f, 0.f};
+      for (int e = 0; e < 4; ++e) {
+        const float k = eval_scale(lane(v, e), lane(w, e), eps);
+        p[e] = DxCoef{lane(m, e), k, 0.f, 0.f, k, lane(sh, e)};
+      }
     }
   }
   __device__ static float value(const Item& in, const DxCoef& p, int e) {
-    if constexpr (kTrain)
-      return (in.dy.v[e] - p.mean_dy - (in.x.v[e] - p.mean) * p.k2) * p.k1;
-    else
+    if constexpr (kTrain || kRelu) {
+      float g = in.dy.v[e];
+      if constexpr (kRelu) g = relu_grad(g, affine(in.x.v[e], p.mean, p.scale, p.shift));
+      if constexpr (kTrain)
+        return (g - p.mean_dy - (in.x.v[e] - p.mean) * p.k2) * p.k1;
+      else
+        return g * p.k1;
+    } else {
       return in.v[e] * p.k1;
+    }
   }
   __device__ void apply(std::int64_t off, const Item& in, int c) const {
     Vec<VEC> out;
@@ -859,6 +926,15 @@ void launch_map_mode(MapMode mode, const BatchNormDims& d, MakeFn make_fn, cudaS
   }
 }
 
+// fn(std::bool_constant<relu>): the kernels with or without the fused ReLU.
+template <class Fn>
+void with_relu(bool relu, Fn&& fn) {
+  if (relu)
+    fn(std::true_type{});
+  else
+    fn(std::false_type{});
+}
+
 void check_dims(const char* op, const BatchNormDims& d) {
   CUGRAD_CHECK(d.n >= 0 && d.c >= 0 && d.hw >= 1 && d.c <= INT_MAX, op, ": bad dimensions N=", d.n,
                " C=", d.c, " HW=", d.hw);
@@ -877,7 +953,7 @@ std::size_t batch_norm_backward_workspace_bytes(const BatchNormDims& d) {
 void batch_norm_train_forward(const float* x, float* y, const float* weight, const float* bias, double eps,
                               const BatchNormDims& d, float* save_mean, float* save_invstd,
                               const BatchNormRunning& running, void* workspace, std::size_t workspace_bytes,
-                              void* stream) {
+                              void* stream, bool relu, float* save_scale) {
   constexpr const char* kName = "batch_norm";
   check_dims(kName, d);
   if (d.numel() == 0) return;
@@ -887,7 +963,7 @@ void batch_norm_train_forward(const float* x, float* y, const float* weight, con
   auto* base = static_cast<char*>(workspace);
   auto* tickets = reinterpret_cast<unsigned*>(base);
   void* partials = base + l.partials;
-  auto* scale = reinterpret_cast<float*>(base + l.floats);
+  auto* scale = save_scale ? save_scale : reinterpret_cast<float*>(base + l.floats);
   cudaStream_t s = as_stream(stream);
 
   launch_reduction(
@@ -910,51 +986,59 @@ void batch_norm_train_forward(const float* x, float* y, const float* weight, con
       },
       partials, tickets, s);
 
-  launch_map_mode(
-      map_mode(d, {x, y}), d,
-      [&](auto vec, auto row) {
-        NormalizeFn<decltype(vec)::value, decltype(row)::value, false> f{};
-        f.x = x;
-        f.y = y;
-        f.mean = save_mean;
-        f.scale_or_var = scale;
-        f.weight = nullptr;
-        f.bias = bias;
-        f.eps = static_cast<float>(eps);
-        f.counter = running.num_batches_tracked;
-        return f;
-      },
-      s);
+  with_relu(relu, [&](auto fused) {
+    launch_map_mode(
+        map_mode(d, {x, y}), d,
+        [&](auto vec, auto row) {
+          NormalizeFn<decltype(vec)::value, decltype(row)::value, false, decltype(fused)::value> f{};
+          f.x = x;
+          f.y = y;
+          f.mean = save_mean;
+          f.scale_or_var = scale;
+          f.weight = nullptr;
+          f.bias = bias;
+          f.eps = static_cast<float>(eps);
+          f.counter = running.num_batches_tracked;
+          return f;
+        },
+        s);
+  });
 }
 
 void batch_norm_eval_forward(const float* x, float* y, const float* weight, const float* bias,
                              const float* running_mean, const float* running_var, double eps,
-                             const BatchNormDims& d, void* stream) {
+                             const BatchNormDims& d, void* stream, bool relu) {
   check_dims("batch_norm", d);
   if (d.numel() == 0) return;
-  launch_map_mode(
-      map_mode(d, {x, y}), d,
-      [&](auto vec, auto row) {
-        NormalizeFn<decltype(vec)::value, decltype(row)::value, true> f{};
-        f.x = x;
-        f.y = y;
-        f.mean = running_mean;
-        f.scale_or_var = running_var;
-        f.weight = weight;
-        f.bias = bias;
-        f.eps = static_cast<float>(eps);
-        f.counter = nullptr;
-        return f;
-      },
-      as_stream(stream));
+  with_relu(relu, [&](auto fused) {
+    launch_map_mode(
+        map_mode(d, {x, y}), d,
+        [&](auto vec, auto row) {
+          NormalizeFn<decltype(vec)::value, decltype(row)::value, true, decltype(fused)::value> f{};
+          f.x = x;
+          f.y = y;
+          f.mean = running_mean;
+          f.scale_or_var = running_var;
+          f.weight = weight;
+          f.bias = bias;
+          f.eps = static_cast<float>(eps);
+          f.counter = nullptr;
+          return f;
+        },
+        as_stream(stream));
+  });
 }
 
 void batch_norm_backward(const float* x, const float* dy, const float* weight, const float* mean,
                          const float* invstd_or_var, bool training, double eps, const BatchNormDims& d,
                          float* dx, float* dweight, float* dbias, void* workspace,
-                         std::size_t workspace_bytes, void* stream) {
+                         std::size_t workspace_bytes, void* stream, const BatchNormRelu* relu) {
   constexpr const char* kName = "batch_norm_backward";
   check_dims(kName, d);
+  CUGRAD_CHECK(!relu || !training || relu->scale != nullptr, kName,
+               ": the fused ReLU's training backward needs the forward's saved scale");
+  const float* relu_scale = relu ? relu->scale : nullptr;
+  const float* relu_bias = relu ? relu->bias : nullptr;
   if (d.numel() == 0) return;
   const WorkspaceLayout l = workspace_layout(d, sizeof(SumsF), 3);
   cudaStream_t s = as_stream(stream);
@@ -986,26 +1070,32 @@ void batch_norm_backward(const float* x, const float* dy, const float* weight, c
       op.k2 = k2;
       op.eps = eps;
       op.count = static_cast<double>(d.per_channel());
+      op.relu_scale = relu_scale;
+      op.bias = relu_bias;
+      op.eps_f = static_cast<float>(eps);
     };
-    if (training) {
-      launch_reduction(
-          kName, d, vec4,
-          [&](auto vec) {
-            GradOp<decltype(vec)::value, true> op{};
-            fill(op);
-            return op;
-          },
-          partials, tickets, s);
-    } else {
-      launch_reduction(
-          kName, d, vec4,
-          [&](auto vec) {
-            GradOp<decltype(vec)::value, false> op{};
-            fill(op);
-            return op;
-          },
-          partials, tickets, s);
-    }
+    with_relu(relu != nullptr, [&](auto fused) {
+      constexpr bool kRelu = decltype(fused)::value;
+      if (training) {
+        launch_reduction(
+            kName, d, vec4,
+            [&](auto vec) {
+              GradOp<decltype(vec)::value, true, kRelu> op{};
+              fill(op);
+              return op;
+            },
+            partials, tickets, s);
+      } else {
+        launch_reduction(
+            kName, d, vec4,
+            [&](auto vec) {
+              GradOp<decltype(vec)::value, false, kRelu> op{};
+              fill(op);
+              return op;
+            },
+            partials, tickets, s);
+      }
+    });
   }
   if (!dx) return;
 
@@ -1019,27 +1109,33 @@ void batch_norm_backward(const float* x, const float* dy, const float* weight, c
     f.k2 = k2;
     f.running_var = invstd_or_var;
     f.weight = weight;
+    f.relu_scale = relu_scale;
+    f.bias = relu_bias;
     f.eps = static_cast<float>(eps);
   };
-  if (training) {
-    launch_map_mode(
-        map_mode(d, {x, dy, dx}), d,
-        [&](auto vec, auto row) {
-          DxFn<decltype(vec)::value, decltype(row)::value, true> f{};
-          fill_dx(f);
-          return f;
-        },
-        s);
-  } else {
-    launch_map_mode(
-        map_mode(d, {dy, dx}), d,
-        [&](auto vec, auto row) {
-          DxFn<decltype(vec)::value, decltype(row)::value, false> f{};
-          fill_dx(f);
-          return f;
-        },
-        s);
-  }
+  with_relu(relu != nullptr, [&](auto fused) {
+    constexpr bool kRelu = decltype(fused)::value;
+    if (training) {
+      launch_map_mode(
+          map_mode(d, {x, dy, dx}), d,
+          [&](auto vec, auto row) {
+            DxFn<decltype(vec)::value, decltype(row)::value, true, kRelu> f{};
+            fill_dx(f);
+            return f;
+          },
+          s);
+    } else {
+      // Eval reads dy only, unless the fused ReLU's mask needs x.
+      launch_map_mode(
+          kRelu ? map_mode(d, {x, dy, dx}) : map_mode(d, {dy, dx}), d,
+          [&](auto vec, auto row) {
+            DxFn<decltype(vec)::value, decltype(row)::value, false, kRelu> f{};
+            fill_dx(f);
+            return f;
+          },
+          s);
+    }
+  });
 }
 
 }  // namespace cugrad::cuda

@@ -22,6 +22,14 @@ struct BatchNormRunning {
   double momentum = 0.1;
 };
 
+/// The fused ReLU of batch_norm_relu in backward: what recomputes the forward's pre-ReLU y
+/// from x (the output relu(y) is never read). Eval recomputes its scale from running_var and
+/// weight as the eval forward does.
+struct BatchNormRelu {
+  const float* scale = nullptr;  // training: the folded scale the forward wrote to save_scale
+  const float* bias = nullptr;   // may be null (0)
+};
+
 /// Bytes of device scratch batch_norm_train_forward needs for `d` on the current device.
 std::size_t batch_norm_train_forward_workspace_bytes(const BatchNormDims& d);
 
@@ -30,15 +38,19 @@ std::size_t batch_norm_train_forward_workspace_bytes(const BatchNormDims& d);
 /// queued on `stream`. weight and bias may be null. Writes y (N*C*HW), save_mean and
 /// save_invstd (C), and updates `running` as cpu::batch_norm_train_forward does. Two kernels:
 /// the statistics reduction (which also updates the running stats) and the normalization.
+/// relu: writes relu(y) instead (batch_norm_relu). save_scale (C floats; may be null): where
+/// the folded scale weight * invstd is kept, as the fused backward needs it (null: it stays in
+/// the workspace).
 void batch_norm_train_forward(const float* x, float* y, const float* weight, const float* bias, double eps,
                               const BatchNormDims& d, float* save_mean, float* save_invstd,
                               const BatchNormRunning& running, void* workspace, std::size_t workspace_bytes,
-                              void* stream);
+                              void* stream, bool relu = false, float* save_scale = nullptr);
 
-/// Eval forward: one pass, y = (x - running_mean) * (weight / sqrt(running_var + eps)) + bias.
+/// Eval forward: one pass, y = (x - running_mean) * (weight / sqrt(running_var + eps)) + bias;
+/// relu: relu(y) (batch_norm_relu).
 void batch_norm_eval_forward(const float* x, float* y, const float* weight, const float* bias,
                              const float* running_mean, const float* running_var, double eps,
-                             const BatchNormDims& d, void* stream);
+                             const BatchNormDims& d, void* stream, bool relu = false);
 
 /// Bytes of device scratch batch_norm_backward needs for `d` on the current device.
 std::size_t batch_norm_backward_workspace_bytes(const BatchNormDims& d);
@@ -46,10 +58,13 @@ std::size_t batch_norm_backward_workspace_bytes(const BatchNormDims& d);
 /// Backward, as cpu::batch_norm_backward: training takes (mean, invstd_or_var) = (save_mean,
 /// save_invstd), eval (running_mean, running_var). dx, dweight and dbias may each be null.
 /// At most two kernels: the per-channel reduction of Σdy and Σdy·(x - mean) (when dweight,
-/// dbias or a training dx is wanted) and the elementwise dx pass.
+/// dbias or a training dx is wanted) and the elementwise dx pass. relu (non-null): the backward
+/// of batch_norm_relu for the gradient dy of its output relu(y): dy counts where the recomputed
+/// y > 0 only (so eval's dx pass reads x too); the same results, bit for bit, as batch_norm's
+/// backward of threshold_backward(dy, relu(y)).
 void batch_norm_backward(const float* x, const float* dy, const float* weight, const float* mean,
                          const float* invstd_or_var, bool training, double eps, const BatchNormDims& d,
                          float* dx, float* dweight, float* dbias, void* workspace,
-                         std::size_t workspace_bytes, void* stream);
+                         std::size_t workspace_bytes, void* stream, const BatchNormRelu* relu = nullptr);
 
 }  // namespace cugrad::cuda

@@ -1,6 +1,13 @@
-// nn::functional::batch_norm: argument checks, dispatch to the CPU reference
-// (host/cpu/batch_norm) or the fused CUDA kernels (cuda/batch_norm), the in-place update of
-// the running statistics, and the backward node (dx, dweight, dbias, each only when needed).
+// nn::functional::batch_norm and batch_norm_relu: argument checks, dispatch to the CPU
+// reference (host/cpu/batch_norm) or the fused CUDA kernels (cuda/batch_norm), the in-place
+// update of the running statistics, and the backward node (dx, dweight, dbias, each only when
+// needed).
+//
+// batch_norm_relu on CUDA runs the kernels' ReLU variants: the forward writes relu(y), and the
+// backward recomputes y from x (training: with the folded scale the forward saved, C floats;
+// eval: from the running statistics) to mask dy, never reading the output. On the CPU it is
+// batch_norm, relu in place, and threshold_backward on the saved output before batch_norm's
+// backward: the reference the CUDA path is tested against.
 //
 // Choices where PyTorch's functional form is silent:
 //  - num_batches_tracked, when given in training mode, is incremented here by one before the
@@ -25,10 +32,11 @@ namespace cugrad::nn::functional {
 
 namespace {
 
-constexpr const char* kOp = "batch_norm";
 constexpr const char* kBackward = "BatchNormBackward";
+constexpr const char* kReluBackward = "BatchNormReluBackward";
 
-void check_per_channel(const Tensor& t, const char* what, const Tensor& x, std::int64_t channels) {
+void check_per_channel(const char* kOp, const Tensor& t, const char* what, const Tensor& x,
+                       std::int64_t channels) {
   if (!t.defined()) return;
   CUGRAD_CHECK(t.dim() == 1 && t.size(0) == channels, kOp, ": ", what, " must have shape [", channels,
                "] (one value per channel of the input ", describe(x), "), got ", describe(t));
@@ -54,11 +62,17 @@ void bump_version(const Tensor& t) {
 // Gradients of y = batch_norm(x, ...) with respect to (x, weight, bias) for the output
 // gradient dy; undefined where not wanted. training: (mean, second) = (save_mean,
 // save_invstd); eval: (running_mean, running_var).
-TensorList batch_norm_grads(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+// relu (batch_norm_relu): `relu_terms` are, on CUDA, {bias, the folded scale (training)} for
+// the kernels' recomputed mask; on the CPU, {the op's output relu(y)}, whose threshold_backward
+// is taken first.
+TensorList batch_norm_grads(const Tensor& dy_in, const Tensor& x, const Tensor& weight, const Tensor& mean,
                             const Tensor& second, bool training, double eps, bool need_x, bool need_w,
-                            bool need_b) {
-  CUGRAD_CHECK(dy.shape() == x.shape() && dy.dtype() == x.dtype() && dy.device() == x.device(), kBackward,
-               ": the output gradient ", describe(dy), " does not match the input ", describe(x));
+                            bool need_b, bool relu = false, const TensorList& relu_terms = {}) {
+  const char* name = relu ? kReluBackward : kBackward;
+  CUGRAD_CHECK(dy_in.shape() == x.shape() && dy_in.dtype() == x.dtype() && dy_in.device() == x.device(), name,
+               ": the output gradient ", describe(dy_in), " does not match the input ", describe(x));
+  const bool cuda_relu = relu && x.is_cuda();
+  const Tensor dy = relu && !x.is_cuda() ? threshold_backward(dy_in, relu_terms[0]) : dy_in;
   const BatchNormDims d = dims_of(x);
   const Device dev = x.device();
   Tensor dx = need_x ? empty(x.shape(), dev, x.dtype()) : Tensor();
@@ -71,9 +85,11 @@ TensorList batch_norm_grads(const Tensor& dy, const Tensor& x, const Tensor& wei
   }
   if (!need_x && !need_w && !need_b) return {dx, dw, db};
   if (x.is_cuda()) {
-    OpScope scope(kBackward, dev);
+    OpScope scope(name, dev);
     for (const Tensor* t : {&dy, &x, &weight, &mean, &second})
       if (t->defined()) scope.reads(*t);
+    for (const Tensor& t : relu_terms)
+      if (t.defined()) scope.reads(t);
     for (const Tensor* t : {&dx, &dw, &db})
       if (t->defined()) scope.writes(*t);
     Tensor workspace;
@@ -82,8 +98,14 @@ TensorList batch_norm_grads(const Tensor& dy, const Tensor& x, const Tensor& wei
       bytes = cuda::batch_norm_backward_workspace_bytes(d);
       workspace = empty({static_cast<std::int64_t>(bytes)}, dev, DType::uint8);
     }
+    cuda::BatchNormRelu mask;
+    if (cuda_relu) {
+      mask.bias = cf32(relu_terms[0]);
+      mask.scale = training ? cf32(relu_terms[1]) : nullptr;
+    }
     cuda::batch_norm_backward(cf32(x), cf32(dy), cf32(weight), cf32(mean), cf32(second), training, eps, d,
-                              mf32(dx), mf32(dw), mf32(db), mptr(workspace), bytes, scope.stream());
+                              mf32(dx), mf32(dw), mf32(db), mptr(workspace), bytes, scope.stream(),
+                              cuda_relu ? &mask : nullptr);
   } else {
     cpu::batch_norm_backward(x.dtype(), x.raw_data(), dy.raw_data(), d, cptr(weight), mean.raw_data(),
                              second.raw_data(), training, eps, mptr(dx), mptr(dw), mptr(db));
@@ -91,21 +113,19 @@ TensorList batch_norm_grads(const Tensor& dy, const Tensor& x, const Tensor& wei
   return {dx, dw, db};
 }
 
-}  // namespace
-
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight, const Tensor& bias, bool training, std::optional<double> momentum,
-                  double eps, const Tensor& num_batches_tracked) {
+Tensor batch_norm_impl(const char* kOp, const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, std::optional<double> momentum,
+                       double eps, const Tensor& num_batches_tracked, bool relu) {
   check_defined(kOp, x);
   CUGRAD_CHECK(x.dim() == 2 || x.dim() == 4, kOp, ": expected a 2-D (N, C) or 4-D (N, C, H, W) input, got ",
                describe(x));
   CUGRAD_CHECK(x.dtype() == DType::float32 || (x.dtype() == DType::float64 && x.device().is_cpu()), kOp,
                ": needs a float32 input (float64 on the CPU), got ", describe(x));
   const std::int64_t channels = x.size(1);
-  check_per_channel(weight, "weight", x, channels);
-  check_per_channel(bias, "bias", x, channels);
-  check_per_channel(running_mean, "running_mean", x, channels);
-  check_per_channel(running_var, "running_var", x, channels);
+  check_per_channel(kOp, weight, "weight", x, channels);
+  check_per_channel(kOp, bias, "bias", x, channels);
+  check_per_channel(kOp, running_mean, "running_mean", x, channels);
+  check_per_channel(kOp, running_var, "running_var", x, channels);
   CUGRAD_CHECK(running_mean.defined() == running_var.defined(), kOp,
                ": running_mean and running_var must be given together, got only ",
                running_mean.defined() ? "running_mean" : "running_var");
@@ -141,14 +161,19 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   const Device dev = x.device();
   Tensor y = empty(x.shape(), dev, x.dtype());
   Tensor saved_mean, saved_second;  // what backward needs beside x and weight
+  Tensor saved_scale;               // batch_norm_relu on CUDA, training: the folded scale
   if (x.numel() > 0 && training) {
     saved_mean = empty({channels}, dev, x.dtype());
     saved_second = empty({channels}, dev, x.dtype());  // invstd
     if (x.is_cuda()) {
+      // The fused backward's mask needs the folded scale; with no backward to come it stays in
+      // the workspace.
+      if (relu && autograd::any_requires_grad({&x, &weight, &bias}))
+        saved_scale = empty({channels}, dev, x.dtype());
       OpScope scope(kOp, dev);
       for (const Tensor* t : {&x, &weight, &bias})
         if (t->defined()) scope.reads(*t);
-      for (const Tensor* t : {&y, &saved_mean, &saved_second})
+      for (const Tensor* t : {&y, &saved_mean, &saved_second, &saved_scale})
         if (t->defined()) scope.writes(*t);
       cuda::BatchNormRunning running;
       if (update_running) {
@@ -167,7 +192,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
       Tensor workspace = empty({static_cast<std::int64_t>(bytes)}, dev, DType::uint8);
       cuda::batch_norm_train_forward(cf32(x), mf32(y), cf32(weight), cf32(bias), eps, d, mf32(saved_mean),
                                      mf32(saved_second), running, workspace.raw_data(), bytes,
-                                     scope.stream());
+                                     scope.stream(), relu, mf32(saved_scale));
     } else {
       double factor = 0.0;
       if (update_running) {
@@ -193,23 +218,52 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
         if (t->defined()) scope.reads(*t);
       scope.writes(y);
       cuda::batch_norm_eval_forward(cf32(x), mf32(y), cf32(weight), cf32(bias), cf32(running_mean),
-                                    cf32(running_var), eps, d, scope.stream());
+                                    cf32(running_var), eps, d, scope.stream(), relu);
     } else {
       cpu::batch_norm_eval_forward(x.dtype(), x.raw_data(), y.raw_data(), d, cptr(weight), cptr(bias),
                                    running_mean.raw_data(), running_var.raw_data(), eps);
     }
   }
 
+  if (relu && !x.is_cuda()) {
+    NoGradGuard no_grad;
+    y.relu_();
+  }
+
   if (autograd::any_requires_grad({&x, &weight, &bias})) {
+    TensorList saved{x, saved_mean, saved_second, weight};
+    if (relu && x.is_cuda()) {
+      saved.push_back(bias);
+      saved.push_back(saved_scale);
+    } else if (relu) {
+      saved.push_back(y);
+    }
     autograd::record_lambda(
-        kBackward, {x, weight, bias}, {y},
-        [training, eps](const TensorList& g, const TensorList& s, const autograd::Node& node) {
+        relu ? kReluBackward : kBackward, {x, weight, bias}, {y},
+        [training, eps, relu](const TensorList& g, const TensorList& s, const autograd::Node& node) {
           return batch_norm_grads(g[0], s[0], s[3], s[1], s[2], training, eps, node.needs_input_grad(0),
-                                  node.needs_input_grad(1), node.needs_input_grad(2));
+                                  node.needs_input_grad(1), node.needs_input_grad(2), relu,
+                                  TensorList(s.begin() + 4, s.end()));
         },
-        {x, saved_mean, saved_second, weight});
+        saved);
   }
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                  const Tensor& weight, const Tensor& bias, bool training, std::optional<double> momentum,
+                  double eps, const Tensor& num_batches_tracked) {
+  return batch_norm_impl("batch_norm", x, running_mean, running_var, weight, bias, training, momentum, eps,
+                         num_batches_tracked, false);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, std::optional<double> momentum,
+                       double eps, const Tensor& num_batches_tracked) {
+  return batch_norm_impl("batch_norm_relu", x, running_mean, running_var, weight, bias, training, momentum,
+                         eps, num_batches_tracked, true);
 }
 
 }  // namespace cugrad::nn::functional

@@ -1,6 +1,7 @@
 // The basic layers of cugrad/nn/modules.h: constructors (parameters, buffers and PyTorch's
 // initialization), forward over nn::functional, and PyTorch-style extra_repr.
 #include <cmath>
+#include <typeinfo>
 
 #include "cugrad/nn/modules.h"
 #include "host/nn/format.h"
@@ -47,7 +48,11 @@ BatchNormImpl::BatchNormImpl(std::string type_name, std::int64_t num_features_,
       register_buffer("num_batches_tracked", track ? zeros({}, Device::cpu(), DType::int64) : Tensor());
 }
 
-Tensor BatchNormImpl::forward(const Tensor& x) {
+Tensor BatchNormImpl::forward(const Tensor& x) { return run(x, false); }
+
+Tensor BatchNormImpl::forward_relu(const Tensor& x) { return run(x, true); }
+
+Tensor BatchNormImpl::run(const Tensor& x, bool relu) {
   check_defined(type_name().c_str(), x);
   const Tensor x2 = as_2d_or_4d(x);
   CUGRAD_CHECK(x2.size(1) == num_features, type_name(), ": expected ", num_features,
@@ -59,9 +64,20 @@ Tensor BatchNormImpl::forward(const Tensor& x) {
   const bool use_batch_stats = training || !track;
   const Tensor rm = track ? running_mean : Tensor(), rv = track ? running_var : Tensor();
   const Tensor nbt = training && track ? num_batches_tracked : Tensor();
-  const Tensor y =
-      functional::batch_norm(x2, rm, rv, weight, bias, use_batch_stats, options.momentum, options.eps, nbt);
+  const auto op = relu ? functional::batch_norm_relu : functional::batch_norm;
+  const Tensor y = op(x2, rm, rv, weight, bias, use_batch_stats, options.momentum, options.eps, nbt);
   return y.dim() == x.dim() ? y : y.reshape(x.shape());
+}
+
+bool fusable_batch_norm_relu(const Module& bn, const Module& relu) {
+  const std::type_info& t = typeid(bn);
+  return fusion_enabled() && (t == typeid(BatchNorm2dImpl) || t == typeid(BatchNorm1dImpl)) &&
+         typeid(relu) == typeid(ReLUImpl) && !bn.has_hooks() && !relu.has_hooks();
+}
+
+Tensor batch_norm_then_relu(Module& bn, Module& relu, const Tensor& x) {
+  if (fusable_batch_norm_relu(bn, relu)) return static_cast<BatchNormImpl&>(bn).forward_relu(x);
+  return relu(bn(x));
 }
 
 std::string BatchNormImpl::extra_repr() const {
@@ -121,7 +137,14 @@ const std::shared_ptr<Module>& SequentialImpl::operator[](std::size_t index) con
 
 Tensor SequentialImpl::forward(const Tensor& x) {
   Tensor y = x;
-  for (const auto& m : modules_) y = (*m)(y);
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    if (i + 1 < modules_.size() && fusable_batch_norm_relu(*modules_[i], *modules_[i + 1])) {
+      y = static_cast<BatchNormImpl&>(*modules_[i]).forward_relu(y);
+      ++i;
+      continue;
+    }
+    y = (*modules_[i])(y);
+  }
   return y;
 }
 

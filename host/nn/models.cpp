@@ -51,7 +51,7 @@ BasicBlockImpl::BasicBlockImpl(std::int64_t in_planes, std::int64_t planes, std:
 }
 
 Tensor BasicBlockImpl::forward(const Tensor& x) {
-  Tensor out = relu(bn1(conv1(x)));
+  Tensor out = batch_norm_then_relu(*bn1, *relu, conv1(x));
   out = bn2(conv2(out));
   const Tensor identity = downsample ? downsample(x) : x;
   return relu(out + identity);
@@ -82,7 +82,7 @@ ResNetImpl::ResNetImpl(std::int64_t num_classes, std::int64_t in_channels) : Mod
 }
 
 Tensor ResNetImpl::forward(const Tensor& x) {
-  Tensor y = maxpool(relu(bn1(conv1(x))));
+  Tensor y = maxpool(batch_norm_then_relu(*bn1, *relu, conv1(x)));
   y = layer4(layer3(layer2(layer1(y))));
   return fc(avgpool(y).flatten(1));  // torchvision flattens in forward (no module)
 }

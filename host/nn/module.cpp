@@ -4,6 +4,8 @@
 #include "cugrad/nn/module.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <sstream>
 
 #include "cugrad/autograd.h"
@@ -538,6 +540,24 @@ HookHandle Module::add_backward_pre_hook(BackwardPreHookFn replace, BackwardPreO
 HookHandle Module::add_backward_hook(BackwardHookFn replace, BackwardObserverFn observe) {
   return add_entry(hooks_, &HookTable::backward, std::move(replace), std::move(observe));
 }
+
+bool Module::has_hooks() const {
+  const HookTable& t = *hooks_;
+  return !t.forward_pre.empty() || !t.forward.empty() || !t.backward_pre.empty() || !t.backward.empty();
+}
+
+namespace {
+std::atomic<bool>& fusion_flag() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("CUGRAD_FUSION");
+    return !(v != nullptr && std::string(v) == "0");
+  }()};
+  return on;
+}
+}  // namespace
+
+void set_fusion_enabled(bool enabled) { fusion_flag().store(enabled); }
+bool fusion_enabled() { return fusion_flag().load(); }
 
 Tensor Module::operator()(const Tensor& x) {
   const std::shared_ptr<HookTable> table = hooks_;

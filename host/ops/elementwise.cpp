@@ -458,6 +458,10 @@ Tensor rsqrt(const Tensor& a) { return unary(UnaryOp::rsqrt, a); }
 Tensor abs(const Tensor& a) { return unary(UnaryOp::abs, a); }
 Tensor sign(const Tensor& a) { return unary(UnaryOp::sign, a); }
 Tensor relu(const Tensor& a) { return unary(UnaryOp::relu, a); }
+
+Tensor threshold_backward(const Tensor& g, const Tensor& y) {
+  return activation_backward(BinaryOp::threshold_backward, g, y);
+}
 Tensor sigmoid(const Tensor& a) { return unary(UnaryOp::sigmoid, a); }
 Tensor tanh(const Tensor& a) { return unary(UnaryOp::tanh, a); }
 Tensor leaky_relu(const Tensor& a, double negative_slope) {

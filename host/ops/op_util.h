@@ -20,6 +20,10 @@ void check_floating(const char* op, const Tensor& t);
 std::int64_t wrap_dim(const char* op, std::int64_t dim, std::int64_t ndim);
 /// Describes a tensor for an error message: "float32[2, 3] on cuda:0".
 std::string describe(const Tensor& t);
+/// ReLU's gradient from the incoming gradient g and relu's output y: 0 where y <= 0, else g
+/// (PyTorch's threshold_backward; a NaN y passes g). One pass, recording nothing (for backward
+/// functions, which run with grad mode off).
+Tensor threshold_backward(const Tensor& g, const Tensor& y);
 
 /// Scope of one op on one device: sets the CUDA device, resolves the current stream, and
 /// orders the op after earlier writes (reads) or earlier reads and writes (writes) made on

@@ -726,3 +726,173 @@ TEST(BatchNormGPU, RepeatedRunsAreBitwiseIdentical) {
     EXPECT_TRUE(all_equal(rm[0], rm[1]));
   }
 }
+
+// ---- batch_norm_relu: relu(batch_norm(...)) in one op ----
+
+namespace {
+
+// The outputs of one run: y, the running statistics and the gradients of (x, weight, bias)
+// for the upstream gradient dy (only dx when `dx_only`).
+struct ReluRun {
+  cg::Tensor y, rm, rv, dx, dw, db;
+};
+
+// Runs batch_norm_relu (fused) or batch_norm then relu on `dev`; inputs {x, w, b, rm, rv, dy}.
+ReluRun run_relu(const Inputs& in, cg::Device dev, bool training, bool fused, bool dx_only = false,
+                 bool misalign = false) {
+  const auto on = [&](const cg::Tensor& t) { return misalign ? offset_copy(t.to(dev)) : t.to(dev).clone(); };
+  const cg::Tensor x = on(in.x).detach().requires_grad_();
+  const cg::Tensor w = on(in.w).detach().requires_grad_(!dx_only);
+  const cg::Tensor b = on(in.b).detach().requires_grad_(!dx_only);
+  ReluRun r;
+  r.rm = on(in.rm);
+  r.rv = on(in.rv);
+  r.y = fused ? F::batch_norm_relu(x, r.rm, r.rv, w, b, training, 0.1, kEps)
+              : cg::relu(F::batch_norm(x, r.rm, r.rv, w, b, training, 0.1, kEps));
+  EXPECT_EQ(r.y.grad_fn_name(), fused ? "BatchNormReluBackward" : "ReluBackward");
+  const cg::TensorList wrt = dx_only ? cg::TensorList{x} : cg::TensorList{x, w, b};
+  const cg::TensorList g = cg::autograd::grad({r.y}, wrt, {in.dy.to(dev)});
+  r.dx = g[0];
+  if (!dx_only) {
+    r.dw = g[1];
+    r.db = g[2];
+  }
+  return r;
+}
+
+// Fused and unfused give the same bits: y, running statistics and every gradient.
+void expect_relu_fused_equal(const Inputs& in, cg::Device dev, bool training, bool dx_only = false,
+                             bool misalign = false) {
+  SCOPED_TRACE(cg::detail::cat(dev.is_cuda() ? "cuda " : "cpu ", training ? "training " : "eval ",
+                               cg::shape_str(in.x.shape()), dx_only ? " dx only" : "",
+                               misalign ? " misaligned" : ""));
+  const ReluRun a = run_relu(in, dev, training, true, dx_only, misalign);
+  const ReluRun b = run_relu(in, dev, training, false, dx_only, misalign);
+  EXPECT_TRUE(all_equal(a.y, b.y)) << "y";
+  EXPECT_TRUE(all_equal(a.rm, b.rm)) << "running_mean";
+  EXPECT_TRUE(all_equal(a.rv, b.rv)) << "running_var";
+  EXPECT_TRUE(all_equal(a.dx, b.dx)) << "dx";
+  if (!dx_only) {
+    EXPECT_TRUE(all_equal(a.dw, b.dw)) << "dweight";
+    EXPECT_TRUE(all_equal(a.db, b.db)) << "dbias";
+  }
+}
+
+// Zero-mean outputs (bias around 0): about half of y is negative, so the mask matters.
+Inputs relu_inputs(const cg::Shape& shape, cg::DType dtype = cg::DType::float32) {
+  Inputs in = make_inputs(shape, dtype);
+  in.b = in.b * 0.3;
+  return in;
+}
+
+}  // namespace
+
+TEST(BatchNormRelu, CpuEqualsBatchNormThenRelu) {
+  cg::manual_seed(41);
+  for (const cg::Shape& s : std::vector<cg::Shape>{{4, 3, 5, 7}, {33, 7}, {2, 1, 1, 2}, {6, 8, 4, 4}}) {
+    const Inputs in = relu_inputs(s);
+    expect_relu_fused_equal(in, kCpu, true);
+    expect_relu_fused_equal(in, kCpu, false);
+    expect_relu_fused_equal(in, kCpu, false, true);
+  }
+  // The mask is real: negative pre-ReLU values give 0 and no gradient there.
+  const Inputs in = relu_inputs({8, 2, 3, 3});
+  const ReluRun r = run_relu(in, kCpu, true, true);
+  const cg::Tensor pre = F::batch_norm(in.x, {}, {}, in.w, in.b, true, 0.1, kEps);
+  const auto pv = values(pre), yv = values(r.y);
+  std::size_t negative = 0;
+  for (std::size_t i = 0; i < pv.size(); ++i) {
+    EXPECT_EQ(yv[i], pv[i] > 0 ? pv[i] : 0.0);
+    negative += pv[i] < 0 ? 1 : 0;
+  }
+  EXPECT_GT(negative, pv.size() / 4);
+  EXPECT_LT(negative, pv.size() * 3 / 4);
+}
+
+TEST(BatchNormRelu, GradcheckTrainingAndEval) {
+  cg::manual_seed(42);
+  for (const cg::Shape& shape : std::vector<cg::Shape>{{3, 2, 2, 3}, {5, 3}}) {
+    SCOPED_TRACE(cg::shape_str(shape));
+    const Inputs in = relu_inputs(shape, cg::DType::float64);
+    const cg::Tensor x = leaf64(in.x), w = leaf64(in.w), b = leaf64(in.b);
+    const cg::Tensor rm = in.rm.clone(), rv = in.rv.clone();
+    EXPECT_EQ(cg::autograd::gradcheck(
+                  [](const cg::TensorList& t) {
+                    return F::batch_norm_relu(t[0], {}, {}, t[1], t[2], true, 0.1, kEps);
+                  },
+                  {x, w, b}),
+              "")
+        << "training";
+    EXPECT_EQ(cg::autograd::gradcheck(
+                  [&](const cg::TensorList& t) {
+                    return F::batch_norm_relu(t[0], rm, rv, t[1], t[2], false, 0.1, kEps);
+                  },
+                  {x, w, b}),
+              "")
+        << "eval";
+  }
+}
+
+TEST(BatchNormRelu, ErrorsNameTheFusedOp) {
+  const cg::Tensor x = cg::randn({4, 3});
+  const std::string m = message_of([&] { F::batch_norm_relu(x, {}, {}, cg::ones({2}), {}, true); });
+  EXPECT_NE(m.find("batch_norm_relu"), std::string::npos) << m;
+  EXPECT_NE(m.find("weight"), std::string::npos) << m;
+  const std::string m2 = message_of([&] { F::batch_norm_relu(cg::randn({1, 3}), {}, {}, {}, {}, true); });
+  EXPECT_NE(m2.find("batch_norm_relu"), std::string::npos) << m2;
+  EXPECT_NE(m2.find("more than 1 value per channel"), std::string::npos) << m2;
+}
+
+// On CUDA the fused kernels recompute the ReLU's mask from x: every path (float4 planes,
+// scalar planes, rows with and without four channels per vector, misaligned inputs, eval's dx
+// pass alone) must give the bits of batch_norm followed by relu.
+TEST(BatchNormReluGPU, EqualsBatchNormThenReluBitForBit) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(43);
+  for (const cg::Shape& s : kAwkward) {
+    if (s[0] * (s.size() == 4 ? s[2] * s[3] : 1) < 2) continue;  // training needs 2 values per channel
+    const Inputs in = relu_inputs(s);
+    expect_relu_fused_equal(in, kCuda, true);
+    expect_relu_fused_equal(in, kCuda, false);
+    expect_relu_fused_equal(in, kCuda, false, true);
+  }
+  for (const cg::Shape& s : std::vector<cg::Shape>{{6, 3, 4, 4}, {64, 8}}) {
+    const Inputs in = relu_inputs(s);
+    expect_relu_fused_equal(in, kCuda, true, false, true);
+    expect_relu_fused_equal(in, kCuda, false, false, true);
+    expect_relu_fused_equal(in, kCuda, false, true, true);
+  }
+  // Without a backward to come (no grad): the folded scale is not kept; same output.
+  for (const bool training : {true, false}) {
+    cg::NoGradGuard no_grad;
+    const Inputs in = relu_inputs({5, 6, 4, 4});
+    const cg::Tensor x = in.x.to(kCuda);
+    cg::Tensor rm1 = in.rm.to(kCuda), rv1 = in.rv.to(kCuda), rm2 = rm1.clone(), rv2 = rv1.clone();
+    const cg::Tensor w = in.w.to(kCuda), b = in.b.to(kCuda);
+    EXPECT_TRUE(all_equal(F::batch_norm_relu(x, rm1, rv1, w, b, training, 0.1, kEps),
+                          cg::relu(F::batch_norm(x, rm2, rv2, w, b, training, 0.1, kEps))));
+    EXPECT_TRUE(all_equal(rm1, rm2));
+    EXPECT_TRUE(all_equal(rv1, rv2));
+  }
+  // Large enough to split channels over many blocks.
+  const Inputs big = relu_inputs({64, 16, 28, 28});
+  expect_relu_fused_equal(big, kCuda, true);
+  expect_relu_fused_equal(big, kCuda, false, true);
+}
+
+TEST(BatchNormReluGPU, MatchesTheCpuReference) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(44);
+  for (const cg::Shape& s : std::vector<cg::Shape>{{4, 3, 5, 7}, {7, 8, 4, 4}, {1001, 64}, {33, 7}}) {
+    SCOPED_TRACE(cg::shape_str(s));
+    const Inputs in = relu_inputs(s);
+    for (const bool training : {true, false}) {
+      const ReluRun g = run_relu(in, kCuda, training, true);
+      const ReluRun c = run_relu(in, kCpu, training, true);
+      EXPECT_TRUE(all_close(g.y, c.y)) << "y";
+      EXPECT_TRUE(norm_close(g.dx, c.dx, 1e-5)) << "dx";
+      EXPECT_TRUE(norm_close(g.dw, c.dw, 1e-5)) << "dweight";
+      EXPECT_TRUE(norm_close(g.db, c.db, 1e-5)) << "dbias";
+    }
+  }
+}

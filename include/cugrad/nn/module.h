@@ -111,6 +111,9 @@ class Module : public std::enable_shared_from_this<Module> {
   virtual Tensor forward(const Tensor& x);
   /// Runs the forward pre-hooks, forward, the forward hooks, and sets up the backward hooks.
   Tensor operator()(const Tensor& x);
+  /// True when any forward, forward pre-, backward or backward pre-hook is registered (and not
+  /// removed). A module with hooks is never fused with its neighbour (set_fusion_enabled).
+  bool has_hooks() const;
 
   // ---- identity ----
   /// The module's dotted path in the tree it was last registered in ("layer1.0.conv1");
@@ -330,6 +333,15 @@ template <typename Impl>
 std::ostream& operator<<(std::ostream& os, const ModuleHolder<Impl>& holder) {
   return os << *holder;
 }
+
+/// Module fusion, on by default (CUGRAD_FUSION=0 in the environment turns it off at start):
+/// Sequential, and ResNet's stem and BasicBlocks, run a BatchNorm1d/BatchNorm2d followed by a
+/// ReLU as one functional::batch_norm_relu when neither module has hooks. The results are the
+/// same as running the two modules (bit for bit on CUDA, gradients included); the pre-ReLU
+/// tensor never exists. A module with any hook runs on its own, so hooks always see what they
+/// would without fusion. Global and thread-safe to change between steps.
+void set_fusion_enabled(bool enabled);
+bool fusion_enabled();
 
 }  // namespace cugrad::nn
 

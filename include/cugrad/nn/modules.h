@@ -46,6 +46,8 @@ class BatchNormImpl : public Module {
  public:
   BatchNormImpl(std::string type_name, std::int64_t num_features, const BatchNormOptions& options);
   Tensor forward(const Tensor& x) override;
+  /// relu(forward(x)) in one op (functional::batch_norm_relu); no hooks run.
+  Tensor forward_relu(const Tensor& x);
   std::string extra_repr() const override;
 
   std::int64_t num_features;
@@ -56,7 +58,17 @@ class BatchNormImpl : public Module {
  protected:
   /// Checks the input's rank and returns the (N, C) or (N, C, H, W) tensor to normalize.
   virtual Tensor as_2d_or_4d(const Tensor& x) const = 0;
+
+ private:
+  Tensor run(const Tensor& x, bool relu);
 };
+
+/// `relu(bn(x))` through operator() (hooks fire), or one fused batch_norm_relu when fusion is
+/// enabled, `bn` is a BatchNorm1d/BatchNorm2d and `relu` a ReLU (exactly those types), and
+/// neither has hooks. `bn` and `relu` may be holders' modules (`*holder`).
+Tensor batch_norm_then_relu(Module& bn, Module& relu, const Tensor& x);
+/// Whether batch_norm_then_relu would fuse `bn` and `relu` now.
+bool fusable_batch_norm_relu(const Module& bn, const Module& relu);
 
 /// BatchNorm over (N, C) or (N, C, L) input.
 class BatchNorm1dImpl : public BatchNormImpl {
@@ -150,8 +162,10 @@ class IdentityImpl : public Module {
 };
 CUGRAD_MODULE(Identity);
 
-/// Runs its modules in order, each through operator() (so their hooks fire). Children are
-/// named "0", "1", ... as in PyTorch.
+/// Runs its modules in order, each through operator() (so their hooks fire), except that a
+/// BatchNorm1d/2d directly followed by a ReLU, neither with hooks, runs as one fused
+/// batch_norm_relu (same results; see set_fusion_enabled in module.h). Children are named "0",
+/// "1", ... as in PyTorch.
 class SequentialImpl : public Module {
  public:
   SequentialImpl() : Module("Sequential") {}
