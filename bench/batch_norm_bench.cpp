@@ -4,8 +4,11 @@
 // median of many runs); the inputs rotate through enough tensors that every run reads memory
 // the L2 cache no longer holds. Prints ms, GB/s on the minimum bytes (forward 3 passes over the
 // tensor, forward+backward 8, eval 2), % of the device-to-device copy bandwidth measured in
-// this run, and cuDNN's numbers. Before timing, each cugrad result is checked against cuDNN's
-// (relative norm difference); the program exits 1 when they disagree. float32, no TF32 involved.
+// this run, and cuDNN's numbers; under each row, cugrad's call queued behind another
+// (bench_util.h queued_ms: the device's time without an idle device's launch latency). Before
+// timing, each cugrad result is checked against cuDNN's (relative norm difference); the
+// program exits 1 when they disagree. Then BatchNorm+ReLU forward+backward, fused and not.
+// float32, no TF32 involved.
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -174,6 +177,10 @@ bool run_case(cg::Device gpu, cudnnHandle_t handle, double copy_gbs, Mode mode, 
       gpu, [&] { cugrad_run(turn++ % slots); }, 5, 50);
   const double ms_dnn = cg::bench::median_ms(
       gpu, [&] { cudnn_run(turn++ % slots); }, 5, 50);
+  // The same call queued behind another (bench_util.h queued_ms): the device's time without the
+  // launch latency an idle device adds to every run above.
+  const double ms_queued = cg::bench::queued_ms(
+      gpu, [&] { cugrad_run(turn++ % slots); }, 5, 50);
   const Timing t = timing(ms, min_passes(mode) * bytes), td = timing(ms_dnn, min_passes(mode) * bytes);
   std::printf("%-14s %-18s %8.3f %7.0f %5.1f%% | %8.3f %7.0f %5.1f%% | %5.2fx | %.1e (%d inputs)\n",
               mode_name(mode), cg::shape_str(shape).c_str(), t.ms, t.gbs, 100.0 * t.gbs / copy_gbs, td.ms,
@@ -182,7 +189,11 @@ bool run_case(cg::Device gpu, cudnnHandle_t handle, double copy_gbs, Mode mode, 
   static const char* const keys[] = {"train_fwd", "train_fwd_bwd", "eval_fwd"};
   std::string dims;
   for (std::size_t i = 0; i < shape.size(); ++i) dims += (i ? "x" : "") + std::to_string(shape[i]);
+  const Timing tq = timing(ms_queued, min_passes(mode) * bytes);
+  std::printf("%-14s %-18s %8.3f %7.0f %5.1f%%   (cugrad queued behind the previous call)\n", "", "", tq.ms,
+              tq.gbs, 100.0 * tq.gbs / copy_gbs);
   std::printf("RESULT batch_norm_%s_%s %.4f\n", keys[static_cast<int>(mode)], dims.c_str(), t.ms);
+  std::printf("RESULT batch_norm_%s_%s_queued %.4f\n", keys[static_cast<int>(mode)], dims.c_str(), tq.ms);
   std::printf("RESULT cudnn_batch_norm_%s_%s %.4f\n", keys[static_cast<int>(mode)], dims.c_str(), td.ms);
   return diff < 1e-4;
 }

@@ -33,6 +33,23 @@ def median_ms(fn, warmup=5, runs=30):
     return statistics.median(times)
 
 
+def queued_ms(fn, warmup=5, runs=30):
+    """As bench_util.h's queued_ms: each timed run issued behind an untimed one, so the interval
+    holds the device's time without the launch latency of an idle device."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        fn()
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
 def copy_gbs():
     x = torch.ones(64 << 20, device="cuda")
     y = torch.empty_like(x)
@@ -74,6 +91,8 @@ def bench_batch_norm(results, compiled):
     rm1, rv1 = torch.zeros(1024, device="cuda"), torch.ones(1024, device="cuda")
     with torch.no_grad():
         results["batch_norm_eval_fwd_4096x1024"] = median_ms(lambda: F.batch_norm(x1(), rm1, rv1, w1, b1, False))
+        results["batch_norm_eval_fwd_4096x1024_queued"] = queued_ms(
+            lambda: F.batch_norm(x1(), rm1, rv1, w1, b1, False))
     if compiled:
         cf = torch.compile(lambda x: F.batch_norm(x, rm, rv, weight, bias, training=True, momentum=0.1))
 
@@ -111,6 +130,7 @@ def bench_cross_entropy(results, compiled):
             F.cross_entropy(xs(), t, label_smoothing=0.1).backward()
 
         results[f"cross_entropy_fwd_bwd_{n}x{k}"] = median_ms(fb)
+        results[f"cross_entropy_fwd_bwd_{n}x{k}_queued"] = queued_ms(fb)
         if compiled:
             cf = torch.compile(lambda x: F.cross_entropy(x, t, label_smoothing=0.1))
             results[f"compiled:cross_entropy_fwd_bwd_{n}x{k}"] = median_ms(lambda: cf(xs()).backward())

@@ -4,6 +4,8 @@
 // the input between runs:
 //  - fwd+bwd: loss = cross_entropy(x, y); loss.backward() through autograd (the user's view;
 //    includes the engine's host work, which overlaps the GPU when the GPU is the bottleneck);
+//  - queued: the same fwd+bwd issued behind an untimed one (bench_util.h queued_ms): the
+//    device's time without the launch latency every run from an idle device includes;
 //  - kernel: the fused launch alone (prepare + row kernel, gradient written);
 //  - fwd: the loss without a gradient (no grad mode).
 // GB/s counts the minimum bytes: 2 passes over the logits (read, write the gradient) for
@@ -122,6 +124,14 @@ int cross_entropy_bench_main() {
                                       sink, cg::Stream::current(gpu).handle());
     });
 
+    // The same fwd+bwd queued behind another (bench_util.h queued_ms): the device's time
+    // without the launch latency an idle device adds to every run above.
+    const double fwd_bwd_queued = cg::bench::queued_ms(gpu, [&] {
+      cg::Tensor& x = xs[static_cast<std::size_t>(next++ % copies)];
+      F::cross_entropy(x, y, opts).backward();
+      x.set_grad(cg::Tensor());
+    });
+
     double fwd = 0;
     {
       cg::NoGradGuard ng;
@@ -140,12 +150,16 @@ int cross_entropy_bench_main() {
       std::printf("   PyTorch eager %.2f ms (x%.1f), compiled %.2f ms (x%.1f)", s.torch_eager_ms,
                   s.torch_eager_ms / fwd_bwd, s.torch_compiled_ms, s.torch_compiled_ms / fwd_bwd);
     std::printf("\n");
+    report("queued", fwd_bwd_queued, 2);
+    std::printf("   fwd+bwd queued behind the previous call\n");
     report("kernel", kernel, 2);
     std::printf("   floor %.3f ms\n", 2 * pass_bytes / (copy_gbs * 1e9) * 1e3);
     report("fwd", fwd, 1);
     std::printf("\n");
     std::printf("RESULT cross_entropy_fwd_bwd_%lldx%lld %.4f\n", static_cast<long long>(s.n),
                 static_cast<long long>(s.k), fwd_bwd);
+    std::printf("RESULT cross_entropy_fwd_bwd_%lldx%lld_queued %.4f\n", static_cast<long long>(s.n),
+                static_cast<long long>(s.k), fwd_bwd_queued);
     // The k <= 1024 kernel's grid: blocks per SM (default 32: a short-lived block per group of
     // rows, each ending with a block reduction), against grids of fewer, longer-lived blocks.
     if (s.k <= 1024) {
