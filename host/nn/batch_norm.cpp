@@ -35,14 +35,14 @@ namespace {
 constexpr const char* kBackward = "BatchNormBackward";
 constexpr const char* kReluBackward = "BatchNormReluBackward";
 
-void check_per_channel(const char* kOp, const Tensor& t, const char* what, const Tensor& x,
+void check_per_channel(const char* op, const Tensor& t, const char* what, const Tensor& x,
                        std::int64_t channels) {
   if (!t.defined()) return;
-  CUGRAD_CHECK(t.dim() == 1 && t.size(0) == channels, kOp, ": ", what, " must have shape [", channels,
+  CUGRAD_CHECK(t.dim() == 1 && t.size(0) == channels, op, ": ", what, " must have shape [", channels,
                "] (one value per channel of the input ", describe(x), "), got ", describe(t));
-  CUGRAD_CHECK(t.device() == x.device(), kOp, ": ", what, " is on ", t.device(), " but the input is on ",
+  CUGRAD_CHECK(t.device() == x.device(), op, ": ", what, " is on ", t.device(), " but the input is on ",
                x.device(), ": ", describe(t), " vs ", describe(x));
-  CUGRAD_CHECK(t.dtype() == x.dtype(), kOp, ": ", what, " is ", t.dtype(), " but the input is ", x.dtype(),
+  CUGRAD_CHECK(t.dtype() == x.dtype(), op, ": ", what, " is ", t.dtype(), " but the input is ", x.dtype(),
                ": ", describe(t), " vs ", describe(x), " (convert it with .to(dtype))");
 }
 
@@ -113,47 +113,47 @@ TensorList batch_norm_grads(const Tensor& dy_in, const Tensor& x, const Tensor& 
   return {dx, dw, db};
 }
 
-Tensor batch_norm_impl(const char* kOp, const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+Tensor batch_norm_impl(const char* op, const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                        const Tensor& weight, const Tensor& bias, bool training, std::optional<double> momentum,
                        double eps, const Tensor& num_batches_tracked, bool relu) {
-  check_defined(kOp, x);
-  CUGRAD_CHECK(x.dim() == 2 || x.dim() == 4, kOp, ": expected a 2-D (N, C) or 4-D (N, C, H, W) input, got ",
+  check_defined(op, x);
+  CUGRAD_CHECK(x.dim() == 2 || x.dim() == 4, op, ": expected a 2-D (N, C) or 4-D (N, C, H, W) input, got ",
                describe(x));
-  CUGRAD_CHECK(x.dtype() == DType::float32 || (x.dtype() == DType::float64 && x.device().is_cpu()), kOp,
+  CUGRAD_CHECK(x.dtype() == DType::float32 || (x.dtype() == DType::float64 && x.device().is_cpu()), op,
                ": needs a float32 input (float64 on the CPU), got ", describe(x));
   const std::int64_t channels = x.size(1);
-  check_per_channel(kOp, weight, "weight", x, channels);
-  check_per_channel(kOp, bias, "bias", x, channels);
-  check_per_channel(kOp, running_mean, "running_mean", x, channels);
-  check_per_channel(kOp, running_var, "running_var", x, channels);
-  CUGRAD_CHECK(running_mean.defined() == running_var.defined(), kOp,
+  check_per_channel(op, weight, "weight", x, channels);
+  check_per_channel(op, bias, "bias", x, channels);
+  check_per_channel(op, running_mean, "running_mean", x, channels);
+  check_per_channel(op, running_var, "running_var", x, channels);
+  CUGRAD_CHECK(running_mean.defined() == running_var.defined(), op,
                ": running_mean and running_var must be given together, got only ",
                running_mean.defined() ? "running_mean" : "running_var");
   const bool has_running = running_mean.defined();
   CUGRAD_CHECK(
-      training || has_running, kOp,
+      training || has_running, op,
       ": eval mode (training = false) normalizes with running_mean and running_var, which are missing");
-  CUGRAD_CHECK(std::isfinite(eps) && eps >= 0, kOp, ": eps must be finite and >= 0, got ", eps);
-  CUGRAD_CHECK(!momentum || std::isfinite(*momentum), kOp, ": momentum must be finite, got ",
+  CUGRAD_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps must be finite and >= 0, got ", eps);
+  CUGRAD_CHECK(!momentum || std::isfinite(*momentum), op, ": momentum must be finite, got ",
                momentum.value_or(0));
   const Tensor& nbt = num_batches_tracked;
   if (nbt.defined()) {
-    CUGRAD_CHECK(nbt.dtype() == DType::int64 && nbt.numel() == 1, kOp,
+    CUGRAD_CHECK(nbt.dtype() == DType::int64 && nbt.numel() == 1, op,
                  ": num_batches_tracked must be an int64 scalar tensor, got ", describe(nbt));
-    CUGRAD_CHECK(nbt.device() == x.device(), kOp, ": num_batches_tracked is on ", nbt.device(),
+    CUGRAD_CHECK(nbt.device() == x.device(), op, ": num_batches_tracked is on ", nbt.device(),
                  " but the input is on ", x.device());
-    CUGRAD_CHECK(has_running, kOp, ": num_batches_tracked is given without running_mean and running_var");
+    CUGRAD_CHECK(has_running, op, ": num_batches_tracked is given without running_mean and running_var");
   }
   const BatchNormDims d = dims_of(x);
   const bool update_running = training && has_running && x.numel() > 0;
   if (training) {
-    CUGRAD_CHECK(d.per_channel() != 1, kOp,
+    CUGRAD_CHECK(d.per_channel() != 1, op,
                  ": expected more than 1 value per channel when training, got input of shape ",
                  shape_str(x.shape()), " (N * H * W = 1)");
     if (has_running) {
-      CUGRAD_CHECK(momentum || nbt.defined(), kOp,
+      CUGRAD_CHECK(momentum || nbt.defined(), op,
                    ": momentum unset (a cumulative average) needs num_batches_tracked");
-      CUGRAD_CHECK(!running_mean.requires_grad() && !running_var.requires_grad(), kOp,
+      CUGRAD_CHECK(!running_mean.requires_grad() && !running_var.requires_grad(), op,
                    ": running_mean and running_var are buffers updated in place and must not require grad");
     }
   }
@@ -170,7 +170,7 @@ Tensor batch_norm_impl(const char* kOp, const Tensor& x, const Tensor& running_m
       // the workspace.
       if (relu && autograd::any_requires_grad({&x, &weight, &bias}))
         saved_scale = empty({channels}, dev, x.dtype());
-      OpScope scope(kOp, dev);
+      OpScope scope(op, dev);
       for (const Tensor* t : {&x, &weight, &bias})
         if (t->defined()) scope.reads(*t);
       for (const Tensor* t : {&y, &saved_mean, &saved_second, &saved_scale})
@@ -213,7 +213,7 @@ Tensor batch_norm_impl(const char* kOp, const Tensor& x, const Tensor& running_m
     saved_mean = running_mean;
     saved_second = running_var;
     if (x.is_cuda()) {
-      OpScope scope(kOp, dev);
+      OpScope scope(op, dev);
       for (const Tensor* t : {&x, &weight, &bias, &running_mean, &running_var})
         if (t->defined()) scope.reads(*t);
       scope.writes(y);
