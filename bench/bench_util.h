@@ -37,9 +37,10 @@ inline bool smoke_mode() {
   return on;
 }
 
-/// Median milliseconds of `fn` over `runs` timed runs after `warmup` untimed ones, measured
-/// with CUDA events on the current stream. Smoke mode: no warm-up, one timed run.
-inline double median_ms(Device dev, const std::function<void()>& fn, int warmup = 5, int runs = 30) {
+namespace detail {
+// The event median behind median_ms and queued_ms: `lead` untimed runs of `fn` are issued right
+// before each timed one (no synchronization in between).
+inline double event_median(Device dev, const std::function<void()>& fn, int warmup, int runs, int lead) {
   if (smoke_mode()) {
     warmup = 0;
     runs = 1;
@@ -48,6 +49,7 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
   std::vector<double> times;
   Event start(true), stop(true);
   for (int i = 0; i < runs; ++i) {
+    for (int k = 0; k < lead; ++k) fn();
     start.record(Stream::current(dev));
     fn();
     stop.record(Stream::current(dev));
@@ -56,6 +58,14 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+}  // namespace detail
+
+/// Median milliseconds of `fn` over `runs` timed runs after `warmup` untimed ones, measured
+/// with CUDA events on the current stream, each run started on an idle device. Smoke mode: no
+/// warm-up, one timed run.
+inline double median_ms(Device dev, const std::function<void()>& fn, int warmup = 5, int runs = 30) {
+  return detail::event_median(dev, fn, warmup, runs, 0);
 }
 
 /// Median milliseconds of `fn` with the launch queue ahead of the device: each timed run is
@@ -68,23 +78,7 @@ inline double median_ms(Device dev, const std::function<void()>& fn, int warmup 
 /// takes longer to issue a run than the device to execute one, the queue drains and host time
 /// enters again: then the result is an upper bound. Smoke mode: no warm-up, one timed run.
 inline double queued_ms(Device dev, const std::function<void()>& fn, int warmup = 5, int runs = 30) {
-  if (smoke_mode()) {
-    warmup = 0;
-    runs = 1;
-  }
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> times;
-  Event start(true), stop(true);
-  for (int i = 0; i < runs; ++i) {
-    fn();  // untimed: keeps the device busy while the timed run is issued
-    start.record(Stream::current(dev));
-    fn();
-    stop.record(Stream::current(dev));
-    stop.synchronize();
-    times.push_back(stop.elapsed_ms(start));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return detail::event_median(dev, fn, warmup, runs, 1);
 }
 
 /// Two views of `fn` beside the event median: `total_ms`, the time per run of `runs` runs back to

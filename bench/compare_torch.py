@@ -19,12 +19,16 @@ torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
 
 
-def median_ms(fn, warmup=5, runs=30):
+def median_ms(fn, warmup=5, runs=30, lead=0):
+    """Median of CUDA-event times of fn after warm-up; each timed run starts on an idle device,
+    or, with lead=1, is issued behind an untimed run (see queued_ms)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(lead):
+            fn()
         a.record()
         fn()
         b.record()
@@ -36,18 +40,7 @@ def median_ms(fn, warmup=5, runs=30):
 def queued_ms(fn, warmup=5, runs=30):
     """As bench_util.h's queued_ms: each timed run issued behind an untimed one, so the interval
     holds the device's time without the launch latency of an idle device."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        fn()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    return median_ms(fn, warmup, runs, lead=1)
 
 
 def copy_gbs():
