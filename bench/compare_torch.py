@@ -171,6 +171,48 @@ def reference_cnn(width=64, classes=10):
     return nn.Sequential(*layers)
 
 
+def two_conv_cnn(classes=10):
+    """The Net of PyTorch's MNIST example (pytorch/examples mnist/main.py) returning logits,
+    as cugrad's nn::TwoConvCnn builds it: DESIGN.md's "2-conv CNN"."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, 1)
+            self.conv2 = nn.Conv2d(32, 64, 3, 1)
+            self.dropout1 = nn.Dropout(0.25)
+            self.dropout2 = nn.Dropout(0.5)
+            self.fc1 = nn.Linear(9216, 128)
+            self.fc2 = nn.Linear(128, classes)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+            x = torch.flatten(self.dropout1(x), 1)
+            return self.fc2(self.dropout2(F.relu(self.fc1(x))))
+
+    return Net()
+
+
+def graphed_fwd_bwd_ms(model, shape, classes):
+    """DESIGN.md's "graphed fwd+bwd alone": forward, label-smoothed loss and backward captured
+    once in a CUDA graph and replayed (static input; gradients accumulate, no optimizer)."""
+    x = torch.randn(*shape, device="cuda")
+    y = torch.randint(0, classes, (shape[0],), device="cuda")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            F.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        F.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+    return median_ms(graph.replay, 5, 50)
+
+
 def bench_train_step(results):
     """One SGD Nesterov training step, plain, backbone frozen, and with forward hooks copying
     every leaf module's output to pinned host memory (as train_step_bench does); with
@@ -184,6 +226,7 @@ def bench_train_step(results):
 
 def bench_train_step_mode(results, suffix):
     cases = []
+    cases.append(("two_conv_cnn_b256", two_conv_cnn().cuda(), (256, 1, 28, 28), 10, "fc2"))
     cases.append(("reference_cnn_b256", reference_cnn().cuda(), (256, 1, 28, 28), 10, "19"))
     try:
         import torchvision
@@ -222,6 +265,12 @@ def bench_train_step_mode(results, suffix):
             results[f"train_step_{name}{suffix}{variant}"] = median_ms(step, 5, 20)
             for h in handles:
                 h.remove()
+        model.zero_grad(set_to_none=True)
+        try:
+            results[f"train_step_{name}{suffix}_graphed_fwd_bwd"] = graphed_fwd_bwd_ms(model, shape, classes)
+        except Exception as e:  # report, keep the other rows
+            print(f"{name}: CUDA-graph capture failed: {e}")
+        model.zero_grad(set_to_none=True)
 
 
 def main():

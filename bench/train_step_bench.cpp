@@ -1,6 +1,7 @@
 // train_step_bench: one training step (forward, label-smoothed cross-entropy, backward, SGD
-// Nesterov with weight decay) of the reference CNN (width 64, batch 256, 28×28) and of
-// ResNet-18 (batch 64, 224×224), each plain, with the backbone frozen (classifier trainable),
+// Nesterov with weight decay) of the two-convolution CNN of PyTorch's MNIST example (nn::TwoConvCnn,
+// batch 256, 28×28: DESIGN.md's "2-conv CNN" row), of the reference CNN (width 64, batch 256,
+// 28×28) and of ResNet-18 (batch 64, 224×224), each plain, with the backbone frozen (classifier trainable),
 // and with forward hooks copying every leaf module's activation to the host through an
 // Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
 // steps that rotate through several input batches. Everything twice: convolution algorithms
@@ -10,13 +11,14 @@
 // time the host takes to issue one step is measured (bench_util.h, pipelined_ms): whether the
 // step is bound by the host or the device.
 //
-// The plain step is timed once more in the same run with module fusion off
-// (nn::set_fusion_enabled(false): BatchNorm and ReLU as two ops; results *_unfused), so one
-// call measures what fusing them saves. The hooks variant never fuses (every module is hooked).
+// The plain step of the models with BatchNorm is timed once more in the same run with module
+// fusion off (nn::set_fusion_enabled(false): BatchNorm and ReLU as two ops; results *_unfused), so
+// one call measures what fusing them saves. The hooks variant never fuses (every module is hooked).
 //
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
-// CUGRAD_BENCH_PROFILE=reference_cnn_b256 or resnet18_b64: that model's plain step only, with
+// CUGRAD_BENCH_PROFILE=two_conv_cnn_b256, reference_cnn_b256 or resnet18_b64: that model's plain
+// step only, with
 // the timed search: 3 warm-up steps (the searches happen there), then 2 steps between
 // cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
 // (scripts/gpu_session.sh's profile stage: ncu --profile-from-start off, then
@@ -80,28 +82,31 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
   return ms + 0 * checksum;
 }
 
+// `fusable`: the model has BatchNorm+ReLU pairs that module fusion joins (timed once more without).
 void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::Module& classifier,
-               const cg::Shape& input, std::int64_t classes, int runs) {
+               const cg::Shape& input, std::int64_t classes, int runs, bool fusable = true) {
   cg::bench::Pipelined pipe{};
   const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
   const double hooks = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
-  const bool fusion = nn::fusion_enabled();
-  nn::set_fusion_enabled(false);
-  const double unfused = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
-  nn::set_fusion_enabled(fusion);
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
-  std::printf("%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
-              "(%.0f%% of the step)\n",
-              "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
-  std::printf("%-32s %9.3f ms with module fusion off (BatchNorm and ReLU as two ops; fusion is %s above)\n", "",
-              unfused, fusion ? "on" : "off");
+  std::printf(
+      "%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
+      "(%.0f%% of the step)\n",
+      "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
+  if (!fusable) return;
+  const bool fusion = nn::fusion_enabled();
+  nn::set_fusion_enabled(false);
+  const double unfused = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
+  nn::set_fusion_enabled(fusion);
+  std::printf("%-32s %9.3f ms with module fusion off (BatchNorm and ReLU as two ops; fusion is %s above)\n",
+              "", unfused, fusion ? "on" : "off");
   std::printf("RESULT train_step_%s_unfused %.4f\n", name.c_str(), unfused);
 }
 
@@ -125,7 +130,11 @@ int main() {
     std::shared_ptr<nn::Module> model;
     cg::Shape input;
     std::int64_t classes = 0;
-    if (name == "reference_cnn_b256") {
+    if (name == "two_conv_cnn_b256") {
+      model = nn::TwoConvCnn();
+      input = {256, 1, 28, 28};
+      classes = 10;
+    } else if (name == "reference_cnn_b256") {
       model = nn::ReferenceCnn(64);
       input = {256, 1, 28, 28};
       classes = 10;
@@ -134,7 +143,9 @@ int main() {
       input = {64, 3, 224, 224};
       classes = 1000;
     } else {
-      std::fprintf(stderr, "train_step_bench: CUGRAD_BENCH_PROFILE=%s: not reference_cnn_b256 or resnet18_b64\n",
+      std::fprintf(stderr,
+                   "train_step_bench: CUGRAD_BENCH_PROFILE=%s: not two_conv_cnn_b256, reference_cnn_b256 or "
+                   "resnet18_b64\n",
                    profile);
       return 2;
     }
@@ -167,6 +178,13 @@ int main() {
     const std::string suffix = (search ? "_search" : "") + tf32_suffix;
     std::printf("convolution algorithms: %s\n",
                 search ? "cuDNN timed search (set_cudnn_benchmark)" : "cuDNN heuristics (default)");
+    {
+      const std::int64_t side = smoke ? 13 : 28;
+      nn::TwoConvCnn net(10, 1, side);
+      net->to(gpu);
+      run_model(gpu, "two_conv_cnn_b256" + suffix, *net, *net->fc2, {smoke ? 3 : 256, 1, side, side}, 10, 50,
+                /*fusable=*/false);
+    }
     {
       nn::ReferenceCnn cnn(64);
       cnn->to(gpu);

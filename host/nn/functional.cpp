@@ -1,13 +1,10 @@
-// nn::functional::linear, dropout and the elementwise activations: checks, dispatch of the
+// nn::functional::linear and the elementwise activations: checks, dispatch of the
 // linear GEMMs to CBLAS or cuBLAS (with transpose flags, so no transposed copy is made), and
 // the linear backward node (dx, dweight, dbias, each only when needed).
 //
 // Choices where PyTorch is silent or differs by version:
 //  - linear accepts x of any rank >= 1: the leading dimensions are flattened into rows of one
 //    GEMM and restored on the output (a 1-D x gives a 1-D output, as PyTorch).
-//  - dropout draws its mask with rand_like(x) (Philox from the global generator, so CPU and
-//    CUDA zero the same elements for one seed) and keeps an element when its draw is >= p;
-//    p == 1 gives zeros (with a zero gradient), !training or p == 0 returns x itself.
 #include <cmath>
 
 #include "cuda/blas.h"
@@ -113,17 +110,5 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 Tensor leaky_relu(const Tensor& x, double negative_slope) { return cugrad::leaky_relu(x, negative_slope); }
 Tensor sigmoid(const Tensor& x) { return cugrad::sigmoid(x); }
 Tensor tanh(const Tensor& x) { return cugrad::tanh(x); }
-
-Tensor dropout(const Tensor& x, double p, bool training) {
-  check_defined("dropout", x);
-  CUGRAD_CHECK(p >= 0.0 && p <= 1.0, "dropout: probability must be in [0, 1], got ", p, " for ", describe(x));
-  CUGRAD_CHECK(is_floating(x.dtype()), "dropout: needs a floating-point input, got ", describe(x));
-  if (!training || p == 0.0) return x;
-  if (p == 1.0) return x * 0.0;  // zeros, and a zero gradient
-  // The mask already holds the scale: one multiply in forward, and backward is g * mask.
-  Tensor keep = ge(rand_like(x), p).to(x.dtype());
-  keep.mul_(1.0 / (1.0 - p));
-  return x * keep;
-}
 
 }  // namespace cugrad::nn::functional

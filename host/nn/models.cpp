@@ -1,5 +1,5 @@
-// Model builders: the reference Fashion-MNIST CNN and ResNet-18 (torchvision's names, shapes
-// and initialization).
+// Model builders: the reference Fashion-MNIST CNN, the two-convolution CNN of PyTorch's MNIST
+// example and ResNet-18 (torchvision's names, shapes and initialization).
 #include <cmath>
 
 #include "cugrad/autograd.h"
@@ -35,6 +35,31 @@ ReferenceCnnImpl::ReferenceCnnImpl(std::int64_t w, std::int64_t num_classes, std
                        conv3x3(2 * w, 2 * w), BatchNorm2d(2 * w), ReLU(), MaxPool2d(2),  // 10 11 12 13
                        conv3x3(2 * w, 4 * w), BatchNorm2d(4 * w), ReLU(),            // 14 15 16
                        AdaptiveAvgPool2d(1), Flatten(), Linear(4 * w, num_classes)}));  // 17 18 19
+}
+
+TwoConvCnnImpl::TwoConvCnnImpl(std::int64_t num_classes, std::int64_t in_channels, std::int64_t image_size)
+    : Module("TwoConvCnn"), in_channels(in_channels), image_size(image_size) {
+  CUGRAD_CHECK(num_classes > 0 && in_channels > 0, "TwoConvCnn: num_classes (", num_classes,
+               ") and in_channels (", in_channels, ") must be positive");
+  CUGRAD_CHECK(image_size >= 6, "TwoConvCnn: image_size (", image_size,
+               ") must be at least 6 (two 3x3 convolutions and a 2x2 max-pool)");
+  const std::int64_t pooled = (image_size - 4) / 2;
+  conv1 = register_module("conv1", Conv2d(in_channels, 32, 3));
+  conv2 = register_module("conv2", Conv2d(32, 64, 3));
+  dropout1 = register_module("dropout1", Dropout(0.25));
+  dropout2 = register_module("dropout2", Dropout(0.5));
+  fc1 = register_module("fc1", Linear(64 * pooled * pooled, 128));
+  fc2 = register_module("fc2", Linear(128, num_classes));
+}
+
+Tensor TwoConvCnnImpl::forward(const Tensor& x) {
+  CUGRAD_CHECK(
+      x.dim() == 4 && x.shape()[1] == in_channels && x.shape()[2] == image_size && x.shape()[3] == image_size,
+      "TwoConvCnn: expected input (N, ", in_channels, ", ", image_size, ", ", image_size, "), got ",
+      shape_str(x.shape()));
+  Tensor y = relu(conv2(relu(conv1(x))));
+  y = dropout1(functional::max_pool2d(y, 2)).flatten(1);
+  return fc2(dropout2(relu(fc1(y))));
 }
 
 BasicBlockImpl::BasicBlockImpl(std::int64_t in_planes, std::int64_t planes, std::int64_t stride)

@@ -40,13 +40,19 @@ CUGRAD_HOST_DEVICE CUGRAD_INLINE U32x4 philox4x32_10(std::uint64_t seed, std::ui
   return U32x4{{c0, c1, c2, c3}};
 }
 
-/// Uniform in [0, 1) with 24 bits (float) or 32 bits (double) of randomness.
+/// Uniform in [0, 1) from one 32-bit Philox output: 24 bits (float) or 32 bits (double).
+template <typename T>
+CUGRAD_HOST_DEVICE CUGRAD_INLINE T uniform_of(std::uint32_t x) {
+  if constexpr (sizeof(T) == 4) return static_cast<T>(x >> 8) * static_cast<T>(1.0 / 16777216.0);
+  return static_cast<T>(static_cast<double>(x) * (1.0 / 4294967296.0));
+}
+
+/// Element i of a uniform draw at `offset` (a fused kernel that handles the four elements of
+/// one block computes philox4x32_10 once and takes uniform_of of each lane: the same numbers).
 template <typename T>
 CUGRAD_HOST_DEVICE CUGRAD_INLINE T uniform_at(std::uint64_t seed, std::uint64_t offset, std::int64_t i) {
   const U32x4 r = philox4x32_10(seed, offset + static_cast<std::uint64_t>(i) / 4);
-  const std::uint32_t x = r.v[i % 4];
-  if constexpr (sizeof(T) == 4) return static_cast<T>(x >> 8) * static_cast<T>(1.0 / 16777216.0);
-  return static_cast<T>(static_cast<double>(x) * (1.0 / 4294967296.0));
+  return uniform_of<T>(r.v[i % 4]);
 }
 
 /// Standard normal by Box-Muller, computed in double on both devices.

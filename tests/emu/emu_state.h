@@ -20,8 +20,9 @@ void submit(cudaStream_t stream, std::function<void()> op);
 void wait_stream(cudaStream_t stream);
 void wait_all();
 std::uint64_t launches();
-// CUGRAD_EMU_NULL=1: kernels, cuBLAS products and cuDNN convolutions are checked and counted but
-// not computed, and fresh allocations are not poisoned: what is left of a step is the host's
+// CUGRAD_EMU_NULL=1: kernels, cuBLAS products and cuDNN convolutions (and their bias sums and
+// adds) are checked and counted but not computed, and fresh allocations are not poisoned: what is
+// left of a step is the host's
 // own work (the library's code and the emulated API bookkeeping), for timing it. Results are
 // garbage in this mode; only host-overhead measurements use it (tests/emu/host_overhead.cpp).
 bool null_compute();

@@ -8,11 +8,11 @@
 // of a step there, from a machine without a GPU; bench/train_step_bench measures the real one.
 //
 // The steps are train_step_bench's (forward, label-smoothed cross-entropy, backward, SGD Nesterov
-// with weight decay) for the reference CNN (width 64) and ResNet-18, plain and with the backbone
-// frozen; batch 8 (host work does not depend on the batch, except the emulator's allocations:
-// each is a malloc, and large ones an mmap that a real memory pool does not pay). Prints ms per
-// step and the launches, library calls and allocations it makes; then the host time of the
-// single-op calls kernels_bench times (BatchNorm eval, cross-entropy forward+backward). Exits 1
+// with weight decay) for the two-convolution CNN, the reference CNN (width 64) and ResNet-18, plain
+// and with the backbone frozen; batch 8 (host work does not depend on the batch, except the
+// emulator's allocations: each is a malloc, and large ones an mmap that a real memory pool does
+// not pay). Prints ms per step and the launches, library calls and allocations it makes; then
+// the host time of the single-op calls kernels_bench times (BatchNorm eval, cross-entropy forward+backward). Exits 1
 // when the null mode is not in effect (a kernel ran).
 #include <algorithm>
 #include <chrono>
@@ -65,7 +65,7 @@ void time_model(const char* name, nn::Module& model, nn::Module& classifier, con
   const std::uint64_t cudnn = trace::count_of(calls, "cudnnConvolutionForward") +
                               trace::count_of(calls, "cudnnConvolutionBackwardData") +
                               trace::count_of(calls, "cudnnConvolutionBackwardFilter");
-  std::printf("%-34s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
+  std::printf("%-38s %8.3f ms per step (median of %d; min %.3f)  %3llu launches, %2llu cuDNN convolutions, %3llu "
               "allocations\n",
               name, t.median, kSteps, t.min, static_cast<unsigned long long>(launches),
               static_cast<unsigned long long>(cudnn),
@@ -85,14 +85,14 @@ void time_ops() {
     cg::NoGradGuard ng;
     (void)F::batch_norm(x, rm, rv, w, b, false, 0.1, 1e-5);
   });
-  std::printf("%-34s %8.4f ms per call (median of 200; min %.4f)\n", "BatchNorm eval forward", bn.median, bn.min);
+  std::printf("%-38s %8.4f ms per call (median of 200; min %.4f)\n", "BatchNorm eval forward", bn.median, bn.min);
   cg::Tensor logits = cg::randn({1024, 1000}, gpu).requires_grad_();
   const cg::Tensor y = cg::randint(0, 1000, {1024}, gpu);
   const HostTime ce = host_ms([&] {
     F::cross_entropy(logits, y, {.label_smoothing = 0.1}).backward();
     logits.set_grad(cg::Tensor());
   });
-  std::printf("%-34s %8.4f ms per call (median of 200; min %.4f)\n", "cross-entropy forward+backward", ce.median,
+  std::printf("%-38s %8.4f ms per call (median of 200; min %.4f)\n", "cross-entropy forward+backward", ce.median,
               ce.min);
 }
 
@@ -115,6 +115,12 @@ int main() {
               "CUGRAD_EMU_NULL=1), batch 8\n");
   cg::manual_seed(0);
   for (const bool frozen : {false, true}) {
+    {
+      nn::TwoConvCnn net;
+      net->to(gpu);
+      time_model(frozen ? "two-convolution CNN, backbone frozen" : "two-convolution CNN", *net, *net->fc2,
+                 {8, 1, 28, 28}, 10, frozen);
+    }
     {
       nn::ReferenceCnn cnn(64);
       cnn->to(gpu);

@@ -1,9 +1,10 @@
 // What one training step asks of the GPU, counted on the CUDA emulator (emu_trace.h): kernel
 // launches by kernel, cuBLAS and cuDNN calls, copies, allocations, events and host
 // synchronizations, for the steps bench/train_step_bench times (forward, label-smoothed
-// cross-entropy, backward, SGD Nesterov with weight decay): the reference CNN and ResNet-18,
-// plain and with the backbone frozen. Small inputs: the counts do not depend on the batch or
-// the image size (cuDNN's algorithm choice aside, which happens in the warm-up steps).
+// cross-entropy, backward, SGD Nesterov with weight decay): the two-convolution CNN, the
+// reference CNN and ResNet-18, plain and with the backbone frozen. Small inputs: the counts do
+// not depend on the batch or the image size (cuDNN's algorithm choice aside, which happens in
+// the warm-up steps).
 //
 // The assertions are the properties the step's speed rests on: a step never waits on the host
 // (no stream, event or device synchronization, no blocking copy), allocates nothing outside the
@@ -84,6 +85,8 @@ void expect_no_host_wait(const Profile& p) {
 // Budgets: the counts when this test was written (2026-11-26), lowered when BatchNorm and ReLU
 // were fused (nn::set_fusion_enabled; reference CNN 43 -> 33 launches, 94 -> 89 allocations;
 // ResNet-18 141 -> 123, 341 -> 332; the frozen steps 25 -> 20 / 45 -> 40 and 74 -> 65 / 154 -> 145).
+// The two-convolution CNN (added with dropout fused: 31 -> 21 launches, 45 -> 39 allocations;
+// frozen 24 -> 14, 26 -> 20) starts at what it took then.
 // A change that adds launches or allocations to a training step fails here; if the addition is
 // meant, raise the budget.
 void expect_within(const Profile& p, std::uint64_t launches, std::uint64_t allocations) {
@@ -113,6 +116,32 @@ TEST(StepProfileGPU, ReferenceCnn) {
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
   expect_within(frozen, 20, 40);
+}
+
+TEST(StepProfileGPU, TwoConvCnn) {
+  cg::manual_seed(0);
+  nn::TwoConvCnn net(10, 1, 12);
+  net->to(cg::Device::cuda(0));
+  const cg::Shape input{4, 1, 12, 12};
+
+  const Profile plain = profile_step(*net, *net->fc2, input, 10, false);
+  print("two-convolution CNN, plain", plain);
+  expect_no_host_wait(plain);
+  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 2u);
+  // conv1's input needs no gradient: one data gradient (conv2's), two weight gradients.
+  EXPECT_EQ(plain.call("cudnnConvolutionBackwardData"), 1u);
+  EXPECT_EQ(plain.call("cudnnConvolutionBackwardFilter"), 2u);
+  // Dropout: one launch forward and one backward each (its composite took five and one).
+  EXPECT_EQ(plain.kernel_launches("dropout_forward_kernel"), 2u);
+  EXPECT_EQ(plain.kernel_launches("dropout_backward_kernel"), 2u);
+  expect_within(plain, 21, 39);
+
+  const Profile frozen = profile_step(*net, *net->fc2, input, 10, true);
+  print("two-convolution CNN, backbone frozen", frozen);
+  expect_no_host_wait(frozen);
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
+  EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
+  expect_within(frozen, 14, 20);
 }
 
 TEST(StepProfileGPU, ResNet18) {

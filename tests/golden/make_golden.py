@@ -228,6 +228,48 @@ def small_cnn_file():
     return out, {"about": "Sequential f.0..f.18 as in torchvision naming; train mode; CE label_smoothing 0.1 mean"}
 
 
+def two_conv_cnn(image_size, classes=10):
+    """The Net of PyTorch's MNIST example (pytorch/examples mnist/main.py), returning logits
+    (cugrad's nn::TwoConvCnn): fc1 takes 64 * ((image_size - 4) // 2) ** 2 inputs."""
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3, 1)
+            self.conv2 = nn.Conv2d(32, 64, 3, 1)
+            self.dropout1 = nn.Dropout(0.25)
+            self.dropout2 = nn.Dropout(0.5)
+            self.fc1 = nn.Linear(64 * ((image_size - 4) // 2) ** 2, 128)
+            self.fc2 = nn.Linear(128, classes)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+            x = torch.flatten(self.dropout1(x), 1)
+            return self.fc2(self.dropout2(F.relu(self.fc1(x))))
+
+    return Net()
+
+
+def two_conv_cnn_file(image_size=9):
+    # Eval mode (dropout is the identity, so the result does not depend on PyTorch's dropout
+    # random numbers); 9x9 images keep fc1 (and the file) small, and the odd size checks the
+    # max-pool's floor (conv1 7x7, conv2 5x5, pooled 2x2: fc1 has 256 inputs).
+    model = two_conv_cnn(image_size)
+    out = {f"param.{k}": v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(5, 1, image_size, image_size)
+    target = torch.randint(0, 10, (5,))
+    model64 = model.double().eval()
+    logits = model64(x.double())
+    loss = F.cross_entropy(logits, target, label_smoothing=0.1)
+    loss.backward()
+    out.update({"x": x, "target": target, "logits": logits, "loss": loss})
+    for k, p in model64.named_parameters():
+        out[f"grad.{k}"] = p.grad
+    return out, {"about": "pytorch/examples MNIST Net without log_softmax; eval mode; CE label_smoothing 0.1 mean",
+                 "image_size": image_size}
+
+
 GENERATORS = {
     "bn2d": lambda: batch_norm_file((4, 3, 5, 7)),
     "bn1d": lambda: batch_norm_file((16, 10)),
@@ -236,6 +278,7 @@ GENERATORS = {
     "schedules": schedules_file,
     "conv_pool": conv_pool_file,
     "small_cnn": small_cnn_file,
+    "two_conv_cnn": two_conv_cnn_file,
 }
 
 

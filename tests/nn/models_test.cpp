@@ -240,12 +240,124 @@ TEST(ResNet18, SafetensorsRoundTripStrict) {
   }
 }
 
+// ---- The two-convolution CNN of PyTorch's MNIST example ----
+
+namespace {
+
+const std::string kTwoConvGolden = std::string(CUGRAD_GOLDEN_DIR) + "/two_conv_cnn.safetensors";
+
+cg::StateDict golden_params(const cg::StateDict& g) {
+  cg::StateDict params;
+  for (const auto& [key, value] : g)
+    if (key.rfind("param.", 0) == 0) params[key.substr(6)] = value;
+  return params;
+}
+
+// PyTorch's eval-mode forward and backward (dropout off) of the 9×9 golden model.
+void expect_two_conv_golden(cg::DType dtype, cg::Device device, double tol) {
+  const cg::StateDict g = cg::io::load_safetensors(kTwoConvGolden);
+  nn::TwoConvCnn model(10, 1, 9);
+  model->load_state_dict(golden_params(g), /*strict=*/true);
+  model->to(dtype);
+  model->to(device);
+  model->eval();
+  const cg::Tensor logits = model(g.at("x").to(dtype).to(device));
+  const cg::Tensor loss = F::cross_entropy(logits, g.at("target").to(device), {.label_smoothing = 0.1});
+  loss.backward();
+  EXPECT_TRUE(norm_close(logits.detach().cpu().to(cg::DType::float64), g.at("logits"), tol)) << "logits";
+  EXPECT_TRUE(
+      norm_close(loss.detach().cpu().to(cg::DType::float64).reshape({1}), g.at("loss").reshape({1}), tol));
+  int grads = 0;
+  for (const auto& [name, p] : model->named_parameters()) {
+    ASSERT_TRUE(g.count("grad." + name)) << name;
+    EXPECT_TRUE(norm_close(p.grad().cpu().to(cg::DType::float64), g.at("grad." + name), tol)) << name;
+    ++grads;
+  }
+  EXPECT_EQ(grads, 8);
+}
+
+}  // namespace
+
+TEST(TwoConvCnn, LayoutMatchesPyTorchMnistExample) {
+  // The golden file's state dict (PyTorch's Net at 9×9) loads strictly: same names and shapes.
+  const cg::StateDict g = cg::io::load_safetensors(kTwoConvGolden);
+  nn::TwoConvCnn small(10, 1, 9);
+  const cg::StateDict params = golden_params(g);
+  EXPECT_EQ(small->state_dict().size(), params.size());
+  const nn::LoadStateDictResult r = small->load_state_dict(params, /*strict=*/true);
+  EXPECT_TRUE(r.missing_keys.empty());
+  EXPECT_TRUE(r.unexpected_keys.empty());
+  for (const auto& [key, value] : params)
+    EXPECT_TRUE(cg::testing::all_equal(small->state_dict().at(key), value)) << key;
+  // At 28×28 it is the example's network: fc1 has 64·12·12 = 9216 inputs, 1,199,882 parameters.
+  nn::TwoConvCnn mnist;
+  const cg::StateDict sd = mnist->state_dict();
+  EXPECT_EQ(sd.at("conv1.weight").shape(), (cg::Shape{32, 1, 3, 3}));
+  EXPECT_EQ(sd.at("conv2.weight").shape(), (cg::Shape{64, 32, 3, 3}));
+  EXPECT_EQ(sd.at("fc1.weight").shape(), (cg::Shape{128, 9216}));
+  EXPECT_EQ(sd.at("fc2.weight").shape(), (cg::Shape{10, 128}));
+  EXPECT_EQ(mnist->num_parameters(), 1199882);
+  EXPECT_EQ(mnist->dropout1->p, 0.25);
+  EXPECT_EQ(mnist->dropout2->p, 0.5);
+  // PyTorch's default initialization: conv2 weight and bias in ±1/√(32·9).
+  const double bound = 1.0 / std::sqrt(32.0 * 9.0);
+  EXPECT_LE(sd.at("conv2.weight").abs().max().item<double>(), bound);
+  EXPECT_GT(sd.at("conv2.weight").abs().max().item<double>(), 0.99 * bound);
+  EXPECT_LE(sd.at("conv2.bias").abs().max().item<double>(), bound);
+}
+
+TEST(TwoConvCnn, GoldenForwardBackwardFloat64) {
+  expect_two_conv_golden(cg::DType::float64, cg::Device::cpu(), 1e-9);
+}
+
+TEST(TwoConvCnn, GoldenForwardBackwardFloat32) {
+  expect_two_conv_golden(cg::DType::float32, cg::Device::cpu(), 1e-4);
+}
+
+TEST(TwoConvCnn, DropoutInTrainingOnlyAndInputChecks) {
+  cg::manual_seed(6);
+  nn::TwoConvCnn model(10, 1, 12);
+  const cg::Tensor x = cg::randn({4, 1, 12, 12});
+  model->eval();
+  cg::Tensor e1, e2, t1, t2;
+  {
+    cg::NoGradGuard ng;
+    e1 = model(x);
+    e2 = model(x);
+    model->train();
+    t1 = model(x);
+    t2 = model(x);
+  }
+  EXPECT_EQ(e1.shape(), (cg::Shape{4, 10}));
+  EXPECT_TRUE(cg::testing::all_equal(e1, e2));   // eval: deterministic
+  EXPECT_FALSE(cg::testing::all_equal(t1, t2));  // training: a new dropout mask per call
+  EXPECT_FALSE(cg::testing::all_equal(t1, e1));
+  for (const cg::Shape& bad : {cg::Shape{4, 1, 28, 28}, cg::Shape{4, 3, 12, 12}, cg::Shape{1, 12, 12}}) {
+    try {
+      model(cg::randn(bad));
+      ADD_FAILURE() << "no error for input " << cg::shape_str(bad);
+    } catch (const cg::Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("TwoConvCnn"), std::string::npos) << what;
+      EXPECT_NE(what.find("(N, 1, 12, 12)"), std::string::npos) << what;
+      EXPECT_NE(what.find(cg::shape_str(bad)), std::string::npos) << what;
+    }
+  }
+  EXPECT_THROW(nn::TwoConvCnn(10, 1, 5), cg::Error);
+  EXPECT_THROW(nn::TwoConvCnn(0, 1, 28), cg::Error);
+}
+
 // ---- GPU ----
 
 TEST(ModelsGPU, ReferenceCnnGoldenOnCuda) {
   CUGRAD_REQUIRE_GPU();
   const cg::StateDict g = cg::io::load_safetensors(kGolden);
   expect_matches_golden(run_golden(g, cg::DType::float32, cg::Device::cuda(0)), g, 1e-4);
+}
+
+TEST(ModelsGPU, TwoConvCnnGoldenOnCuda) {
+  CUGRAD_REQUIRE_GPU();
+  expect_two_conv_golden(cg::DType::float32, cg::Device::cuda(0), 1e-4);
 }
 
 TEST(ModelsGPU, ResNet18CudaMatchesCpu) {

@@ -1,5 +1,6 @@
-// Model builders: the reference Fashion-MNIST network of DESIGN.md and ResNet-18 with
-// torchvision's parameter names and shapes (a torchvision state dict loads with strict=true).
+// Model builders: the reference Fashion-MNIST network of DESIGN.md, the two-convolution CNN of
+// PyTorch's MNIST example, and ResNet-18 with torchvision's parameter names and shapes (a
+// torchvision state dict loads with strict=true).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +25,27 @@ class ReferenceCnnImpl : public Module {
   Sequential f = nullptr;
 };
 CUGRAD_MODULE(ReferenceCnn);
+
+/// The two-convolution CNN of PyTorch's MNIST example (pytorch/examples, mnist/main.py, `Net`),
+/// with its parameter names, so that its state dict loads with strict=true:
+///   conv1 (in_channels→32, 3×3, bias) → ReLU → conv2 (32→64, 3×3, bias) → ReLU → max-pool 2
+///   → dropout1 (p 0.25) → flatten → fc1 (64·((s-4)/2)², 128) → ReLU → dropout2 (p 0.5) → fc2.
+/// forward returns the logits (the example's log_softmax is left to the loss). `image_size` s
+/// is the side of the square input (28 for (Fashion-)MNIST: fc1 has 9216 inputs); other sizes
+/// are an error naming the expected and given shapes. PyTorch's default initialization. This
+/// is the "2-conv CNN" of the train-step row of DESIGN.md's table (bench/train_step_bench).
+class TwoConvCnnImpl : public Module {
+ public:
+  explicit TwoConvCnnImpl(std::int64_t num_classes = 10, std::int64_t in_channels = 1,
+                          std::int64_t image_size = 28);
+  Tensor forward(const Tensor& x) override;
+
+  std::int64_t in_channels, image_size;
+  Conv2d conv1 = nullptr, conv2 = nullptr;
+  Dropout dropout1 = nullptr, dropout2 = nullptr;
+  Linear fc1 = nullptr, fc2 = nullptr;
+};
+CUGRAD_MODULE(TwoConvCnn);
 
 /// ResNet's basic block: conv3×3–BN–ReLU–conv3×3–BN plus the shortcut (identity, or a
 /// conv1×1–BN `downsample` when the stride or width changes), then ReLU.
