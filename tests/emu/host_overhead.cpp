@@ -12,8 +12,8 @@
 // and with the backbone frozen; batch 8 (host work does not depend on the batch, except the
 // emulator's allocations: each is a malloc, and large ones an mmap that a real memory pool does
 // not pay). Prints ms per step and the launches, library calls and allocations it makes; then
-// the host time of the single-op calls kernels_bench times (BatchNorm eval, cross-entropy forward+backward). Exits 1
-// when the null mode is not in effect (a kernel ran).
+// the host time of the single-op calls kernels_bench times (BatchNorm eval, cross-entropy
+// forward+backward). Exits 1 when the null mode is not in effect (a kernel ran).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
