@@ -7,18 +7,58 @@
 
 namespace cugrad::autograd {
 
+namespace {
+
+// What a gradient with respect to one tensor must look like.
+struct GradMeta {
+  bool defined = false;
+  Shape shape;
+  DType dtype = DType::float32;
+  Device device = Device::cpu();
+};
+
+std::vector<GradMeta> metas_of(const TensorList& tensors) {
+  std::vector<GradMeta> out;
+  for (const Tensor& t : tensors)
+    out.push_back(t.defined() ? GradMeta{true, t.shape(), t.dtype(), t.device()} : GradMeta{});
+  return out;
+}
+
+std::string describe_meta(const GradMeta& m) {
+  return detail::cat(m.dtype, shape_str(m.shape), " on ", m.device);
+}
+
+// A hook's replacement list: its length, and each defined entry against its tensor.
+void check_replacement(const TensorList& r, const std::vector<GradMeta>& metas, const std::string& owner,
+                       const char* hook, const char* side) {
+  CUGRAD_CHECK(r.size() == metas.size(), hook, " on ", owner, " returned ", r.size(), " gradients for ",
+               metas.size(), " ", side, "s");
+  for (std::size_t i = 0; i < r.size(); ++i) {
+    if (!r[i].defined()) continue;
+    const GradMeta& m = metas[i];
+    CUGRAD_CHECK(
+        m.defined && r[i].shape() == m.shape && r[i].dtype() == m.dtype && r[i].device() == m.device, hook,
+        " on ", owner, " returned ", describe(r[i]), " as the gradient of ", side, " ", i,
+        m.defined ? ", which must be " + describe_meta(m) + " (that " + side + "'s shape, dtype and device)"
+                  : std::string(", which is not a tensor"));
+  }
+}
+
+}  // namespace
+
 struct BackwardHookSet::Shared {
   std::vector<BackwardPreHookFn> pre_hooks;
   std::vector<BackwardHookFn> hooks;
+  std::string owner;
   std::size_t n_inputs = 0;
+  std::vector<GradMeta> input_metas, output_metas;
   bool inputs_wrapped = false;  // some input required grad
   TensorList grad_outputs;      // set by the outputs' node, read by the inputs' node
 
   TensorList run_hooks(TensorList grad_inputs) {
     for (const auto& h : hooks) {
       if (auto r = h(grad_inputs, grad_outputs)) {
-        CUGRAD_CHECK(r->size() == grad_inputs.size(), "full backward hook returned ", r->size(),
-                     " gradients for ", grad_inputs.size(), " inputs");
+        check_replacement(*r, input_metas, owner, "full backward hook", "input");
         grad_inputs = *r;
       }
     }
@@ -38,8 +78,7 @@ class HookIdentity : public Node {
     if (outputs_side_) {
       for (const auto& h : shared_->pre_hooks) {
         if (auto r = h(grads)) {
-          CUGRAD_CHECK(r->size() == grads.size(), "full backward pre-hook returned ", r->size(), " gradients for ",
-                       grads.size(), " outputs");
+          check_replacement(*r, shared_->output_metas, shared_->owner, "full backward pre-hook", "output");
           grads = *r;
         }
       }
@@ -70,20 +109,24 @@ TensorList wrap(const TensorList& tensors, const std::shared_ptr<Node>& node) {
 
 }  // namespace
 
-BackwardHookSet::BackwardHookSet(std::vector<BackwardPreHookFn> pre_hooks, std::vector<BackwardHookFn> hooks)
+BackwardHookSet::BackwardHookSet(std::vector<BackwardPreHookFn> pre_hooks, std::vector<BackwardHookFn> hooks,
+                                 std::string owner)
     : shared_(std::make_shared<Shared>()) {
   shared_->pre_hooks = std::move(pre_hooks);
   shared_->hooks = std::move(hooks);
+  shared_->owner = std::move(owner);
 }
 
 TensorList BackwardHookSet::wrap_inputs(const TensorList& inputs) {
   shared_->n_inputs = inputs.size();
+  shared_->input_metas = metas_of(inputs);
   if (!any_requires_grad(inputs)) return inputs;
   shared_->inputs_wrapped = true;
   return wrap(inputs, std::make_shared<HookIdentity>(shared_, false));
 }
 
 TensorList BackwardHookSet::wrap_outputs(const TensorList& outputs) {
+  shared_->output_metas = metas_of(outputs);
   if (!any_requires_grad(outputs)) return outputs;
   return wrap(outputs, std::make_shared<HookIdentity>(shared_, true));
 }

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "cugrad/tensor.h"
 
@@ -25,7 +26,13 @@ using BackwardHookFn =
 
 class BackwardHookSet {
  public:
-  BackwardHookSet(std::vector<BackwardPreHookFn> pre_hooks, std::vector<BackwardHookFn> hooks);
+  /// `owner` names the block in error messages (a module's label). A gradient a hook returns in
+  /// place of one it was given must have the shape, dtype and device of the tensor it is the
+  /// gradient of (that input or output); anything else is an error naming the owner, the hook
+  /// kind and the position, as is a list of the wrong length. Absent (undefined) entries are
+  /// allowed: no gradient flows there.
+  BackwardHookSet(std::vector<BackwardPreHookFn> pre_hooks, std::vector<BackwardHookFn> hooks,
+                  std::string owner = "a block");
   /// Aliases of `inputs` routed through the inputs' identity node (inputs that do not require
   /// grad are passed through unchanged).
   TensorList wrap_inputs(const TensorList& inputs);

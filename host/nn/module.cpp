@@ -617,7 +617,7 @@ Tensor Module::operator()(const Tensor& x) {
             });
       }
     }
-    backward_set.emplace(std::move(pre), std::move(post));
+    backward_set.emplace(std::move(pre), std::move(post), label_of(*this));
     inputs = backward_set->wrap_inputs(inputs);
   }
 

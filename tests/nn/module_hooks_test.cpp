@@ -1,5 +1,6 @@
 // Module hooks: firing order (replacing hooks first, then observers, each in registration
-// order), replacement of inputs, outputs, output gradients and input gradients, observers
+// order), replacement of inputs, outputs, output gradients and input gradients (a replacement of
+// the wrong shape, dtype or count is an error naming the module and position), observers
 // that cannot change values, removal (also after the module is gone), backward hooks on a
 // frozen module, on a module whose input needs no grad (absent entries), and on parts that
 // autograd::grad skips, hooks that throw (module and engine stay usable), and
@@ -186,6 +187,57 @@ TEST(ModuleHooks, BackwardHooksSeeAndReplaceGradients) {
   EXPECT_TRUE(all_close(got[0], ref[0] * 3.0 + 1.0));   // and so does the input
 }
 
+TEST(ModuleHooks, ReplacementGradientsMustMatchTheirTensors) {
+  cg::manual_seed(12);
+  nn::Linear fc(3, 2);
+  nn::Tanh act;
+  const cg::Tensor x = cg::randn({4, 3}).requires_grad_();
+  // Each bad replacement: wrong shape, dtype, length; the message names the hook, the module, the
+  // position and what the gradient must be.
+  using Hook = std::function<std::optional<cg::TensorList>(const cg::TensorList&)>;
+  const std::vector<std::pair<Hook, std::string>> bad = {
+      {[](const cg::TensorList&) { return cg::TensorList{cg::ones({7})}; },
+       "returned float32[7] on cpu as the gradient of input 0, which must be float32[4, 3] on cpu"},
+      {[](const cg::TensorList& g) { return cg::TensorList{g[0].to(cg::DType::float64)}; },
+       "returned float64[4, 3] on cpu as the gradient of input 0"},
+      {[](const cg::TensorList& g) {
+         return cg::TensorList{g[0], g[0]};
+       },
+       "returned 2 gradients for 1 inputs"},
+  };
+  for (const auto& [hook, expected] : bad) {
+    auto h = fc->register_full_backward_hook(
+        [hook](nn::Module&, const cg::TensorList& gi, const cg::TensorList&) { return hook(gi); });
+    const std::string m = error_message<cg::Error>([&] { fc(x).sum().backward(); });
+    EXPECT_NE(m.find("full backward hook on Linear"), std::string::npos) << m;
+    EXPECT_NE(m.find(expected), std::string::npos) << m;
+    h.remove();
+  }
+  // The pre-hook's replacement of the output gradient, on an op that would broadcast it.
+  auto pre = act->register_full_backward_pre_hook(
+      [](nn::Module&, const cg::TensorList&) -> std::optional<cg::TensorList> {
+        return cg::TensorList{cg::ones({1, 3})};
+      });
+  const std::string m = error_message<cg::Error>([&] { act(x).sum().backward(); });
+  EXPECT_NE(m.find("full backward pre-hook on Tanh"), std::string::npos) << m;
+  EXPECT_NE(m.find("as the gradient of output 0, which must be float32[4, 3] on cpu"), std::string::npos)
+      << m;
+  pre.remove();
+  // An absent entry is allowed (no gradient flows to x), and the engine is usable afterwards.
+  cg::Tensor(x).set_grad(cg::Tensor());
+  auto none = fc->register_full_backward_hook(
+      [](nn::Module&, const cg::TensorList&, const cg::TensorList&) -> std::optional<cg::TensorList> {
+        return cg::TensorList{cg::Tensor()};
+      });
+  fc(x).sum().backward();
+  EXPECT_FALSE(x.grad().defined());
+  EXPECT_TRUE(fc->weight.grad().defined());
+  none.remove();
+  fc(x).sum().backward();
+  EXPECT_TRUE(x.grad().defined());
+  EXPECT_EQ(x.grad().shape(), (cg::Shape{4, 3}));
+}
+
 TEST(ModuleHooks, FrozenModuleInsideANetworkStillFires) {
   cg::manual_seed(3);
   nn::Sequential model({nn::Linear(3, 4), nn::Linear(4, 4), nn::Linear(4, 2)});
@@ -274,6 +326,10 @@ TEST(ModuleHooks, ThrowingHooksLeaveTheModuleAndEngineUsable) {
   });
   EXPECT_EQ(error_message([&] { model(x); }), "forward hook failed");
   fh.remove();
+  auto fph = model[0]->register_forward_pre_hook(
+      [](nn::Module&, const cg::TensorList&) { throw std::runtime_error("forward pre-hook failed"); });
+  EXPECT_EQ(error_message([&] { model(x); }), "forward pre-hook failed");
+  fph.remove();
   auto bh = model[2]->register_full_backward_pre_hook(
       [](nn::Module&, const cg::TensorList&) { throw std::runtime_error("backward hook failed"); });
   EXPECT_EQ(error_message([&] { model(x).sum().backward(); }), "backward hook failed");

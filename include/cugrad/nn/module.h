@@ -43,6 +43,10 @@
 //    inputs are computed; an input that needs no gradient has an undefined entry. When no
 //    input requires grad (a first layer, whose input is data) it runs right after the
 //    backward pre-hooks with every entry undefined. It may return replacement grad_inputs.
+//  - A replacement gradient (from either backward hook) must have the shape, dtype and device
+//    of the tensor it is the gradient of, and the list the same count; otherwise backward
+//    throws cugrad::ValueError naming the hook, the module and the position. An undefined
+//    entry is allowed: no gradient flows there.
 //  - Firing rules of backward hooks: a module's backward hooks fire whenever the gradient
 //    with respect to its output is computed, during backward() or autograd::grad(), frozen
 //    modules included (a frozen module inside a network still sees its gradients). They do
