@@ -268,12 +268,19 @@ std::vector<Tensor> Module::buffers(bool recurse) const {
 
 std::vector<std::shared_ptr<Module>> Module::children() const {
   std::vector<std::shared_ptr<Module>> out;
-  for (const auto& [n, c] : children_) out.push_back(c);
+  for (const auto& [n, c] : named_children()) out.push_back(c);
   return out;
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_children() const {
-  return children_;
+  // A child registered under two names appears once, under its first name (as PyTorch).
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> out;
+  for (const auto& entry : children_) {
+    const bool seen =
+        std::any_of(out.begin(), out.end(), [&](const auto& o) { return o.second == entry.second; });
+    if (!seen) out.push_back(entry);
+  }
+  return out;
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<Module>>> Module::named_modules() {

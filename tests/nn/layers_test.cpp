@@ -2,8 +2,10 @@
 // matches functional::linear), BatchNorm1d/2d against functional::batch_norm (training with
 // running statistics and num_batches_tracked, eval, cumulative momentum, no affine, no
 // tracking, 3-D input to BatchNorm1d, rank errors), activations, Flatten, Dropout in
-// train/eval, Identity; a small network against numbers PyTorch 1.13 computed; and (GPU
-// suite) every layer on CUDA against the same layer on the CPU, forward, backward and buffers.
+// train/eval, Identity; Conv2d and the pooling modules against their functional ops (options,
+// PyTorch's names, init and printing, float64 gradcheck); a small network against numbers
+// PyTorch 1.13 computed; and (GPU suite) every layer on CUDA against the same layer on the CPU,
+// forward, backward and buffers.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -199,6 +201,87 @@ TEST(BatchNormGradcheck, ModuleInFloat64) {
       "");
 }
 
+// ---- convolution and pooling modules ----
+
+TEST(ConvPoolLayers, ModulesMatchTheirFunctionalOps) {
+  cg::manual_seed(21);
+  const cg::Tensor x = cg::randn({2, 4, 11, 9});
+  nn::Conv2d conv(4, 6, 3, {.stride = 2, .padding = 1, .dilation = 2, .groups = 2});
+  EXPECT_TRUE(all_equal(conv(x), F::conv2d(x, conv->weight, conv->bias, 2, 1, 2, 2)));
+  EXPECT_EQ(conv(x).shape(), (cg::Shape{2, 6, 5, 4}));
+  nn::Conv2d rect(4, 3, {3, 1}, {.stride = {1, 2}, .bias = false});
+  EXPECT_FALSE(rect->bias.defined());
+  EXPECT_TRUE(all_equal(rect(x), F::conv2d(x, rect->weight, cg::Tensor(), {1, 2})));
+  EXPECT_TRUE(all_equal(nn::MaxPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1})(x),
+                        F::max_pool2d(x, 3, cg::nn::Int2(2), 1)));
+  EXPECT_TRUE(all_equal(nn::MaxPool2d({2, 3})(x), F::max_pool2d(x, {2, 3})));
+  EXPECT_TRUE(all_equal(nn::MaxPool2d(2, {.dilation = 2})(x), F::max_pool2d(x, 2, std::nullopt, 0, 2)));
+  EXPECT_TRUE(all_equal(nn::AvgPool2d(2)(x), F::avg_pool2d(x, 2)));
+  EXPECT_EQ(nn::AvgPool2d(2)(x).shape(), (cg::Shape{2, 4, 5, 4}));
+  EXPECT_TRUE(all_equal(nn::AvgPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1})(x),
+                        F::avg_pool2d(x, 3, cg::nn::Int2(2), 1)));
+  EXPECT_TRUE(all_equal(nn::AdaptiveAvgPool2d({3, 2})(x), F::adaptive_avg_pool2d(x, {3, 2})));
+  EXPECT_EQ(nn::AdaptiveAvgPool2d({3, 2})(x).shape(), (cg::Shape{2, 4, 3, 2}));
+  // Bad options are errors naming the module.
+  EXPECT_NE(
+      message_of([] { nn::AvgPool2d(2, {.dilation = 2}); }).find("AvgPool2d: dilation is not supported"),
+      std::string::npos);
+  EXPECT_NE(message_of([] { nn::MaxPool2d(0); }).find("MaxPool2d"), std::string::npos);
+  EXPECT_NE(message_of([] { nn::AdaptiveAvgPool2d(0); }).find("AdaptiveAvgPool2d"), std::string::npos);
+}
+
+TEST(ConvPoolLayers, Conv2dNamesAndInitAsPyTorch) {
+  cg::manual_seed(22);
+  nn::Conv2d conv(8, 16, 3, {.groups = 4});
+  EXPECT_EQ(param_names(*conv), (std::vector<std::string>{"weight", "bias"}));
+  EXPECT_EQ(conv->weight.shape(), (cg::Shape{16, 2, 3, 3}));
+  // kaiming_uniform(a=√5): U(±1/√fan_in), fan_in = (8 / 4 groups) · 3 · 3 = 18; bias the same.
+  const double bound = 1.0 / std::sqrt(18.0);
+  EXPECT_LE(max_abs(conv->weight), bound);
+  EXPECT_GT(max_abs(conv->weight), 0.95 * bound);
+  EXPECT_LE(max_abs(conv->bias), bound);
+  EXPECT_GT(max_abs(conv->bias), 0.5 * bound);
+  cg::manual_seed(22);
+  nn::Conv2d again(8, 16, 3, {.groups = 4});
+  EXPECT_TRUE(all_equal(again->weight, conv->weight));  // reproducible under manual_seed
+  EXPECT_EQ(param_names(*nn::Conv2d(2, 4, 1, {.bias = false})), (std::vector<std::string>{"weight"}));
+}
+
+TEST(ConvPoolLayers, PrintLikePyTorch) {
+  // The strings PyTorch 1.13 prints for the same modules (to_string's first line; the second
+  // is the parameter count).
+  const auto tree = [](const std::string& s) { return s.substr(0, s.find('\n')); };
+  EXPECT_EQ(tree(nn::Conv2d(4, 6, 3, {.stride = 2, .padding = 1, .dilation = 2, .groups = 2})->to_string()),
+            "Conv2d(4, 6, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2), groups=2)");
+  EXPECT_EQ(tree(nn::Conv2d(1, 32, 3)->to_string()), "Conv2d(1, 32, kernel_size=(3, 3), stride=(1, 1))");
+  EXPECT_EQ(tree(nn::Conv2d(2, 4, {3, 1}, {.bias = false})->to_string()),
+            "Conv2d(2, 4, kernel_size=(3, 1), stride=(1, 1), bias=False)");
+  EXPECT_EQ(tree(nn::MaxPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1})->to_string()),
+            "MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False)");
+  EXPECT_EQ(tree(nn::MaxPool2d({2, 3})->to_string()),
+            "MaxPool2d(kernel_size=(2, 3), stride=(2, 3), padding=0, dilation=1, ceil_mode=False)");
+  EXPECT_EQ(tree(nn::AvgPool2d(2)->to_string()), "AvgPool2d(kernel_size=2, stride=2, padding=0)");
+  EXPECT_EQ(tree(nn::AvgPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1})->to_string()),
+            "AvgPool2d(kernel_size=3, stride=2, padding=1)");
+  EXPECT_EQ(tree(nn::AdaptiveAvgPool2d({3, 2})->to_string()), "AdaptiveAvgPool2d(output_size=(3, 2))");
+  // Output size 1 prints as torchvision's ResNet prints its AdaptiveAvgPool2d((1, 1)).
+  EXPECT_EQ(tree(nn::AdaptiveAvgPool2d(1)->to_string()), "AdaptiveAvgPool2d(output_size=(1, 1))");
+}
+
+TEST(ConvPoolLayers, ModulesPassGradcheckInFloat64) {
+  cg::manual_seed(23);
+  nn::Sequential net({nn::Conv2d(4, 6, 3, {.stride = 2, .padding = 1, .dilation = 2, .groups = 2}),
+                      nn::MaxPool2d(2, {.stride = cg::nn::Int2(1)}),
+                      nn::Conv2d(6, 3, {2, 1}, {.bias = false}), nn::AvgPool2d(2, {.padding = 1}),
+                      nn::AdaptiveAvgPool2d({2, 3})});
+  net->to(cg::DType::float64);
+  const cg::Tensor x = cg::randn({2, 4, 9, 8}, cg::Device::cpu(), cg::DType::float64).requires_grad_();
+  cg::TensorList inputs{x};
+  for (const cg::Tensor& p : net->parameters()) inputs.push_back(p);
+  EXPECT_EQ(inputs.size(), 4u);
+  EXPECT_EQ(cg::autograd::gradcheck([&](const cg::TensorList& t) { return net(t[0]); }, inputs), "");
+}
+
 // ---- activations and shape layers ----
 
 TEST(SimpleLayers, ComputeTheirFunctions) {
@@ -361,6 +444,29 @@ TEST(LayersGPU, EachLayerMatchesItsCpuTwin) {
   expect_layer_parity("Sigmoid", [] { return nn::Sigmoid().ptr(); }, {7, 33});
   expect_layer_parity("Tanh", [] { return nn::Tanh().ptr(); }, {7, 33});
   expect_layer_parity("Flatten", [] { return nn::Flatten().ptr(); }, {3, 4, 5});
+  expect_layer_parity("ReLU", [] { return nn::ReLU().ptr(); }, {7, 33});
+  expect_layer_parity("Identity", [] { return nn::Identity().ptr(); }, {7, 3});
+  expect_layer_parity(
+      "Conv2d strided, dilated, grouped",
+      [] { return nn::Conv2d(4, 6, 3, {.stride = 2, .padding = 1, .dilation = 2, .groups = 2}).ptr(); },
+      {3, 4, 11, 9});
+  expect_layer_parity("Conv2d rectangular, no bias",
+                      [] {
+                        return nn::Conv2d(3, 5, {3, 1}, {.stride = {1, 2}, .bias = false}).ptr();
+                      },
+                      {2, 3, 7, 8});
+  expect_layer_parity("MaxPool2d 3/2/1",
+                      [] { return nn::MaxPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1}).ptr(); },
+                      {3, 5, 13, 11});
+  expect_layer_parity("AvgPool2d 3/2/1",
+                      [] { return nn::AvgPool2d(3, {.stride = cg::nn::Int2(2), .padding = 1}).ptr(); },
+                      {3, 5, 13, 11});
+  expect_layer_parity("AdaptiveAvgPool2d 3x2",
+                      [] {
+                        return nn::AdaptiveAvgPool2d({3, 2}).ptr();
+                      },
+                      {2, 5, 13, 11});
+  expect_layer_parity("AdaptiveAvgPool2d 1", [] { return nn::AdaptiveAvgPool2d(1).ptr(); }, {2, 5, 7, 7});
   expect_layer_parity("MLP",
                       [] {
                         // No bias before the batch norm: its gradient is exactly zero in training,

@@ -220,6 +220,23 @@ TEST(ResNet18, ForwardBackwardAndFrozenBackbone) {
   EXPECT_EQ(model->num_parameters(/*trainable_only=*/true), 5 * 512 + 5);
 }
 
+TEST(BasicBlock, GradcheckInFloat64WithBothShortcuts) {
+  // The residual add's gradient reaches the input through both paths: the identity shortcut and
+  // the downsampling one (conv1x1 + BatchNorm), in training mode (batch statistics).
+  for (const std::int64_t stride : {1, 2}) {
+    SCOPED_TRACE(stride);
+    cg::manual_seed(30 + stride);
+    nn::BasicBlock block(3, stride == 1 ? 3 : 4, stride);
+    EXPECT_EQ(static_cast<bool>(block->downsample), stride != 1);
+    block->to(cg::DType::float64);
+    block->train();
+    const cg::Tensor x = cg::randn({2, 3, 5, 5}, cg::Device::cpu(), cg::DType::float64).requires_grad_();
+    cg::TensorList inputs{x};
+    for (const cg::Tensor& p : block->parameters()) inputs.push_back(p);
+    EXPECT_EQ(cg::autograd::gradcheck([&](const cg::TensorList& t) { return block(t[0]); }, inputs), "");
+  }
+}
+
 TEST(ResNet18, SafetensorsRoundTripStrict) {
   cg::manual_seed(3);
   nn::ResNet a = nn::resnet18(10, 1);

@@ -120,6 +120,11 @@ TEST(Module, SharedTensorsAndModulesAppearOnce) {
   EXPECT_EQ(root->parameters().size(), 2u);  // weight and bias, once each
   EXPECT_EQ(names_of(root->named_parameters()), (std::vector<std::string>{"tied", "a.bias"}));
   EXPECT_EQ(root->modules().size(), 2u);
+  // children() and named_children() list a module registered twice once, under its first name.
+  ASSERT_EQ(root->children().size(), 1u);
+  EXPECT_EQ(root->children()[0], shared.ptr());
+  EXPECT_EQ(root->named_children().size(), 1u);
+  EXPECT_EQ(root->named_children()[0].first, "a");
   EXPECT_EQ(root->num_parameters(), 12);
   // state_dict lists a shared tensor under every name, as PyTorch.
   const cg::StateDict sd = root->state_dict();
