@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -112,6 +113,10 @@ Tensor parse_idx(const void* data, std::size_t size, const std::string& name) {
 }
 
 Tensor read_idx(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    throw Error(detail::cat("IDX: ", path, ": not a regular file (a directory or a device)"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(detail::cat("IDX: ", path, ": cannot open the file (", std::strerror(errno), ")"));
   in.seekg(0, std::ios::end);

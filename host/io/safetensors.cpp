@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,10 @@ SafetensorsFile parse_safetensors(const void* data, std::size_t size, const std:
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (!ec && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status))
+    fail(path, "not a regular file (a directory or a device)");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, "cannot open the file");
   in.seekg(0, std::ios::end);
@@ -57,6 +62,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
   if (file_size >= 8) {
     unsigned char len_bytes[8];
     in.read(reinterpret_cast<char*>(len_bytes), 8);
+    if (!in) fail(path, "could not read the header length");
     std::uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
     if (header_len > detail::kMaxSafetensorsHeader)

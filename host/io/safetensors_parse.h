@@ -28,8 +28,10 @@ struct SafetensorsLayout {
   std::map<std::string, std::string> metadata;
 };
 
-/// The largest header accepted (a larger one is an error, not an allocation).
-inline constexpr std::uint64_t kMaxSafetensorsHeader = 100ull << 20;
+/// The largest header accepted (a larger one is an error, not an allocation): 100,000,000
+/// bytes, the limit of the reference implementation (huggingface/safetensors), so that a file
+/// cugrad accepts PyTorch's loader accepts too.
+inline constexpr std::uint64_t kMaxSafetensorsHeader = 100'000'000;
 
 /// Validates `size` bytes at `data` as a whole safetensors file; `name` (the path) is named in
 /// every error, a cugrad::Error.

@@ -19,10 +19,10 @@ struct SafetensorsFile {
   std::map<std::string, std::string> metadata;  // the header's __metadata__ (string values)
 };
 
-/// Reads a safetensors file, validating it fully: header size (at most 100 MB) and JSON,
-/// dtypes, shapes (size = shape x dtype, with overflow checks), data offsets in range,
-/// contiguous and non-overlapping, covering the data section exactly to the end of the file.
-/// Any violation is a cugrad::Error naming the file and the problem.
+/// Reads a safetensors file, validating it fully: header size (at most 100,000,000 bytes, as the reference
+/// implementation) and JSON, dtypes, shapes (size = shape x dtype, with overflow checks), data offsets in
+/// range, contiguous and non-overlapping, covering the data section exactly to the end of the file. Any
+/// violation is a cugrad::Error naming the file and the problem.
 SafetensorsFile read_safetensors(const std::string& path);
 /// The same validation and result for a whole file's bytes already in memory; `name` is what
 /// error messages call it.

@@ -220,6 +220,10 @@ TEST(Idx, EmptyAndShortFiles) {
       mentions(parse_error({0, 0, 8, 3, 0, 0, 0, 1, 0, 0}), {"truncated header", "3 dimensions", "16-byte"}));
   EXPECT_TRUE(
       mentions(error_of([&] { data::read_idx(dir + "/missing.idx"); }), {"missing.idx", "cannot open"}));
+  // A directory is a clear error, not an allocation of its nonsensical "size".
+  fs::create_directories(dir + "/a_folder.idx");
+  EXPECT_TRUE(mentions(error_of([&] { data::read_idx(dir + "/a_folder.idx"); }),
+                       {"a_folder.idx", "not a regular file"}));
 }
 
 TEST(Idx, WrongMagicTypeAndDimensionCount) {

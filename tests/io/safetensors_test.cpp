@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -84,6 +85,18 @@ TEST(Safetensors, MalformedFilesAreClearErrors) {
   EXPECT_NE(error_of(write_raw("truncated.safetensors", ok, 4)).find("out of range"), std::string::npos);
   EXPECT_NE(error_of(write_raw("trailing.safetensors", ok, 12)).find("cover"), std::string::npos);
   EXPECT_NE(error_of(write_raw("bomb.safetensors", ok, 8, 1ull << 40)).find("limit"), std::string::npos);
+  // The limit is the reference implementation's, 100,000,000 bytes: one more is refused before
+  // anything is read (the file holds only the 8-byte length and a short header).
+  EXPECT_NE(
+      error_of(write_raw("limit.safetensors", ok, 8, 100'000'001)).find("exceeds the 100000000 byte limit"),
+      std::string::npos);
+  {
+    const std::string dir = tmp_path("a_folder.safetensors");
+    std::filesystem::create_directories(dir);
+    const std::string m = error_of(dir);
+    EXPECT_NE(m.find("a_folder.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find("not a regular file"), std::string::npos) << m;
+  }
   EXPECT_NE(error_of(write_raw("pastend.safetensors", ok, 8, 1000)).find("past the end"), std::string::npos);
   EXPECT_NE(error_of(write_raw("json.safetensors", "{not json", 0)).find("JSON"), std::string::npos);
   EXPECT_NE(error_of(write_raw("array.safetensors", "[1,2]", 0)).find("object"), std::string::npos);
