@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   pre.epochs = 3;
   CLI11_PARSE(app, argc, argv);
+  if (const int status = ex::missing_data_status("finetune", flags.data))
+    return status;  // 77: a skip for CTest
 
   try {
     const cg::Device dev = ex::pick_device(flags.device);

@@ -6,16 +6,18 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <tuple>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <mutex>
+#include <tuple>
 
 #include "cugrad/nn/inspect_hooks.h"
 #include "examples/common/csv.h"
 #include "examples/common/plot.h"
 #include "examples/common/png.h"
+#include "examples/common/progress.h"
 #include "examples/recipe.h"
 
 namespace cg = cugrad;
@@ -97,6 +99,8 @@ int main(int argc, char** argv) {
   app.add_option("--every", every, "record every layer's activations and gradients every N steps")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (const int status = ex::missing_data_status("inspect", flags.data))
+    return status;  // 77: a skip for CTest
 
   try {
     const cg::Device dev = ex::pick_device(flags.device);
@@ -124,6 +128,10 @@ int main(int argc, char** argv) {
     std::int64_t step = 0;
     cg::inspect::RecordOptions record;
     record.step = [&] { return step; };
+    ex::ProgressBar bar(steps, "inspect");
+    const auto t0 = std::chrono::steady_clock::now();
+    ex::Metrics metrics;  // since the last recorded step
+    std::int64_t images = 0;
     while (step < steps) {
       for (auto& [x, y] : loader) {
         if (step >= steps) break;
@@ -134,17 +142,26 @@ int main(int argc, char** argv) {
           auto g = cg::inspect::record_gradients(*model, insp, callback, record);
           handles.insert(handles.end(), g.begin(), g.end());
         }
-        const cg::Tensor loss = F::cross_entropy(model(x), y, {.label_smoothing = recipe.label_smoothing});
+        const cg::Tensor logits = model(x);
+        const cg::Tensor loss = F::cross_entropy(logits, y, {.label_smoothing = recipe.label_smoothing});
         opt.zero_grad();
         loss.backward();
         opt.step();
         sched.step();
         for (auto& h : handles) h.remove();
-        if (recording) std::printf("  step %4lld: loss %.4f (recorded)\n", static_cast<long long>(step),
-                                   loss.item<double>());
+        metrics.add(loss, logits, y);
+        images += y.size(0);
         ++step;
+        if (recording) {  // the values are read (a wait for the GPU) only on recorded steps
+          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          bar.update(step, {{"loss", metrics.mean_loss()},
+                            {"acc", 100.0 * metrics.accuracy()},
+                            {"img/s", static_cast<double>(images) / secs}});
+          metrics = ex::Metrics();
+        }
       }
     }
+    bar.finish();
     insp.flush();
     const cg::inspect::InspectorStats st = insp.stats();
     std::printf("inspect: %llu copies delivered, %llu dropped, peak pinned %.1f MB\n",

@@ -7,10 +7,12 @@
 // the MLE fits the training set perfectly and becomes overconfident on test images.
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 
 #include "examples/common/csv.h"
+#include "examples/common/progress.h"
 #include "examples/recipe.h"
 
 namespace cg = cugrad;
@@ -47,16 +49,29 @@ Result run(const std::string& kind, std::int64_t width, double weight_decay, int
   cg::data::DataLoader test(test_set, ex::loader_options(r, dev, seed, false));
   cg::optim::SGD opt(model->parameters(), {.lr = lr, .momentum = 0.9, .weight_decay = weight_decay});
   cg::optim::CosineAnnealingLR sched(opt, epochs * train.num_batches());
+  // One bar per run, one step per epoch; the epoch's loss and accuracy are read once at its end.
+  ex::ProgressBar bar(epochs, (weight_decay > 0 ? "MAP seed " : "MLE seed ") + std::to_string(seed));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t images_seen = 0;
   for (int e = 0; e < epochs; ++e) {
     model->train();
+    ex::Metrics m;
     for (auto& [x, y] : train) {
-      const cg::Tensor loss = nn::functional::cross_entropy(model(x), y);
+      const cg::Tensor logits = model(x);
+      const cg::Tensor loss = nn::functional::cross_entropy(logits, y);
       opt.zero_grad();
       loss.backward();
       opt.step();
       sched.step();
+      m.add(loss, logits, y);
     }
+    images_seen += m.count;
+    const double loss = m.mean_loss(), acc = m.accuracy();  // wait for the epoch
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    bar.update(e + 1,
+               {{"loss", loss}, {"acc", 100.0 * acc}, {"img/s", static_cast<double>(images_seen) / secs}});
   }
+  bar.finish();
   const ex::Evaluation t = ex::evaluate_full(*model, test);
   return {ex::evaluate(*model, train_eval), t.accuracy, t.nll};
 }
@@ -89,6 +104,8 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", weight_decay, "λ of the MAP runs")->capture_default_str();
   app.add_option("--lr", lr, "SGD learning rate (momentum 0.9, cosine schedule)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (const int status = ex::missing_data_status("map_vs_mle", flags.data))
+    return status;  // 77: a skip for CTest
 
   try {
     const cg::Device dev = ex::pick_device(flags.device);

@@ -55,6 +55,13 @@ Device pick_device(const std::string& name) {
   return d;
 }
 
+int missing_data_status(const std::string& program, const std::string& root) {
+  if (data::FashionMnist::available(root)) return 0;
+  std::cerr << program << ": Fashion-MNIST is not in " << root
+            << " (install Debian's dataset-fashion-mnist or pass --data)\n";
+  return 77;
+}
+
 std::shared_ptr<data::FashionMnist> load_fashion_mnist(const std::string& root, data::Split split) {
   return std::make_shared<data::FashionMnist>(root, split);
 }

@@ -34,6 +34,10 @@ void add_common_flags(CLI::App& app, CommonFlags& flags);
 /// "auto": the first GPU when one is visible, else the CPU.
 Device pick_device(const std::string& name);
 
+/// When Fashion-MNIST is not in `root`: says so (how to get it, naming `program`) and returns
+/// 77, the exit status CTest reads as a skip; 0 when the data is there.
+int missing_data_status(const std::string& program, const std::string& root);
+
 /// Loads a Fashion-MNIST split, with an error that says how to get the data.
 std::shared_ptr<data::FashionMnist> load_fashion_mnist(const std::string& root, data::Split split);
 

@@ -27,11 +27,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  if (!cg::data::FashionMnist::available(flags.data)) {
-    std::fprintf(stderr, "train: Fashion-MNIST is not in %s (install Debian's dataset-fashion-mnist or pass --data)\n",
-                 flags.data.c_str());
-    return 77;  // "skipped" for CTest
-  }
+  if (const int status = ex::missing_data_status("train", flags.data)) return status;  // 77: a skip for CTest
   try {
     const cg::Device dev = ex::pick_device(flags.device);
     ex::ensure_dir(flags.out);
@@ -48,12 +44,18 @@ int main(int argc, char** argv) {
                                              .weight_decay = recipe.weight_decay, .nesterov = true});
     cg::optim::OneCycleLR sched(opt, recipe.max_lr, recipe.epochs * train.num_batches(),
                                 {.pct_start = recipe.pct_start});
-    std::printf("train: %lld training and %lld test images on %s; width %lld (%lld parameters), %d epochs, batch %lld; "
-                "convolution algorithms from cuDNN's %s, %s\n",
-                static_cast<long long>(train.size()), static_cast<long long>(test.size()), dev.str().c_str(),
-                static_cast<long long>(recipe.width), static_cast<long long>(model->num_parameters()), recipe.epochs,
-                static_cast<long long>(recipe.batch_size), cg::cudnn_benchmark() ? "timed search" : "heuristics",
-                cg::allow_tf32() ? "TF32 allowed" : "strict float32");
+    // cuDNN and TF32 apply on CUDA only; on the CPU the convolutions are im2col + BLAS in float32.
+    const std::string math = dev.is_cuda() ? std::string("convolution algorithms from cuDNN's ") +
+                                                 (cg::cudnn_benchmark() ? "timed search" : "heuristics") +
+                                                 ", " + (cg::allow_tf32() ? "TF32 allowed" : "strict float32")
+                                           : std::string("CPU convolutions (im2col + BLAS), float32");
+    std::printf(
+        "train: %lld training and %lld test images on %s; width %lld (%lld parameters), %d epochs, batch "
+        "%lld; "
+        "%s\n",
+        static_cast<long long>(train.size()), static_cast<long long>(test.size()), dev.str().c_str(),
+        static_cast<long long>(recipe.width), static_cast<long long>(model->num_parameters()), recipe.epochs,
+        static_cast<long long>(recipe.batch_size), math.c_str());
 
     ex::CsvWriter csv(flags.out + "/train_metrics.csv",
                       {"epoch", "train_loss", "train_accuracy", "test_accuracy", "seconds", "images_per_second"});
