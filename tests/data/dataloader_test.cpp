@@ -566,6 +566,28 @@ TEST(DataLoader, DestructionMidEpochStopsTheWorker) {
   EXPECT_EQ(loader.next()->y.numel(), 256);
 }
 
+TEST(DataLoader, PreparesBatchesAheadOfTheConsumer) {
+  // The background thread fills the queue while the consumer does not ask: after one batch is
+  // taken, `prefetch` more are read without any further next() (a synchronous loader would stay
+  // at one batch), and no more than the bound (plus the one in preparation).
+  using clock = std::chrono::steady_clock;
+  auto ds = std::make_shared<CountingDataset>(1000);
+  data::DataLoader loader(ds, {.batch_size = 10, .prefetch = 3});
+  ASSERT_TRUE(loader.next().has_value());
+  const auto deadline = clock::now() + std::chrono::seconds(10);
+  while (ds->reads.load() < 10 * (1 + 3) && clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_GE(ds->reads.load(), 10 * (1 + 3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_LE(ds->reads.load(), 10 * (1 + 3 + 1));
+  // The prepared batches are the next ones in order.
+  for (int b = 1; b <= 3; ++b) {  // image i is filled with the value i
+    const auto batch = loader.next();
+    ASSERT_TRUE(batch.has_value());
+    EXPECT_EQ(batch->x.to_vector<float>()[0], normalized(static_cast<std::uint8_t>(10 * b), 0.0, 1.0)) << b;
+  }
+}
+
 // ---- Fashion-MNIST ----
 
 TEST(DataLoader, FashionMnistBatches) {

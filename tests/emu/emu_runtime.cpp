@@ -764,6 +764,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
   const bool dst_host = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost ||
                         (kind == cudaMemcpyDefault && !in_device_allocation(dst));
   if (src_host && !pinned(src)) {
+    // Counted apart: a program that means to overlap its host-to-device copies needs pinned
+    // sources (tests/emu/dataloader_profile_test.cpp holds the DataLoader to that).
+    cugrad_emu::trace::count("cudaMemcpyAsync from pageable host memory");
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + n);
     submit(s, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
   } else {

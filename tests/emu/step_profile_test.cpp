@@ -74,6 +74,7 @@ void expect_no_host_wait(const Profile& p) {
   for (const char* sync : {"cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaMemcpy",
                            "cudaMemset", "cudaMalloc", "cudaFree", "cudaHostAlloc", "cudaFreeHost"})
     EXPECT_EQ(p.call(sync), 0u) << sync << " in a training step";
+  EXPECT_EQ(p.call("cudaMemcpyAsync from pageable host memory"), 0u) << "a staged (host-blocking) copy";
   for (const char* search : {"cudnnFindConvolutionForwardAlgorithmEx", "cudnnFindConvolutionBackwardDataAlgorithmEx",
                              "cudnnFindConvolutionBackwardFilterAlgorithmEx"})
     EXPECT_EQ(p.call(search), 0u) << search << " after the warm-up steps";
