@@ -169,7 +169,7 @@ for stage in $stages; do
     profile)
       # Kernel time per kernel of two training steps (after warm-up and the timed search),
       # under Nsight Compute with one metric; the sums per kernel in profile_<model>.txt.
-      for m in resnet18_b64 reference_cnn_b256; do profile_step "$m" "$m"; done
+      for m in two_conv_cnn_b256 resnet18_b64 reference_cnn_b256; do profile_step "$m" "$m"; done
       ;;
     ncu)
       # Nsight Compute's sections for the kernels of the missed kernel targets, one launch each
