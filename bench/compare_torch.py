@@ -10,10 +10,15 @@ Float32 without TF32; CUDA events; warm-up then the median of many runs; inputs 
 L2 cache does not flatter.
 """
 import argparse
+import os
 import statistics
+import sys
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from torch_models import reference_cnn, two_conv_cnn  # noqa: E402  (shared with make_golden.py)
 
 torch.backends.cuda.matmul.allow_tf32 = False
 torch.backends.cudnn.allow_tf32 = False
@@ -155,43 +160,6 @@ def bench_sgd(results):
     opt2 = torch.optim.SGD(big, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
     opt2.step()
     results["sgd_one_100M_tensor"] = median_ms(opt2.step)
-
-
-def reference_cnn(width=64, classes=10):
-    """DESIGN.md's reference network, as cugrad's nn::ReferenceCnn builds it."""
-    import torch.nn as nn
-
-    w = width
-
-    def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    layers = block(1, w) + block(w, w) + [nn.MaxPool2d(2)] + block(w, 2 * w) + block(2 * w, 2 * w)
-    layers += [nn.MaxPool2d(2)] + block(2 * w, 4 * w) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes)]
-    return nn.Sequential(*layers)
-
-
-def two_conv_cnn(classes=10):
-    """The Net of PyTorch's MNIST example (pytorch/examples mnist/main.py) returning logits,
-    as cugrad's nn::TwoConvCnn builds it: DESIGN.md's "2-conv CNN"."""
-    import torch.nn as nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, 3, 1)
-            self.conv2 = nn.Conv2d(32, 64, 3, 1)
-            self.dropout1 = nn.Dropout(0.25)
-            self.dropout2 = nn.Dropout(0.5)
-            self.fc1 = nn.Linear(9216, 128)
-            self.fc2 = nn.Linear(128, classes)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-            x = torch.flatten(self.dropout1(x), 1)
-            return self.fc2(self.dropout2(F.relu(self.fc1(x))))
-
-    return Net()
 
 
 def graphed_fwd_bwd_ms(model, shape, classes):

@@ -13,8 +13,13 @@ import json
 import os
 import struct
 
+import sys
+
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import torch_models  # noqa: E402  (cugrad's builders in PyTorch, shared with bench/compare_torch.py)
 
 torch.manual_seed(1)
 
@@ -190,16 +195,8 @@ def conv_pool_file():
 
 def reference_cnn(width, classes=10):
     """DESIGN.md's reference network (cugrad's nn::ReferenceCnn) as nn.Sequential `f`."""
-    import torch.nn as nn
-
-    def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    w = width
-    layers = block(1, w) + block(w, w) + [nn.MaxPool2d(2)] + block(w, 2 * w) + block(2 * w, 2 * w)
-    layers += [nn.MaxPool2d(2)] + block(2 * w, 4 * w) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, classes)]
-    model = nn.Module()
-    model.f = nn.Sequential(*layers)
+    model = torch.nn.Module()
+    model.f = torch_models.reference_cnn(width, classes)
     return model
 
 
@@ -228,34 +225,11 @@ def small_cnn_file():
     return out, {"about": "Sequential f.0..f.18 as in torchvision naming; train mode; CE label_smoothing 0.1 mean"}
 
 
-def two_conv_cnn(image_size, classes=10):
-    """The Net of PyTorch's MNIST example (pytorch/examples mnist/main.py), returning logits
-    (cugrad's nn::TwoConvCnn): fc1 takes 64 * ((image_size - 4) // 2) ** 2 inputs."""
-    import torch.nn as nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, 3, 1)
-            self.conv2 = nn.Conv2d(32, 64, 3, 1)
-            self.dropout1 = nn.Dropout(0.25)
-            self.dropout2 = nn.Dropout(0.5)
-            self.fc1 = nn.Linear(64 * ((image_size - 4) // 2) ** 2, 128)
-            self.fc2 = nn.Linear(128, classes)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-            x = torch.flatten(self.dropout1(x), 1)
-            return self.fc2(self.dropout2(F.relu(self.fc1(x))))
-
-    return Net()
-
-
 def two_conv_cnn_file(image_size=9):
     # Eval mode (dropout is the identity, so the result does not depend on PyTorch's dropout
     # random numbers); 9x9 images keep fc1 (and the file) small, and the odd size checks the
     # max-pool's floor (conv1 7x7, conv2 5x5, pooled 2x2: fc1 has 256 inputs).
-    model = two_conv_cnn(image_size)
+    model = torch_models.two_conv_cnn(image_size)
     out = {f"param.{k}": v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(5, 1, image_size, image_size)
     target = torch.randint(0, 10, (5,))
