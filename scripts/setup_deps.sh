@@ -171,3 +171,10 @@ fi
 if ! PATH="$cuda_root/bin:$PATH" bash "$(dirname "${BASH_SOURCE[0]}")/fetch_cuda_binutils.sh" >/dev/null; then
   log "warning: no cuobjdump/nvdisasm; the kernel audit test will be skipped"
 fi
+
+# huggingface's safetensors package for the interop test (tests/interop: the PyTorch side then
+# writes and reads with the format's reference code). Wanted, not required: without it that test
+# uses the project's own Python writer and reader and says so.
+if ! bash "$(dirname "${BASH_SOURCE[0]}")/fetch_safetensors.sh" >/dev/null; then
+  log "warning: no safetensors Python package; resnet18_interop will use the project's own reader"
+fi

@@ -4,6 +4,10 @@
 A torchvision ResNet-18 (10 classes, BatchNorm statistics randomized) is saved by PyTorch;
 cugrad loads it with strict=true, runs it in eval mode and must give PyTorch's logits; the state
 dict cugrad writes must load into torchvision with strict=True and hold the same values.
+The PyTorch side writes and reads the files with huggingface's `safetensors` package (the
+format's reference code) when it imports, from the system or from the folder
+scripts/fetch_safetensors.sh installs it into (CUGRAD_TOOLS_DIR, default ~/.cache/cugrad); else
+with the project's own writer and reader, and it says which.
 Exit code 77 (skipped) when torch or torchvision is not installed.
 
     resnet18_interop.py TOOL WORKDIR
@@ -30,6 +34,13 @@ except ImportError as e:
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
 from make_golden import save  # noqa: E402  (the same writer as the golden files)
+
+try:
+    sys.path.append(os.path.join(os.environ.get("CUGRAD_TOOLS_DIR") or
+                                 os.path.join(os.path.expanduser("~"), ".cache", "cugrad"), "python"))
+    import safetensors.torch as reference  # noqa: E402
+except ImportError:
+    reference = None
 
 NUMPY = {"F32": np.float32, "F64": np.float64, "I64": np.int64, "I32": np.int32, "U8": np.uint8}
 
@@ -69,17 +80,25 @@ def main():
         expected64 = model.double()(x.double())
     model.float()
     paths = {k: os.path.join(work, k + ".safetensors") for k in ("state", "input", "logits", "state_out")}
-    save(paths["state"], dict(model.state_dict()), {})
-    save(paths["input"], {"x": x}, {})
+    if reference is not None:
+        print(f"PyTorch side: huggingface safetensors {reference.__name__} (save_file, load_file)")
+        reference.save_file(dict(model.state_dict()), paths["state"])
+        reference.save_file({"x": x}, paths["input"])
+    else:
+        print("PyTorch side: the project's own safetensors writer and reader "
+              "(no `safetensors` package; scripts/fetch_safetensors.sh installs it)")
+        save(paths["state"], dict(model.state_dict()), {})
+        save(paths["input"], {"x": x}, {})
     subprocess.run([tool, paths["state"], paths["input"], paths["logits"], paths["state_out"], "10"], check=True)
 
-    logits = load(paths["logits"])["logits"].double()
+    read = reference.load_file if reference is not None else load
+    logits = read(paths["logits"])["logits"].double()
     err = ((logits - expected64).norm() / expected64.norm()).item()
     print(f"logits: cugrad vs PyTorch (float64) relative error {err:.2e}; PyTorch float32 vs float64 "
           f"{((expected - expected64).norm() / expected64.norm()).item():.2e}")
     ok = err < 1e-4
 
-    state = load(paths["state_out"])
+    state = read(paths["state_out"])
     fresh = torchvision.models.resnet18(num_classes=10)
     fresh.load_state_dict(state, strict=True)  # raises on any missing/unexpected key or shape
     mismatched = [k for k, v in model.state_dict().items() if not torch.equal(fresh.state_dict()[k], v)]

@@ -331,6 +331,45 @@ TEST(TwoConvCnn, GoldenForwardBackwardFloat32) {
   expect_two_conv_golden(cg::DType::float32, cg::Device::cpu(), 1e-4);
 }
 
+namespace {
+
+// TwoConvCnn (which max-pools before its second ReLU) against the example's order, ReLU then
+// max-pool, built from the same parameters: outputs and every gradient bit for bit. Eval mode
+// (no dropout); conv2's weights can be zeroed so that every pooling window is a tie.
+void expect_pool_relu_order_is_exact(cg::Device device, bool ties) {
+  SCOPED_TRACE(ties ? "every window a tie" : "random");
+  cg::manual_seed(40);
+  nn::TwoConvCnn model(10, 1, 12);
+  if (ties) {
+    cg::NoGradGuard ng;
+    model->conv2->weight.zero_();
+    std::vector<float> b(64);
+    for (std::size_t c = 0; c < b.size(); ++c) b[c] = c % 3 == 0 ? -0.5f : c % 3 == 1 ? 0.0f : 0.25f;
+    model->conv2->bias.copy_(cg::from_vector(b, {64}));
+  }
+  model->to(device);
+  model->eval();
+  const cg::Tensor x = cg::randn({3, 1, 12, 12}).to(device);
+  const cg::Tensor target = cg::from_vector(std::vector<std::int64_t>{1, 7, 3}, {3}).to(device);
+  const auto grads = [&](const cg::Tensor& logits) {
+    return cg::autograd::grad({F::cross_entropy(logits, target)},
+                              {model->conv1->weight, model->conv2->weight, model->conv2->bias, model->fc1->weight});
+  };
+  const cg::Tensor mine = model(x);
+  const cg::Tensor h = F::max_pool2d(model->conv2(model->conv1(x).relu()).relu(), 2).flatten(1);
+  const cg::Tensor theirs = model->fc2(model->fc1(h).relu());
+  EXPECT_TRUE(cg::testing::all_equal(mine.cpu(), theirs.cpu()));
+  const cg::TensorList gm = grads(mine), gt = grads(theirs);
+  for (std::size_t i = 0; i < gm.size(); ++i) EXPECT_TRUE(cg::testing::all_equal(gm[i].cpu(), gt[i].cpu())) << i;
+}
+
+}  // namespace
+
+TEST(TwoConvCnn, PoolThenReluIsTheExamplesReluThenPoolExactly) {
+  expect_pool_relu_order_is_exact(cg::Device::cpu(), false);
+  expect_pool_relu_order_is_exact(cg::Device::cpu(), true);
+}
+
 TEST(TwoConvCnn, DropoutInTrainingOnlyAndInputChecks) {
   cg::manual_seed(6);
   nn::TwoConvCnn model(10, 1, 12);
@@ -375,6 +414,8 @@ TEST(ModelsGPU, ReferenceCnnGoldenOnCuda) {
 TEST(ModelsGPU, TwoConvCnnGoldenOnCuda) {
   CUGRAD_REQUIRE_GPU();
   expect_two_conv_golden(cg::DType::float32, cg::Device::cuda(0), 1e-4);
+  expect_pool_relu_order_is_exact(cg::Device::cuda(0), false);
+  expect_pool_relu_order_is_exact(cg::Device::cuda(0), true);
 }
 
 TEST(ModelsGPU, ResNet18CudaMatchesCpu) {

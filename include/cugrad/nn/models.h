@@ -30,7 +30,9 @@ CUGRAD_MODULE(ReferenceCnn);
 /// with its parameter names, so that its state dict loads with strict=true:
 ///   conv1 (in_channels→32, 3×3, bias) → ReLU → conv2 (32→64, 3×3, bias) → ReLU → max-pool 2
 ///   → dropout1 (p 0.25) → flatten → fc1 (64·((s-4)/2)², 128) → ReLU → dropout2 (p 0.5) → fc2.
-/// forward returns the logits (the example's log_softmax is left to the loss). `image_size` s
+/// forward returns the logits (the example's log_softmax is left to the loss); it runs the
+/// second ReLU after the max-pool, which gives the same values and gradients bit for bit with a
+/// quarter of the ReLU's memory traffic. `image_size` s
 /// is the side of the square input (28 for (Fashion-)MNIST: fc1 has 9216 inputs); other sizes
 /// are an error naming the expected and given shapes. PyTorch's default initialization. This
 /// is the "2-conv CNN" of the train-step row of DESIGN.md's table (bench/train_step_bench).
