@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
     cg::optim::SGD opt(model->parameters(), {.lr = recipe.max_lr / 25, .momentum = recipe.momentum,
                                              .weight_decay = recipe.weight_decay, .nesterov = true});
     cg::optim::OneCycleLR sched(opt, recipe.max_lr, steps, {.pct_start = recipe.pct_start});
+    std::printf("%s\n", model->parameter_table().c_str());
     std::printf("inspect: %d steps on %s, width %lld; every %d steps each layer's output and output gradient are "
                 "copied to the host asynchronously\n",
                 steps, dev.str().c_str(), static_cast<long long>(recipe.width), every);

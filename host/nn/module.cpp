@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <functional>
+#include <iomanip>
 #include <sstream>
 
 #include "cugrad/autograd.h"
@@ -529,6 +531,40 @@ std::string Module::repr() const {
 
 std::string Module::to_string() const {
   return detail::cat(repr(), "\nParameters: ", num_parameters(), " (", num_parameters(true), " trainable)");
+}
+
+std::string Module::parameter_table() const {
+  struct Row {
+    std::string name, type, params, trainable;
+  };
+  std::vector<Row> rows{{"module", "type", "parameters", "trainable"}};
+  std::vector<const Module*> seen;
+  std::function<void(const Module&, const std::string&)> walk = [&](const Module& m,
+                                                                    const std::string& name) {
+    if (std::find(seen.begin(), seen.end(), &m) != seen.end()) return;
+    seen.push_back(&m);
+    rows.push_back({name.empty() ? "(root)" : name, m.type_name(), std::to_string(m.num_parameters()),
+                    std::to_string(m.num_parameters(true))});
+    for (const auto& [n, c] : m.children_) walk(*c, join(name, n));
+  };
+  walk(*this, "");
+  std::size_t w[4] = {0, 0, 0, 0};
+  for (const Row& r : rows) {
+    w[0] = std::max(w[0], r.name.size());
+    w[1] = std::max(w[1], r.type.size());
+    w[2] = std::max(w[2], r.params.size());
+    w[3] = std::max(w[3], r.trainable.size());
+  }
+  std::ostringstream os;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const Row& r = rows[i];
+    if (i) os << '\n';
+    os << std::left << std::setw(static_cast<int>(w[0])) << r.name << "  "
+       << std::setw(static_cast<int>(w[1])) << r.type << "  " << std::right
+       << std::setw(static_cast<int>(w[2])) << r.params << "  " << std::setw(static_cast<int>(w[3]))
+       << r.trainable;
+  }
+  return os.str();
 }
 
 std::ostream& operator<<(std::ostream& os, const Module& module) { return os << module.to_string(); }

@@ -368,6 +368,30 @@ TEST(Module, PrintsLikePyTorchWithParameterCounts) {
   EXPECT_EQ(nn::ReLU()->to_string(), "ReLU()\nParameters: 0 (0 trainable)");
 }
 
+TEST(Module, ParameterTableCountsEachSubtree) {
+  nn::Sequential model(
+      {nn::Linear(4, 8), nn::ReLU(), nn::Sequential({nn::Linear(8, 2), nn::BatchNorm1d(2)})});
+  model[0]->freeze();
+  const std::string expected =
+      "module  type         parameters  trainable\n"
+      "(root)  Sequential           62         22\n"
+      "0       Linear               40          0\n"
+      "1       ReLU                  0          0\n"
+      "2       Sequential           22         22\n"
+      "2.0     Linear               18         18\n"
+      "2.1     BatchNorm1d           4          4";
+  EXPECT_EQ(model->parameter_table(), expected);
+  // A module registered twice is listed once and its tensors counted once.
+  auto root = std::make_shared<nn::Module>("Root");
+  nn::Linear shared(3, 3);
+  root->register_module("a", shared);
+  root->register_module("b", shared);
+  EXPECT_EQ(root->parameter_table(),
+            "module  type    parameters  trainable\n"
+            "(root)  Root            12         12\n"
+            "a       Linear          12         12");
+}
+
 TEST(Module, HolderApi) {
   cg::manual_seed(7);
   // DESIGN.md's sketch.

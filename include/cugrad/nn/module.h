@@ -202,6 +202,13 @@ class Module : public std::enable_shared_from_this<Module> {
 
   /// The tree as PyTorch prints it, followed by a line with the parameter counts.
   std::string to_string() const;
+  /// One row per module (this one first as "(root)", then every descendant by dotted name,
+  /// depth first): its type, the parameter elements of its subtree and how many of them are
+  /// trainable (a tensor shared by two modules counts once per subtree).
+  ///   module  type        parameters  trainable
+  ///   (root)  Sequential          62         22
+  ///   0       Linear              40          0
+  std::string parameter_table() const;
 
   // ---- hooks (see the header comment for the firing rules) ----
   template <typename F>
