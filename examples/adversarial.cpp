@@ -121,10 +121,7 @@ int main(int argc, char** argv) {
         m.add(F::cross_entropy(logits, b.y), logits, b.y);
         // One read per batch (a few per run): the bar shows measured values, and the GPU idles
         // only while the host issues the next batch's first kernels.
-        const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        bar.update(++done, {{"loss", m.mean_loss()},
-                            {"acc", 100.0 * m.accuracy()},
-                            {"img/s", static_cast<double>(m.count) / std::max(secs, 1e-9)}});
+        bar.update(++done, ex::bar_metrics(m, m.count, t0));
       }
       const double acc = m.accuracy();  // waits for the last batch
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

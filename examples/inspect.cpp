@@ -154,10 +154,7 @@ int main(int argc, char** argv) {
         images += y.size(0);
         ++step;
         if (recording) {  // the values are read (a wait for the GPU) only on recorded steps
-          const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          bar.update(step, {{"loss", metrics.mean_loss()},
-                            {"acc", 100.0 * metrics.accuracy()},
-                            {"img/s", static_cast<double>(images) / secs}});
+          bar.update(step, ex::bar_metrics(metrics, images, t0));
           metrics = ex::Metrics();
         }
       }

@@ -66,10 +66,7 @@ Result run(const std::string& kind, std::int64_t width, double weight_decay, int
       m.add(loss, logits, y);
     }
     images_seen += m.count;
-    const double loss = m.mean_loss(), acc = m.accuracy();  // wait for the epoch
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    bar.update(e + 1,
-               {{"loss", loss}, {"acc", 100.0 * acc}, {"img/s", static_cast<double>(images_seen) / secs}});
+    bar.update(e + 1, ex::bar_metrics(m, images_seen, t0));  // waits for the epoch
   }
   bar.finish();
   const ex::Evaluation t = ex::evaluate_full(*model, test);

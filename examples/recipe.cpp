@@ -96,6 +96,14 @@ void Metrics::add(const Tensor& loss_mean, const Tensor& logits, const Tensor& y
   count += n;
 }
 
+ProgressMetrics bar_metrics(const Metrics& m, std::int64_t images,
+                            std::chrono::steady_clock::time_point start) {
+  const double loss = m.mean_loss(), acc = m.accuracy();  // wait for the GPU before reading the clock
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return {
+      {"loss", loss}, {"acc", 100.0 * acc}, {"img/s", static_cast<double>(images) / std::max(secs, 1e-9)}};
+}
+
 double Metrics::mean_loss() const { return count ? loss_sum.item<double>() / static_cast<double>(count) : 0.0; }
 double Metrics::accuracy() const {
   return count ? static_cast<double>(correct.item<std::int64_t>()) / static_cast<double>(count) : 0.0;
@@ -122,11 +130,9 @@ EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optim
     m.add(loss, logits, y);
     ++step;
     if (step % report_every == 0 || step == loader.num_batches()) {
-      const double secs = std::chrono::duration<double>(clock::now() - start).count();
-      bar.update(step, {{"loss", m.mean_loss()},
-                        {"acc", 100.0 * m.accuracy()},
-                        {"img/s", static_cast<double>(m.count) / std::max(secs, 1e-9)},
-                        {"lr", opt.lr()}});
+      ProgressMetrics shown = bar_metrics(m, m.count, start);
+      shown.emplace_back("lr", opt.lr());
+      bar.update(step, shown);
     }
   }
   EpochStats s;

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -14,6 +15,7 @@
 #include "cugrad/cugrad.h"
 #include "cugrad/data.h"
 #include "cugrad/nn/models.h"
+#include "examples/common/progress.h"
 
 namespace cugrad::examples {
 
@@ -94,6 +96,11 @@ struct Metrics {
   double mean_loss() const;
   double accuracy() const;
 };
+
+/// A progress bar's loss, accuracy (%) and images per second: `m`'s values (reading them waits
+/// for the GPU) and `images` over the time since `start`.
+ProgressMetrics bar_metrics(const Metrics& m, std::int64_t images,
+                            std::chrono::steady_clock::time_point start);
 
 /// Subtracts `offset` from int64 labels (no-op for 0).
 Tensor shift_labels(const Tensor& y, std::int64_t offset);

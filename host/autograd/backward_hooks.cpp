@@ -50,7 +50,6 @@ struct BackwardHookSet::Shared {
   std::vector<BackwardPreHookFn> pre_hooks;
   std::vector<BackwardHookFn> hooks;
   std::string owner;
-  std::size_t n_inputs = 0;
   std::vector<GradMeta> input_metas, output_metas;
   bool inputs_wrapped = false;  // some input required grad
   TensorList grad_outputs;      // set by the outputs' node, read by the inputs' node
@@ -83,7 +82,7 @@ class HookIdentity : public Node {
         }
       }
       shared_->grad_outputs = grads;
-      if (!shared_->inputs_wrapped) (void)shared_->run_hooks(TensorList(shared_->n_inputs));
+      if (!shared_->inputs_wrapped) (void)shared_->run_hooks(TensorList(shared_->input_metas.size()));
       return grads;
     }
     return shared_->run_hooks(std::move(grads));
@@ -118,7 +117,6 @@ BackwardHookSet::BackwardHookSet(std::vector<BackwardPreHookFn> pre_hooks, std::
 }
 
 TensorList BackwardHookSet::wrap_inputs(const TensorList& inputs) {
-  shared_->n_inputs = inputs.size();
   shared_->input_metas = metas_of(inputs);
   if (!any_requires_grad(inputs)) return inputs;
   shared_->inputs_wrapped = true;
