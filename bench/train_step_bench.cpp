@@ -1,9 +1,9 @@
 // train_step_bench: one training step (forward, label-smoothed cross-entropy, backward, SGD
-// Nesterov with weight decay) of the two-convolution CNN of PyTorch's MNIST example (nn::TwoConvCnn,
-// batch 256, 28×28: DESIGN.md's "2-conv CNN" row), of the reference CNN (width 64, batch 256,
-// 28×28) and of ResNet-18 (batch 64, 224×224), each plain, with the backbone frozen (classifier trainable),
-// and with forward hooks copying every leaf module's activation to the host through an
-// Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
+// Nesterov with weight decay) of the two-convolution CNN of PyTorch's MNIST example
+// (nn::TwoConvCnn, batch 256, 28×28: DESIGN.md's "2-conv CNN" row), of the reference CNN (width
+// 64, batch 256, 28×28) and of ResNet-18 (batch 64, 224×224), each plain, with the backbone
+// frozen (classifier trainable), and with forward hooks copying every leaf module's activation
+// to the host through an Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
 // steps that rotate through several input batches. Everything twice: convolution algorithms
 // from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
 // results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py. The plain
@@ -18,9 +18,8 @@
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
 // CUGRAD_BENCH_PROFILE=two_conv_cnn_b256, reference_cnn_b256 or resnet18_b64: that model's plain
-// step only, with
-// the timed search: 3 warm-up steps (the searches happen there), then 2 steps between
-// cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
+// step only, with the timed search: 3 warm-up steps (the searches happen there), then 2 steps
+// between cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
 // (scripts/gpu_session.sh's profile stage: ncu --profile-from-start off, then
 // scripts/ncu_summary.py sums the time per kernel).
 #include <cstdio>
