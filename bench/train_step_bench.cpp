@@ -3,8 +3,8 @@
 // (nn::TwoConvCnn, batch 256, 28×28: DESIGN.md's "2-conv CNN" row), of the reference CNN (width
 // 64, batch 256, 28×28) and of ResNet-18 (batch 64, 224×224), each plain, with the backbone
 // frozen (classifier trainable), and with forward hooks copying every leaf module's activation
-// to the host through an Inspector (flushed every step, so the step includes the copies). CUDA-event medians over
-// steps that rotate through several input batches. Everything twice: convolution algorithms
+// to the host through an Inspector (flushed every step, so the step includes the copies).
+// CUDA-event medians over steps that rotate through several input batches. Everything twice: convolution algorithms
 // from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
 // results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py. The plain
 // step is also run back to back (no synchronization between steps, as in training), and the
