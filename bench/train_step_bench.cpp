@@ -1,15 +1,14 @@
-// train_step_bench: one training step (forward, label-smoothed cross-entropy, backward, SGD
-// Nesterov with weight decay) of the two-convolution CNN of PyTorch's MNIST example
-// (nn::TwoConvCnn, batch 256, 28×28: DESIGN.md's "2-conv CNN" row), of the reference CNN (width
-// 64, batch 256, 28×28) and of ResNet-18 (batch 64, 224×224), each plain, with the backbone
-// frozen (classifier trainable), and with forward hooks copying every leaf module's activation
-// to the host through an Inspector (flushed every step, so the step includes the copies).
-// CUDA-event medians over steps that rotate through several input batches. Everything twice: convolution algorithms
-// from cuDNN's heuristics (the default), then from its timed search (set_cudnn_benchmark,
-// results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py. The plain
-// step is also run back to back (no synchronization between steps, as in training), and the
-// time the host takes to issue one step is measured (bench_util.h, pipelined_ms): whether the
-// step is bound by the host or the device.
+// train_step_bench: one training step (forward, label-smoothed cross-entropy, backward, SGD Nesterov with
+// weight decay) of the two-convolution CNN of PyTorch's MNIST example (nn::TwoConvCnn, batch 256, 28×28:
+// DESIGN.md's "2-conv CNN" row), of the reference CNN (width 64, batch 256, 28×28) and of ResNet-18 (batch
+// 64, 224×224), each plain, with the backbone frozen (classifier trainable), and with forward hooks copying
+// every leaf module's activation to the host through an Inspector (flushed every step, so the step includes
+// the copies). CUDA-event medians over steps that rotate through several input batches. Everything twice:
+// convolution algorithms from cuDNN's heuristics (the default), then from its timed search
+// (set_cudnn_benchmark, results named *_search). Prints `RESULT name ms` lines for bench/compare_torch.py.
+// The plain step is also run back to back (no synchronization between steps, as in training), and the time
+// the host takes to issue one step is measured (bench_util.h, pipelined_ms): whether the step is bound by the
+// host or the device.
 //
 // The plain step of the models with BatchNorm is timed once more in the same run with module
 // fusion off (nn::set_fusion_enabled(false): BatchNorm and ReLU as two ops; results *_unfused), so
