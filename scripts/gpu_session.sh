@@ -27,7 +27,7 @@
 #
 #   OUT (log folder), BUILD_DIR (default build-gpu), JOBS (default 16), SESSION_SECONDS (deadline
 #   from the start, default 540),
-#   STAGES, TESTS_REGEX (ctest -R for the tests stage), SANITIZE_PROGRAMS (test programs for
+#   STAGES, PROFILE_MODELS (train_step_bench models for the profile stage), TESTS_REGEX (ctest -R for the tests stage), SANITIZE_PROGRAMS (test programs for
 #   the sanitizer stages, default all), DATA (Fashion-MNIST folder, e.g. data/fashion-mnist carried with the working tree),
 #   DEPS (fallbacks for build dependencies the machine lacks, made by scripts/make_gpu_deps.sh;
 #   see scripts/gpu_deps.sh), PACK (a .tgz path: every log packed there on exit, for a tool that
@@ -169,7 +169,7 @@ for stage in $stages; do
     profile)
       # Kernel time per kernel of two training steps (after warm-up and the timed search),
       # under Nsight Compute with one metric; the sums per kernel in profile_<model>.txt.
-      for m in two_conv_cnn_b256 resnet18_b64 reference_cnn_b256; do profile_step "$m" "$m"; done
+      for m in ${PROFILE_MODELS:-two_conv_cnn_b256 resnet18_b64 reference_cnn_b256}; do profile_step "$m" "$m"; done
       ;;
     ncu)
       # Nsight Compute's sections for the kernels of the missed kernel targets, one launch each
