@@ -24,6 +24,8 @@ namespace cugrad::cuda {
 //    cudnnFind*AlgorithmEx times every algorithm
 //    on the call's own buffers once (host-blocking, like torch.backends.cudnn.benchmark), and
 //    the ranking is by measured time; during CUDA-graph capture the heuristics are used instead.
+// With cugrad::cudnn_deterministic() only algorithms cuDNN reports as deterministic are
+// candidates (the fallbacks, implicit GEMM forward and algorithm 1 backward, are).
 // Candidates are kept in ranked order, filtered to those cuDNN reports as supported whose
 // workspace fits in min(1 GiB, device memory / 16) and whose math is allowed. A candidate that
 // cuDNN then refuses (a NOT_SUPPORTED status) is skipped and the next one used and remembered.
@@ -42,7 +44,7 @@ void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, 
 void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight, const Conv2dGeometry& g,
                                 const Stream& stream);
 
-/// dbias[o] = Σ dy over images and pixels (cudnnConvolutionBackwardBias), fully written.
+/// dbias[o] = Σ dy over images and pixels (cuda/channel_sum.h, deterministic), fully written.
 void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream);
 
 /// Number of (direction, geometry, ...) entries in the algorithm cache (tests, diagnostics).

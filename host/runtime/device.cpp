@@ -87,6 +87,18 @@ std::atomic<bool>& cudnn_benchmark_flag() {
 void set_cudnn_benchmark(bool on) { cudnn_benchmark_flag() = on; }
 bool cudnn_benchmark() { return cudnn_benchmark_flag(); }
 
+namespace {
+std::atomic<bool>& cudnn_deterministic_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* v = std::getenv("CUGRAD_CUDNN_DETERMINISTIC");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }()};
+  return flag;
+}
+}  // namespace
+void set_cudnn_deterministic(bool on) { cudnn_deterministic_flag() = on; }
+bool cudnn_deterministic() { return cudnn_deterministic_flag(); }
+
 namespace runtime {
 
 namespace {

@@ -66,4 +66,16 @@ bool allow_tf32();
 void set_cudnn_benchmark(bool on);
 bool cudnn_benchmark();
 
+/// Deterministic convolutions, as torch.backends.cudnn.deterministic: on, every cuDNN
+/// convolution (forward, input gradient, weight gradient; heuristics or timed search) uses only
+/// algorithms cuDNN reports as deterministic (CUDNN_DETERMINISTIC), so the same inputs give the
+/// same bits on every run on the same GPU and library versions; off, cuDNN may pick algorithms
+/// that accumulate with atomics (on an H100, 2026-11-27, the heuristics chose the weight-gradient
+/// engine wgrad_alg0 for the 2-conv CNN, whose last bits vary from run to run). cugrad's own
+/// kernels (bias gradients included) and cuBLAS's GEMMs are deterministic either way. Off by
+/// default (faster algorithms may be allowed); CUGRAD_CUDNN_DETERMINISTIC=1 (any value but empty
+/// or 0) in the environment turns it on at start.
+void set_cudnn_deterministic(bool on);
+bool cudnn_deterministic();
+
 }  // namespace cugrad

@@ -3,7 +3,8 @@
 // hooks. Checked here: that the fusion happens (the graph records BatchNormReluBackward),
 // that any hook on either module turns it off (and hooks see the pre-ReLU tensor), that
 // removing the hook turns it back on, and that whole models give the same outputs, running
-// statistics and gradients with and without it (bit for bit, on the CPU and on CUDA).
+// statistics and gradients with and without it (bit for bit, on the CPU and on CUDA, the latter
+// with deterministic cuDNN convolutions).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -60,6 +61,9 @@ template <class MakeModel>
 void expect_fusion_changes_nothing(MakeModel make, const cg::Shape& in_shape, cg::Device dev, bool training) {
   SCOPED_TRACE(cg::detail::cat(dev.is_cuda() ? "cuda " : "cpu ", training ? "training" : "eval"));
   FusionGuard guard;
+  // Bit-for-bit comparison of two CUDA runs: no cuDNN algorithm with atomics (on an H100 the
+  // weight and input gradients of the convolutions differed in their last bits without this).
+  cg::testing::DeterministicConvolutions deterministic;
   cg::manual_seed(7);
   const cg::Tensor x = cg::randn(in_shape).to(dev);
   cg::manual_seed(8);

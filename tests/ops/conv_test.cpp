@@ -14,10 +14,12 @@
 #include <string>
 #include <vector>
 
+#include "cuda/channel_sum.h"
 #include "cuda/conv.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 #include "host/ops/conv.h"
+#include "host/runtime/cuda_context.h"
 #include "tests/support/gpu.h"
 #include "tests/support/parity.h"
 
@@ -568,6 +570,39 @@ TEST(Conv2dGPU, AlgorithmsAreChosenOncePerShape) {
   EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after_first + 3);
 }
 
+TEST(Conv2d, DeterministicConvolutionsAreOffUnlessAskedFor) {
+  EXPECT_FALSE(cg::cudnn_deterministic());  // CUGRAD_CUDNN_DETERMINISTIC is not set for the tests
+  {
+    cg::testing::DeterministicConvolutions on;
+    EXPECT_TRUE(cg::cudnn_deterministic());
+  }
+  EXPECT_FALSE(cg::cudnn_deterministic());
+  cg::set_cudnn_deterministic(true);
+  EXPECT_TRUE(cg::cudnn_deterministic());
+  cg::set_cudnn_deterministic(false);
+  EXPECT_FALSE(cg::cudnn_deterministic());
+}
+
+// The bias gradient's split of the work (host arithmetic, no GPU): whole images per block, about
+// 8 blocks per multiprocessor, at least 4096 elements per split block, a workspace only when split.
+TEST(Conv2d, ChannelSumPlans) {
+  const auto plan = [](std::int64_t n, std::int64_t c, std::int64_t hw, int sms) {
+    return cg::cuda::channel_sum_plan(n, c, hw, sms);
+  };
+  const cg::cuda::ChannelSumPlan conv2 = plan(256, 64, 576, 132);  // the 2-conv CNN's conv2
+  EXPECT_EQ(conv2.splits, 17);                                     // ceil(1056 / 64)
+  EXPECT_EQ(conv2.workspace_bytes, 64u * 17u * sizeof(float));
+  EXPECT_EQ(plan(256, 32, 676, 132).splits, 33);  // conv1
+  EXPECT_EQ(plan(3, 5, 7, 132).splits, 1);        // 63 elements: one block per channel
+  EXPECT_EQ(plan(3, 5, 7, 132).workspace_bytes, 0u);
+  EXPECT_EQ(plan(4, 1, 1 << 20, 132).splits, 4);  // never more splits than images
+  EXPECT_EQ(plan(100000, 1, 4096, 132).splits, 1056);
+  EXPECT_EQ(plan(1 << 20, 1, 4096, 1 << 20).splits, 65535);  // gridDim.y
+  EXPECT_EQ(plan(64, 2048, 49, 132).splits, 1);              // many channels fill the GPU alone
+  EXPECT_THROW(plan(0, 5, 7, 132), cg::Error);
+  EXPECT_THROW(plan(3, 0, 7, 132), cg::Error);
+}
+
 TEST(Conv2d, TimedSearchIsOffUnlessAskedFor) {
   EXPECT_FALSE(cg::cudnn_benchmark());  // CUGRAD_CUDNN_BENCHMARK is not set for the tests
   cg::set_cudnn_benchmark(true);
@@ -609,6 +644,81 @@ TEST(Conv2dGPU, TimedSearchIsOptInChosenOncePerShapeAndAgrees) {
     EXPECT_TRUE(all_close(searched[i], heuristic[i], {1e-4, 1e-4})) << "output " << i;
     EXPECT_TRUE(all_close(again[i], searched[i], {1e-4, 1e-4})) << "output " << i;
   }
+}
+
+// The bias gradient's kernel (cuda/channel_sum.cu) alone against the host, at awkward sizes:
+// planes of 1 and of odd sizes (scalar loads), multiples of 4 (float4 loads), a misaligned tensor
+// (scalar loads again), one channel over many splits, many channels; the output and the workspace
+// poisoned with NaN first. The values are small integers, so every float32 partial sum is exact
+// (below 2^24) and the sums must equal the host's exactly: a missed or doubled element shows.
+// A second run gives the same bits.
+TEST(Conv2dGPU, ChannelSumMatchesTheHostAtAwkwardSizes) {
+  CUGRAD_REQUIRE_GPU();
+  const cg::Stream stream = cg::Stream::current(kCuda);
+  const int sms = cg::runtime::device_properties(0).multiProcessorCount;
+  struct Size {
+    std::int64_t n, c, hw, offset;  // offset: floats before the tensor in its buffer
+  };
+  std::uint32_t state = 12345u;
+  for (const Size z : {Size{1, 1, 1, 0}, Size{3, 5, 7, 0}, Size{2, 3, 4, 0}, Size{5, 7, 676, 0},
+                       Size{33, 9, 576, 1}, Size{129, 3, 100, 0}, Size{4096, 1, 36, 0}, Size{64, 513, 9, 0},
+                       Size{256, 2, 1, 3}, Size{7, 1, 100003, 0}, Size{256, 64, 576, 0}}) {
+    SCOPED_TRACE(cg::detail::cat("n ", z.n, " c ", z.c, " hw ", z.hw, " offset ", z.offset));
+    const std::int64_t numel = z.n * z.c * z.hw;
+    std::vector<float> hv(static_cast<std::size_t>(numel + z.offset));
+    std::vector<double> want(static_cast<std::size_t>(z.c), 0.0);
+    for (std::int64_t i = 0; i < numel + z.offset; ++i) {
+      state = state * 1664525u + 1013904223u;
+      hv[static_cast<std::size_t>(i)] = static_cast<float>(static_cast<int>(state >> 28) - 7);  // -7..8
+      if (i >= z.offset) want[static_cast<std::size_t>(((i - z.offset) / z.hw) % z.c)] += hv[i];
+    }
+    const cg::Tensor dev_buffer = cg::from_vector(hv, {numel + z.offset}).to(kCuda);
+    const float* x = dev_buffer.data_ptr<float>() + z.offset;
+    const cg::cuda::ChannelSumPlan plan = cg::cuda::channel_sum_plan(z.n, z.c, z.hw, sms);
+    const cg::Tensor ws = cg::full(
+        {std::max<std::int64_t>(1, static_cast<std::int64_t>(plan.workspace_bytes / 4))}, NAN, kCuda);
+    cg::TensorList outs;
+    for (int run = 0; run < 2; ++run) {
+      const cg::Tensor out = cg::full({z.c}, NAN, kCuda);
+      cg::cuda::channel_sum_f32(x, out.data_ptr<float>(), z.n, z.c, z.hw, plan, ws.data_ptr<float>(),
+                                cg::runtime::cuda_stream(stream));
+      outs.push_back(out.cpu());
+    }
+    const std::vector<float> got = outs[0].to_vector<float>();
+    for (std::int64_t ch = 0; ch < z.c; ++ch)
+      ASSERT_EQ(got[static_cast<std::size_t>(ch)], want[static_cast<std::size_t>(ch)]) << "channel " << ch;
+    EXPECT_TRUE(cg::testing::all_equal(outs[0], outs[1])) << "two runs differ";
+  }
+}
+
+// set_cudnn_deterministic(true): only algorithms cuDNN reports deterministic, in their own
+// cache entries; the input and weight gradients of the 2-conv CNN's conv2 (where the heuristics
+// picked wgrad_alg0, whose bits vary, on an H100) are then the same bits on every run.
+TEST(Conv2dGPU, DeterministicConvolutionsRepeatBitForBit) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(120);
+  const cg::Tensor x = cg::randn({64, 32, 26, 26}, kCuda), w = cg::randn({64, 32, 3, 3}, kCuda) * 0.05f,
+                   b = cg::randn({64}, kCuda), dy = cg::randn({64, 64, 24, 24}, kCuda);
+  const auto run = [&] {
+    const cg::Tensor xg = x.detach().requires_grad_(), wg = w.detach().requires_grad_(),
+                     bg = b.detach().requires_grad_();
+    const cg::Tensor y = F::conv2d(xg, wg, bg);
+    cg::TensorList g = cg::autograd::grad({y}, {xg, wg, bg}, {dy});
+    g.push_back(y.detach());
+    return g;
+  };
+  const cg::TensorList loose = run();
+  const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
+  cg::testing::DeterministicConvolutions deterministic;
+  const cg::TensorList first = run();
+  EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), before + 3);  // forward, data, filter: own entries
+  for (int i = 0; i < 3; ++i) {
+    const cg::TensorList again = run();
+    for (std::size_t k = 0; k < first.size(); ++k)
+      EXPECT_TRUE(cg::testing::all_equal(again[k].cpu(), first[k].cpu())) << "run " << i << " output " << k;
+  }
+  for (std::size_t k = 0; k < first.size(); ++k)
+    EXPECT_TRUE(norm_close(first[k], loose[k], 1e-5)) << "output " << k;
 }
 
 TEST(Conv2dGPU, Tf32IsOptInAndStaysClose) {

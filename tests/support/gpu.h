@@ -1,11 +1,23 @@
 // GPU-only test helpers.
 #pragma once
 
+#include "cugrad/device.h"
 #include "cugrad/stream.h"
 
 namespace cugrad::testing {
 
 /// Queues a single-thread kernel that spins for about `milliseconds` on `stream`.
 void spin_on(const Stream& stream, double milliseconds);
+
+/// Turns cuDNN's deterministic convolutions on (set_cudnn_deterministic) for its lifetime,
+/// for tests that compare two CUDA runs bit for bit: otherwise cuDNN may pick algorithms whose
+/// atomics change the last bits from run to run (seen on an H100, 2026-11-27).
+struct DeterministicConvolutions {
+  bool saved = cudnn_deterministic();
+  DeterministicConvolutions() { set_cudnn_deterministic(true); }
+  ~DeterministicConvolutions() { set_cudnn_deterministic(saved); }
+  DeterministicConvolutions(const DeterministicConvolutions&) = delete;
+  DeterministicConvolutions& operator=(const DeterministicConvolutions&) = delete;
+};
 
 }  // namespace cugrad::testing
