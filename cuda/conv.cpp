@@ -435,8 +435,9 @@ void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometr
                                       runtime::cuda_stream(stream)));
     return;
   }
-  // cugrad's per-channel sum, not cudnnConvolutionBackwardBias (15x slower on an H100 at the
-  // 2-conv CNN's shapes); int64 indices, so no chunking.
+  // cugrad's per-channel sum, not cudnnConvolutionBackwardBias, which took 240 us a call on an
+  // H100 for the 2-conv CNN's conv2 gradient (37.7 MB, 13 us at copy rate); int64 indices, so
+  // no chunking.
   const Device dev = stream.device();
   const std::int64_t hw = g.out_h * g.out_w;
   const ChannelSumPlan plan =

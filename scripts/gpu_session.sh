@@ -22,6 +22,10 @@
 # The first H100 run (2026-11-26) took: build 41-50 s, tests 82 s, kernels_bench 12 s, the
 # other benches 12 s, examples 10 s, compare_torch 38 s, memcheck 87 s, racecheck 283 s for 14
 # of 21 programs (conv_test alone 81 s, cross_entropy_test 72 s).
+# The third (2026-11-27, 15 minutes of device time in all, one call with SESSION_SECONDS=555):
+# build 45 s, tests 95 s, kernels 11 s, the other benches 24 s, examples 15 s, compare_torch
+# 50 s, ncu 23 s, the 2-conv profile 4 s, then memcheck, initcheck and racecheck on 8 programs
+# (SANITIZE_PROGRAMS) in 277 s (racecheck: fusion_test 99 s, models_test 50 s).
 # A second call on the still-warm machine can run what the first did not reach, e.g.
 #   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
 #
