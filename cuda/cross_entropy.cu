@@ -21,6 +21,9 @@
 //      per row (the smallest power of two giving each lane at most ~4 units, a whole warp
 //      beyond 128 units), the row in registers (up to 8 float4 or 32 floats per lane);
 //      shuffle reductions inside the group; blocks stride over groups of rows.
+//      Opt-in (set_cross_entropy_staged_rows), rows of a whole warp in float4 units go to
+//      ce_staged_rows_kernel instead: the same arithmetic, the rows staged through shared
+//      memory by cp.async, kStages - 1 rows ahead per warp.
 //    * 1024 < k, ce_block_rows_kernel: one block of 256 (k <= 4096) or 512 threads per row,
 //      blocks striding over rows. Each thread keeps up to 4 float4 (8 floats unaligned) of
 //      the row in registers; what does not fit goes to dynamic shared memory, copied with
@@ -66,6 +69,7 @@ constexpr int kPrepareBlock = 1024;           // threads of ce_prepare_kernel
 constexpr int kScaleBlock = 256;              // threads of ce_scale_grad_kernel
 constexpr std::int64_t kMaxBlocksPerSm = 32;  // bound on row-kernel blocks per SM (partials)
 std::atomic<int> g_group_blocks_per_sm{static_cast<int>(kMaxBlocksPerSm)};  // group kernel's cap
+std::atomic<bool> g_staged_rows{false};       // ce_staged_rows_kernel for whole-warp float4 rows
 constexpr std::size_t kHeaderBytes = 64;      // workspace: denominator (double) and counter, then partials
 constexpr std::size_t kStaticSmemReserve = 2048;  // static shared memory of ce_block_rows_kernel, with margin
 
@@ -415,6 +419,117 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
   if (a.reduction != kNone) finish_reduction(a, acc);
 }
 
+// The staged variant of the whole-warp group kernel (k <= 1024, float4 units, a warp per row;
+// opt-in, set_cross_entropy_staged_rows): each warp keeps kStages rows in a ring of shared
+// memory and copies the rows it will process next with cp.async while it reduces and writes the
+// current one, so every warp has kStages - 1 rows (8 KB at k = 1000) in flight instead of
+// loading, waiting, then computing. Lane l copies units l, l + 32, ... of a row and reads back
+// only those, so no warp barrier is needed; a stage is refilled only after its values were used.
+// Launch: kStagedWarps · 32 threads, kStagedWarps · kStages · k floats of dynamic shared memory,
+// blocks striding over warps of rows.
+constexpr int kStagedWarps = 8;
+constexpr int kStages = 3;
+
+// Copies row `first + i·stride` into stage i % kStages when it exists and counts; commits one
+// group either way (so that waits count rows).
+template <int kPer>
+__device__ __forceinline__ void stage_row(const Args& a, float4* ring, int units, int lane,
+                                          std::int64_t first, std::int64_t stride, std::int64_t i) {
+  const std::int64_t row = first + i * stride;
+  if (row < a.n) {
+    const std::int64_t t = __ldg(a.target + row);
+    if (t != a.ignore_index && t >= 0 && t < a.k) {
+      const float4* src = reinterpret_cast<const float4*>(a.logits + row * a.k);
+      float4* dst = ring + static_cast<std::int64_t>(i % kStages) * units;
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int u = c * 32 + lane;
+        if (u < units) __pipeline_memcpy_async(dst + u, src + u, sizeof(float4));
+      }
+    }
+  }
+  __pipeline_commit();
+}
+
+template <int kPer, bool kWeighted>
+__global__ void __launch_bounds__(kStagedWarps * 32) ce_staged_rows_kernel(const Args a) {
+  extern __shared__ float4 staged_smem[];
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) >> 5;
+  const int units = a.k / 4;
+  float4* ring = staged_smem + static_cast<std::int64_t>(warp) * kStages * units;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kStagedWarps;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kStagedWarps + warp;
+  const float scale = grad_scale(a);
+  double acc = 0;  // the block's loss sum, on lane 0 of each warp
+  for (int i = 0; i < kStages - 1; ++i) stage_row<kPer>(a, ring, units, lane, first, stride, i);
+  for (std::int64_t i = 0; first + i * stride < a.n; ++i) {
+    stage_row<kPer>(a, ring, units, lane, first, stride, i + kStages - 1);
+    __pipeline_wait_prior(kStages - 1);  // this lane's copies of row i have landed
+    const std::int64_t row = first + i * stride;
+    const int t = row_class(a, row, lane == 0);  // the same for the whole warp
+    float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
+    if (t < 0) {
+      if (lane == 0 && a.reduction == kNone) a.loss[row] = 0.f;
+      if (gr != nullptr) {
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          const int u = c * 32 + lane;
+          if (u < units) store_zero_unit<4>(gr + static_cast<std::int64_t>(u) * 4);
+        }
+      }
+      continue;
+    }
+    const float4* st = ring + static_cast<std::int64_t>(i % kStages) * units;
+    float v[kPer][4];
+    float m = neg_inf();
+#pragma unroll
+    for (int c = 0; c < kPer; ++c) {
+      const int u = c * 32 + lane;
+      if (u < units) {
+        load_smem_unit<4>(reinterpret_cast<const float*>(st + u), v[c]);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) m = fmaxf(m, v[c][j]);
+      }
+    }
+    m = group_allreduce(m, MaxOp{}, 32);
+    RowSums r{0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int c = 0; c < kPer; ++c) {
+      const int u = c * 32 + lane;
+      if (u < units) {
+        float w[4];
+        load_weights<4, kWeighted>(a.weight, u, w);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) v[c][j] = add_element<kWeighted>(r, v[c][j], m, w[j], u * 4 + j, t);
+      }
+    }
+    r = group_allreduce(r, SumOp{}, 32);
+    RowCoef coef;
+    const float li = finish_row<kWeighted>(a, r, t, scale, coef);
+    if (lane == 0) {
+      if (a.reduction == kNone)
+        a.loss[row] = li;
+      else
+        acc += li;
+    }
+    if (gr != nullptr) {
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int u = c * 32 + lane;
+        if (u < units) {
+          float w[4], g[4];
+          load_weights<4, kWeighted>(a.weight, u, w);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) g[j] = grad_element<kWeighted>(coef, v[c][j], w[j], u * 4 + j, t);
+          store_unit<4>(gr + static_cast<std::int64_t>(u) * 4, g);
+        }
+      }
+    }
+  }
+  __pipeline_wait_prior(0);  // no copy still landing in shared memory at exit
+  if (a.reduction != kNone) finish_reduction(a, acc);
+}
+
 // 1024 < k: one block per row; thread i holds units i, i + B, ... (kPer of them) in
 // registers, the rest of the row sits in dynamic shared memory (units from kPer·B on, each
 // at the same place relative to the thread, so only the thread that copied a unit reads it).
@@ -668,7 +783,7 @@ int pow2_at_least(std::int64_t x) {
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 struct Plan {
-  enum class Kind { group, block, online };
+  enum class Kind { group, staged, block, online };
   Kind kind = Kind::group;
   int vec = 1;          // floats per unit: 4 (float4) or 1
   int per = 1;          // units per thread in registers
@@ -700,6 +815,13 @@ Plan make_plan(const CrossEntropyProblem& p, bool vec_ok) {
     pl.threads = kGroupBlock;
     const std::int64_t slots = kGroupBlock / g;
     pl.grid = static_cast<unsigned>(std::min(ceil_div(p.n, slots), sms * g_group_blocks_per_sm.load()));
+    if (g_staged_rows.load() && pl.vec == 4 && g == 32 && (pl.per == 4 || pl.per == 8)) {
+      pl.kind = Plan::Kind::staged;
+      pl.smem =
+          static_cast<std::size_t>(kStagedWarps) * kStages * static_cast<std::size_t>(units) * sizeof(float4);
+      pl.grid = static_cast<unsigned>(
+          std::min(ceil_div(p.n, kStagedWarps), sms * kMaxBlocksPerSm));  // capped at launch
+    }
     return pl;
   }
   pl.threads = p.k <= 4096 ? 256 : kRowBlockMax;
@@ -777,6 +899,30 @@ void launch_group(const Plan& pl, const Args& a, cudaStream_t s) {
   no_kernel(pl);
 }
 
+// The staged kernel's grid: what stays resident at once (its shared memory decides), at most
+// one warp per row.
+template <bool kW>
+void launch_staged(const Plan& pl, const Args& a, cudaStream_t s) {
+  auto go = [&](auto kernel) {
+    if (pl.smem > 48 * 1024)
+      CUGRAD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(pl.smem)));
+    int per_sm = 0;
+    CUGRAD_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStagedWarps * 32, pl.smem));
+    const std::int64_t sms = runtime::device_properties(current_device()).multiProcessorCount;
+    const unsigned grid = static_cast<unsigned>(
+        std::max<std::int64_t>(1, std::min<std::int64_t>(pl.grid, sms * std::max(per_sm, 1))));
+    kernel<<<grid, kStagedWarps * 32, pl.smem, s>>>(a);
+  };
+  if (pl.per == 4)
+    go(ce_staged_rows_kernel<4, kW>);
+  else if (pl.per == 8)
+    go(ce_staged_rows_kernel<8, kW>);
+  else
+    no_kernel(pl);
+}
+
 template <bool kW>
 void launch_block(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem_limit) {
   auto go = [&](auto kernel) {
@@ -811,6 +957,9 @@ void launch_rows(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem
     case Plan::Kind::group:
       launch_group<kW>(pl, a, s);
       break;
+    case Plan::Kind::staged:
+      launch_staged<kW>(pl, a, s);
+      break;
     case Plan::Kind::block:
       launch_block<kW>(pl, a, s, smem_limit);
       break;
@@ -832,6 +981,8 @@ int set_cross_entropy_group_blocks_per_sm(int blocks) {
                                  kMaxBlocksPerSm));
   return g_group_blocks_per_sm.exchange(blocks);
 }
+
+bool set_cross_entropy_staged_rows(bool on) { return g_staged_rows.exchange(on); }
 
 std::size_t cross_entropy_workspace_bytes(const CrossEntropyProblem& p) {
   if (p.reduction == nn::Reduction::None || p.n == 0) return 0;

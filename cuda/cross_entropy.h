@@ -33,6 +33,13 @@ void cross_entropy_forward(const float* logits, const std::int64_t* target, cons
 /// (ce_group_rows_kernel) may have, 1..32 (default 32, the bound the workspace is sized for).
 /// Returns the previous value; throws cugrad::ValueError outside 1..32.
 int set_cross_entropy_group_blocks_per_sm(int blocks);
+/// Experiment for benchmarks (off by default): rows of 257..1024 classes in float4 units, a
+/// warp per row, go to ce_staged_rows_kernel, which copies the next rows into shared memory
+/// with cp.async while it computes the current one, instead of ce_group_rows_kernel (on an H100
+/// the latter is register-limited to half occupancy and stalls on its loads: 67% of copy at
+/// 32768x1000). The same arithmetic in the same order as ce_group_rows_kernel, so the same
+/// bits. Not yet measured on a GPU. Returns the previous setting.
+bool set_cross_entropy_staged_rows(bool on);
 
 void cross_entropy_scale_grad(float* grad, const float* upstream, const std::int64_t* target,
                               const CrossEntropyProblem& p, void* stream);

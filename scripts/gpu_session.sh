@@ -191,6 +191,9 @@ for stage in $stages; do
       # "<4, 1, 1>" as ncu's CSV writes them, matched nothing).
       ncu_one bn_eval_rows batch_norm_bench 'NormalizeFn<\(int\)4, \(bool\)1, \(bool\)1>'
       ncu_one ce_group cross_entropy_bench 'ce_group_rows_kernel<\(int\)4, \(int\)8'
+      # The opt-in staged variant (set_cross_entropy_staged_rows), which the bench times after
+      # the group kernel at the shapes it applies to.
+      ncu_one ce_staged cross_entropy_bench 'ce_staged_rows_kernel<\(int\)8'
       ncu_one max_pool_bwd conv_bench 'max_pool2d_backward_kernel'
       ;;
     tf32)

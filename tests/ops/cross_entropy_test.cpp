@@ -585,6 +585,48 @@ TEST(CrossEntropyGPU, GroupKernelWithFewLongLivedBlocks) {
   }
 }
 
+// The opt-in staged kernel (set_cross_entropy_staged_rows: rows of 257..1024 classes, float4,
+// copied into shared memory ahead of use) against the CPU, and bit for bit against the default
+// group kernel (the same arithmetic in the same order): every reduction, weights, ignored rows,
+// row counts that leave warps with different numbers of rows and some with none.
+TEST(CrossEntropyGPU, StagedRowsKernelMatchesTheGroupKernel) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(27);
+  struct Restore {
+    bool value;
+    ~Restore() { cg::cuda::set_cross_entropy_staged_rows(value); }
+  } restore{cg::cuda::set_cross_entropy_staged_rows(false)};
+  EXPECT_FALSE(cg::cuda::set_cross_entropy_staged_rows(false));  // off by default
+  const cg::Device gpu = cg::Device::cuda(0);
+  // 20001 rows at k = 1000: about 9 rows per warp on an H100 (2 blocks of 8 warps per SM), so
+  // the ring of stages wraps around several times.
+  for (const std::int64_t k : {260, 512, 516, 1000, 1024}) {
+    for (const std::int64_t n :
+         k == 1000 ? std::vector<std::int64_t>{1, 9, 1000, 20001} : std::vector<std::int64_t>{1, 9, 1000}) {
+      SCOPED_TRACE(cg::detail::cat(n, "x", k));
+      cg::cuda::set_cross_entropy_staged_rows(true);
+      check_parity({n, k, Reduction::Mean, false, 0.1, 0.7});
+      check_parity({n, k, Reduction::None, true, 0.1, 1.0});
+      check_parity({n, k, Reduction::Sum, true, 0.0, 1.0});
+      // Bit for bit against the group kernel, mean with weights and ignored rows.
+      const cg::Tensor x = (cg::randn({n, k}) * 3.0).to(gpu);
+      std::vector<std::int64_t> tv = cg::randint(0, k, {n}).to_vector<std::int64_t>();
+      for (std::int64_t i = 1; i < n; i += 7) tv[i] = -100;
+      const cg::Tensor t = i64(tv).to(gpu), w = (cg::rand({k}) + 0.5).to(gpu);
+      const auto run = [&] {
+        const cg::Tensor xx = x.detach().requires_grad_();
+        const cg::Tensor loss = F::cross_entropy(xx, t, {.weight = w, .label_smoothing = 0.1});
+        return cg::TensorList{loss.detach().cpu(), cg::autograd::grad({loss}, {xx})[0].cpu()};
+      };
+      const cg::TensorList staged = run();
+      cg::cuda::set_cross_entropy_staged_rows(false);
+      const cg::TensorList group = run();
+      EXPECT_TRUE(cg::testing::all_equal(staged[0], group[0])) << "loss";
+      EXPECT_TRUE(cg::testing::all_equal(staged[1], group[1])) << "gradient";
+    }
+  }
+}
+
 TEST(CrossEntropyGPU, GoldenFileFromPyTorch) {
   CUGRAD_REQUIRE_GPU();
   const cg::Device gpu = cg::Device::cuda(0);
