@@ -596,7 +596,7 @@ TEST(CrossEntropyGPU, StagedRowsKernelMatchesTheGroupKernel) {
     bool value;
     ~Restore() { cg::cuda::set_cross_entropy_staged_rows(value); }
   } restore{cg::cuda::set_cross_entropy_staged_rows(false)};
-  EXPECT_FALSE(cg::cuda::set_cross_entropy_staged_rows(false));  // off by default
+  EXPECT_FALSE(restore.value);  // off by default
   const cg::Device gpu = cg::Device::cuda(0);
   // 20001 rows at k = 1000: about 9 rows per warp on an H100 (2 blocks of 8 warps per SM), so
   // the ring of stages wraps around several times.
