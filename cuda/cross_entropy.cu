@@ -327,6 +327,67 @@ __global__ void __launch_bounds__(kPrepareBlock) ce_prepare_kernel(const Args a)
   if (threadIdx.x == 0) *a.denom = total;
 }
 
+// Row math on the units a lane holds in registers (unit u = c·group + lane for c < kPer, u <
+// units), shared by the group and staged kernels.
+
+template <int kVec, int kPer>
+__device__ __forceinline__ float lane_max(const float (&v)[kPer][kVec], int units, int group, int lane) {
+  float m = neg_inf();
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    if (c * group + lane < units) {
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) m = fmaxf(m, v[c][j]);
+    }
+  }
+  return m;
+}
+
+// The lane's share of the row sums; v becomes e = exp(x - m).
+template <int kVec, int kPer, bool kWeighted>
+__device__ __forceinline__ RowSums lane_sums(const Args& a, float (&v)[kPer][kVec], float m, int units,
+                                             int group, int lane, int t) {
+  RowSums r{0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    const int u = c * group + lane;
+    if (u < units) {
+      float w[kVec];
+      load_weights<kVec, kWeighted>(a.weight, u, w);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) v[c][j] = add_element<kWeighted>(r, v[c][j], m, w[j], u * kVec + j, t);
+    }
+  }
+  return r;
+}
+
+// Writes the lane's units of the row's gradient from e (v) and the row's coefficients.
+template <int kVec, int kPer, bool kWeighted>
+__device__ __forceinline__ void lane_grad(const Args& a, const RowCoef& coef, const float (&v)[kPer][kVec],
+                                          float* gr, int units, int group, int lane, int t) {
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    const int u = c * group + lane;
+    if (u < units) {
+      float w[kVec], g[kVec];
+      load_weights<kVec, kWeighted>(a.weight, u, w);
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) g[j] = grad_element<kWeighted>(coef, v[c][j], w[j], u * kVec + j, t);
+      store_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec, g);
+    }
+  }
+}
+
+// Zeroes the lane's units of the gradient of a row that does not count.
+template <int kVec, int kPer>
+__device__ __forceinline__ void lane_zero_grad(float* gr, int units, int group, int lane) {
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    const int u = c * group + lane;
+    if (u < units) store_zero_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec);
+  }
+}
+
 // k <= 1024: a group of (1 << group_shift) lanes per row, kPer units per lane in registers.
 // Launch: kGroupBlock threads, any grid (blocks stride over groups of rows).
 template <int kVec, int kPer, bool kWeighted>
@@ -355,30 +416,11 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
         const int u = c * group + lane;
         if (u < units) load_unit<kVec>(xr + static_cast<std::int64_t>(u) * kVec, v[c]);
       }
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        const int u = c * group + lane;
-        if (u < units) {
-#pragma unroll
-          for (int j = 0; j < kVec; ++j) m = fmaxf(m, v[c][j]);
-        }
-      }
+      m = lane_max<kVec, kPer>(v, units, group, lane);
     }
     m = group_allreduce(m, MaxOp{}, group);
     RowSums r{0.f, 0.f, 0.f, 0.f};
-    if (t >= 0) {
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        const int u = c * group + lane;
-        if (u < units) {
-          float w[kVec];
-          load_weights<kVec, kWeighted>(a.weight, u, w);
-#pragma unroll
-          for (int j = 0; j < kVec; ++j)
-            v[c][j] = add_element<kWeighted>(r, v[c][j], m, w[j], u * kVec + j, t);
-        }
-      }
-    }
+    if (t >= 0) r = lane_sums<kVec, kPer, kWeighted>(a, v, m, units, group, lane, t);
     r = group_allreduce(r, SumOp{}, group);
     if (!in_range) continue;
     float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
@@ -391,29 +433,10 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
         else
           acc += li;
       }
-      if (gr != nullptr) {
-#pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          const int u = c * group + lane;
-          if (u < units) {
-            float w[kVec], g[kVec];
-            load_weights<kVec, kWeighted>(a.weight, u, w);
-#pragma unroll
-            for (int j = 0; j < kVec; ++j)
-              g[j] = grad_element<kWeighted>(coef, v[c][j], w[j], u * kVec + j, t);
-            store_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec, g);
-          }
-        }
-      }
+      if (gr != nullptr) lane_grad<kVec, kPer, kWeighted>(a, coef, v, gr, units, group, lane, t);
     } else {
       if (lane == 0 && a.reduction == kNone) a.loss[row] = 0.f;
-      if (gr != nullptr) {
-#pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          const int u = c * group + lane;
-          if (u < units) store_zero_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec);
-        }
-      }
+      if (gr != nullptr) lane_zero_grad<kVec, kPer>(gr, units, group, lane);
     }
   }
   if (a.reduction != kNone) finish_reduction(a, acc);
@@ -470,40 +493,19 @@ __global__ void __launch_bounds__(kStagedWarps * 32) ce_staged_rows_kernel(const
     float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
     if (t < 0) {
       if (lane == 0 && a.reduction == kNone) a.loss[row] = 0.f;
-      if (gr != nullptr) {
-#pragma unroll
-        for (int c = 0; c < kPer; ++c) {
-          const int u = c * 32 + lane;
-          if (u < units) store_zero_unit<4>(gr + static_cast<std::int64_t>(u) * 4);
-        }
-      }
+      if (gr != nullptr) lane_zero_grad<4, kPer>(gr, units, 32, lane);
       continue;
     }
     const float4* st = ring + static_cast<std::int64_t>(i % kStages) * units;
     float v[kPer][4];
-    float m = neg_inf();
 #pragma unroll
     for (int c = 0; c < kPer; ++c) {
       const int u = c * 32 + lane;
-      if (u < units) {
-        load_smem_unit<4>(reinterpret_cast<const float*>(st + u), v[c]);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) m = fmaxf(m, v[c][j]);
-      }
+      if (u < units) load_smem_unit<4>(reinterpret_cast<const float*>(st + u), v[c]);
     }
-    m = group_allreduce(m, MaxOp{}, 32);
-    RowSums r{0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int c = 0; c < kPer; ++c) {
-      const int u = c * 32 + lane;
-      if (u < units) {
-        float w[4];
-        load_weights<4, kWeighted>(a.weight, u, w);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) v[c][j] = add_element<kWeighted>(r, v[c][j], m, w[j], u * 4 + j, t);
-      }
-    }
-    r = group_allreduce(r, SumOp{}, 32);
+    const float m = group_allreduce(lane_max<4, kPer>(v, units, 32, lane), MaxOp{}, 32);
+    const RowSums r =
+        group_allreduce(lane_sums<4, kPer, kWeighted>(a, v, m, units, 32, lane, t), SumOp{}, 32);
     RowCoef coef;
     const float li = finish_row<kWeighted>(a, r, t, scale, coef);
     if (lane == 0) {
@@ -512,19 +514,7 @@ __global__ void __launch_bounds__(kStagedWarps * 32) ce_staged_rows_kernel(const
       else
         acc += li;
     }
-    if (gr != nullptr) {
-#pragma unroll
-      for (int c = 0; c < kPer; ++c) {
-        const int u = c * 32 + lane;
-        if (u < units) {
-          float w[4], g[4];
-          load_weights<4, kWeighted>(a.weight, u, w);
-#pragma unroll
-          for (int j = 0; j < 4; ++j) g[j] = grad_element<kWeighted>(coef, v[c][j], w[j], u * 4 + j, t);
-          store_unit<4>(gr + static_cast<std::int64_t>(u) * 4, g);
-        }
-      }
-    }
+    if (gr != nullptr) lane_grad<4, kPer, kWeighted>(a, coef, v, gr, units, 32, lane, t);
   }
   __pipeline_wait_prior(0);  // no copy still landing in shared memory at exit
   if (a.reduction != kNone) finish_reduction(a, acc);
