@@ -327,8 +327,20 @@ __global__ void __launch_bounds__(kPrepareBlock) ce_prepare_kernel(const Args a)
   if (threadIdx.x == 0) *a.denom = total;
 }
 
+// The row's loss: written for reduction none, else added to the block's sum on the row's leader
+// (the staged kernel; the others spell it out, as above).
+__device__ __forceinline__ void record_loss(const Args& a, std::int64_t row, float li, bool leader,
+                                            double& acc) {
+  if (!leader) return;
+  if (a.reduction == kNone)
+    a.loss[row] = li;
+  else
+    acc += li;
+}
+
 // Row math on the units a lane holds in registers (unit u = c·group + lane for c < kPer, u <
-// units), shared by the group and staged kernels.
+// units), for the staged kernel. The group and block kernels still spell the same loops out:
+// they are kept byte for byte as they ran on the H100 (2026-11-27) until the next GPU run.
 
 template <int kVec, int kPer>
 __device__ __forceinline__ float lane_max(const float (&v)[kPer][kVec], int units, int group, int lane) {
@@ -416,11 +428,30 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
         const int u = c * group + lane;
         if (u < units) load_unit<kVec>(xr + static_cast<std::int64_t>(u) * kVec, v[c]);
       }
-      m = lane_max<kVec, kPer>(v, units, group, lane);
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int u = c * group + lane;
+        if (u < units) {
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) m = fmaxf(m, v[c][j]);
+        }
+      }
     }
     m = group_allreduce(m, MaxOp{}, group);
     RowSums r{0.f, 0.f, 0.f, 0.f};
-    if (t >= 0) r = lane_sums<kVec, kPer, kWeighted>(a, v, m, units, group, lane, t);
+    if (t >= 0) {
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int u = c * group + lane;
+        if (u < units) {
+          float w[kVec];
+          load_weights<kVec, kWeighted>(a.weight, u, w);
+#pragma unroll
+          for (int j = 0; j < kVec; ++j)
+            v[c][j] = add_element<kWeighted>(r, v[c][j], m, w[j], u * kVec + j, t);
+        }
+      }
+    }
     r = group_allreduce(r, SumOp{}, group);
     if (!in_range) continue;
     float* gr = a.grad != nullptr ? a.grad + row * a.k : nullptr;
@@ -433,10 +464,29 @@ __global__ void __launch_bounds__(kGroupBlock, kVec* kPer >= 32 && kVec == 1 ? 2
         else
           acc += li;
       }
-      if (gr != nullptr) lane_grad<kVec, kPer, kWeighted>(a, coef, v, gr, units, group, lane, t);
+      if (gr != nullptr) {
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          const int u = c * group + lane;
+          if (u < units) {
+            float w[kVec], g[kVec];
+            load_weights<kVec, kWeighted>(a.weight, u, w);
+#pragma unroll
+            for (int j = 0; j < kVec; ++j)
+              g[j] = grad_element<kWeighted>(coef, v[c][j], w[j], u * kVec + j, t);
+            store_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec, g);
+          }
+        }
+      }
     } else {
       if (lane == 0 && a.reduction == kNone) a.loss[row] = 0.f;
-      if (gr != nullptr) lane_zero_grad<kVec, kPer>(gr, units, group, lane);
+      if (gr != nullptr) {
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          const int u = c * group + lane;
+          if (u < units) store_zero_unit<kVec>(gr + static_cast<std::int64_t>(u) * kVec);
+        }
+      }
     }
   }
   if (a.reduction != kNone) finish_reduction(a, acc);
@@ -508,12 +558,7 @@ __global__ void __launch_bounds__(kStagedWarps * 32) ce_staged_rows_kernel(const
         group_allreduce(lane_sums<4, kPer, kWeighted>(a, v, m, units, 32, lane, t), SumOp{}, 32);
     RowCoef coef;
     const float li = finish_row<kWeighted>(a, r, t, scale, coef);
-    if (lane == 0) {
-      if (a.reduction == kNone)
-        a.loss[row] = li;
-      else
-        acc += li;
-    }
+    record_loss(a, row, li, lane == 0, acc);
     if (gr != nullptr) lane_grad<4, kPer, kWeighted>(a, coef, v, gr, units, 32, lane, t);
   }
   __pipeline_wait_prior(0);  // no copy still landing in shared memory at exit
