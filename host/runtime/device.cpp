@@ -76,26 +76,22 @@ void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
 bool allow_tf32() { return g_allow_tf32; }
 
 namespace {
+// A switch read from the environment at first use: on for any value but empty or "0".
+bool env_switch(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
 std::atomic<bool>& cudnn_benchmark_flag() {
-  static std::atomic<bool> flag{[] {
-    const char* v = std::getenv("CUGRAD_CUDNN_BENCHMARK");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-  }()};
+  static std::atomic<bool> flag{env_switch("CUGRAD_CUDNN_BENCHMARK")};
+  return flag;
+}
+std::atomic<bool>& cudnn_deterministic_flag() {
+  static std::atomic<bool> flag{env_switch("CUGRAD_CUDNN_DETERMINISTIC")};
   return flag;
 }
 }  // namespace
 void set_cudnn_benchmark(bool on) { cudnn_benchmark_flag() = on; }
 bool cudnn_benchmark() { return cudnn_benchmark_flag(); }
-
-namespace {
-std::atomic<bool>& cudnn_deterministic_flag() {
-  static std::atomic<bool> flag{[] {
-    const char* v = std::getenv("CUGRAD_CUDNN_DETERMINISTIC");
-    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
-  }()};
-  return flag;
-}
-}  // namespace
 void set_cudnn_deterministic(bool on) { cudnn_deterministic_flag() = on; }
 bool cudnn_deterministic() { return cudnn_deterministic_flag(); }
 
