@@ -1,6 +1,8 @@
 // conv2d and pooling benchmark (GPU): cuDNN forward, input gradient and weight gradient for the
 // convolution shapes of ResNet-18 at batch 64 (224x224 images), then the stem max pool and the
-// global average pool against the device-to-device copy bandwidth measured in the same run.
+// global average pool against the device-to-device copy bandwidth measured in the same run;
+// then the two convolutions of the 2-conv CNN (DESIGN.md's train-step row, batch 256, 28x28)
+// with their bias, fused ReLU and bias-gradient passes, to split that step's time by op.
 // Validates each convolution against the float64 CPU reference on a small batch first. Prints
 // the math mode (strict float32 unless CUGRAD_TF32=1) and the algorithm search mode
 // (CUGRAD_CUDNN_BENCHMARK=1: timed search). Exits 0 with a message without a GPU.
@@ -12,10 +14,12 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "cuda/channel_sum.h"
 #include "cuda/conv.h"
 #include "cuda/pool.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
+#include "host/runtime/cuda_context.h"
 
 namespace cg = cugrad;
 namespace F = cugrad::nn::functional;
@@ -90,6 +94,81 @@ double validate(const ConvShape& s, cg::Device dev) {
   const cg::TensorList got = run(dev, cg::DType::float32), ref = run(cg::Device::cpu(), cg::DType::float64);
   for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, rel_error(got[i], ref[i]));
   return worst;
+}
+
+// The 2-conv CNN's convolutions at its training batch (conv1 1->32 @28, conv2 32->64 @26, 3x3,
+// bias): cuDNN's passes (conv1's input gradient is never computed in training: its input needs
+// none) and cugrad's bias passes, each timed alone; the sum is what the step spends on them.
+void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
+  const std::int64_t batch = smoke ? 4 : 256;
+  const ConvShape shapes[] = {{"2-conv conv1 3x3 1->32 @28", 1, 28, 32, 3, 1, 0},
+                              {"2-conv conv2 3x3 32->64 @26", 32, 26, 64, 3, 1, 0}};
+  const cg::Stream stream = cg::Stream::current(dev);
+  void* cs = cg::runtime::cuda_stream(stream);
+  const int sms = cg::runtime::device_properties(dev.index()).multiProcessorCount;
+  std::printf("\n%-30s %9s %9s %9s %9s %9s %9s\n", smoke ? "2-conv CNN (batch 4)" : "2-conv CNN (batch 256)",
+              "fwd ms", "TFLOP/s", "dgrad ms", "TFLOP/s", "wgrad ms", "TFLOP/s");
+  double convs = 0, passes = 0;
+  std::vector<std::string> pass_rows;
+  for (int i = 0; i < 2; ++i) {
+    const ConvShape& s = shapes[i];
+    const cg::Conv2dGeometry g = geometry(s, batch);
+    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
+                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
+    const cg::Tensor b = cg::randn({g.c_out}, dev);
+    const cg::Tensor y = cg::randn({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
+    const cg::Tensor dz = cg::empty(y.shape(), dev), db = cg::empty({g.c_out}, dev);
+    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
+    const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
+    const double fwd = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
+                                   stream);
+    });
+    const double dgrad = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
+                                          stream);
+    });
+    const double wgrad = cg::bench::median_ms(dev, [&] {
+      cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
+                                           stream);
+    });
+    const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
+    std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f\n", s.name, fwd, tflops(fwd), dgrad, tflops(dgrad),
+                wgrad, tflops(wgrad));
+    convs += fwd + wgrad + (i == 1 ? dgrad : 0.0);
+
+    // Bias passes: conv1 adds its bias with the ReLU (conv2d_relu) and takes the masked bias
+    // gradient; conv2 adds its bias and sums dy.
+    const std::int64_t hw = g.out_h * g.out_w;
+    const double bytes = 4.0 * static_cast<double>(y.numel());
+    const double bias = cg::bench::median_ms(dev, [&] {
+      cg::cuda::channel_bias_f32(y.data_ptr<float>(), b.data_ptr<float>(), g.n, g.c_out, hw, i == 0, cs);
+    });
+    const cg::cuda::ChannelSumPlan plan = cg::cuda::channel_sum_plan(g.n, g.c_out, hw, sms);
+    const cg::Tensor ws =
+        cg::empty({std::max<std::int64_t>(1, static_cast<std::int64_t>(plan.workspace_bytes / 4))}, dev);
+    const double sum = cg::bench::median_ms(dev, [&] {
+      if (i == 0)
+        cg::cuda::channel_sum_relu_grad_f32(dy.data_ptr<float>(), y.data_ptr<float>(), dz.data_ptr<float>(),
+                                            db.data_ptr<float>(), g.n, g.c_out, hw, plan,
+                                            ws.data_ptr<float>(), cs);
+      else
+        cg::cuda::channel_sum_f32(dy.data_ptr<float>(), db.data_ptr<float>(), g.n, g.c_out, hw, plan,
+                                  ws.data_ptr<float>(), cs);
+    });
+    const double bias_gbs = 2 * bytes / (bias * 1e-3) / 1e9,
+                 sum_gbs = (i == 0 ? 3 : 1) * bytes / (sum * 1e-3) / 1e9;
+    char row[256];
+    std::snprintf(row, sizeof row,
+                  "%-30s %-26s %9.4f ms %6.1f%% of copy\n%-30s %-26s %9.4f ms %6.1f%% of copy", s.name,
+                  i == 0 ? "bias + ReLU" : "bias", bias, 100.0 * bias_gbs / copy_gbs, s.name,
+                  i == 0 ? "ReLU mask + bias gradient" : "bias gradient", sum, 100.0 * sum_gbs / copy_gbs);
+    pass_rows.emplace_back(row);
+    passes += bias + sum;
+  }
+  for (const std::string& row : pass_rows) std::printf("%s\n", row.c_str());
+  std::printf("RESULT conv_two_conv_cnn_convolutions_ms %.4f\n", convs);
+  std::printf("RESULT conv_two_conv_cnn_bias_passes_ms %.4f\n", passes);
 }
 
 int conv_bench_main() {
@@ -187,6 +266,7 @@ int conv_bench_main() {
     const double bwd = cg::bench::median_ms(dev, [&] { cg::autograd::grad({y}, {x}, {dy}, true); });
     report("adaptive_avg_pool2d backward", bwd, 4.0 * static_cast<double>(x.numel() + y.numel()));
   }
+  two_conv_cnn_rows(dev, smoke, copy_gbs);
   return 0;
 }
 

@@ -369,7 +369,7 @@ void check_stream(const Stream& stream, const char* name) {
 }  // namespace
 
 void conv2d_forward_f32(const float* x, const float* weight, const float* bias, float* y,
-                        const Conv2dGeometry& g, const Stream& stream) {
+                        const Conv2dGeometry& g, const Stream& stream, bool relu) {
   check_stream(stream, "conv2d_forward_f32");
   if (g.n == 0) return;
   const Device dev = stream.device();
@@ -377,19 +377,14 @@ void conv2d_forward_f32(const float* x, const float* weight, const float* bias, 
   const auto buffers = [&](std::int64_t start) {
     return Buffers{const_cast<float*>(x + start * xs), const_cast<float*>(weight), y + start * ys};
   };
-  std::optional<TensorDescriptor> bias_desc;
-  if (bias) bias_desc.emplace(CUDNN_DATA_FLOAT, 1, g.c_out, 1, 1);
-  for_each_chunk<ForwardOp>(
-      g, buffers, dev, stream, [&](std::int64_t start, std::int64_t count, const Plan& p) {
-        const Conv2dGeometry part = with_images(g, count);
-        execute<ForwardOp>(part, buffers(start), 0.0f, p, dev, stream);
-        if (bias) {
-          const TensorDescriptor y_desc(CUDNN_DATA_FLOAT, count, g.c_out, g.out_h, g.out_w);
-          const float one = 1.0f;
-          CUGRAD_CUDNN_CHECK(cudnnAddTensor(cudnn_handle(stream.handle()), &one, bias_desc->get(), bias, &one,
-                                            y_desc.get(), y + start * ys));
-        }
-      });
+  for_each_chunk<ForwardOp>(g, buffers, dev, stream,
+                            [&](std::int64_t start, std::int64_t count, const Plan& p) {
+                              execute<ForwardOp>(with_images(g, count), buffers(start), 0.0f, p, dev, stream);
+                            });
+  // The bias (and the fused ReLU) in one pass of cugrad's kernel over the whole output (int64
+  // indices, so no chunks); it replaced cudnnAddTensor, which the ReLU could not join.
+  if (bias || relu)
+    channel_bias_f32(y, bias, g.n, g.c_out, g.out_h * g.out_w, relu, runtime::cuda_stream(stream));
 }
 
 void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, const Conv2dGeometry& g,
@@ -428,13 +423,11 @@ void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight,
                                    });
 }
 
-void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream) {
-  check_stream(stream, "conv2d_backward_bias_f32");
-  if (g.n == 0) {
-    CUGRAD_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(g.c_out) * sizeof(float),
-                                      runtime::cuda_stream(stream)));
-    return;
-  }
+namespace {
+
+// The bias gradient's channel sums, plain (y null) or through the ReLU's mask (dz written).
+void bias_gradient(const float* dy, const float* y, float* dz, float* dbias, const Conv2dGeometry& g,
+                   const Stream& stream) {
   // cugrad's per-channel sum, not cudnnConvolutionBackwardBias, which took 240 us a call on an
   // H100 for the 2-conv CNN's conv2 gradient (37.7 MB, 13 us at copy rate); int64 indices, so
   // no chunking.
@@ -444,8 +437,34 @@ void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometr
       channel_sum_plan(g.n, g.c_out, hw, runtime::device_properties(dev.index()).multiProcessorCount);
   std::optional<Workspace> ws;
   if (plan.workspace_bytes > 0) ws.emplace(dev, plan.workspace_bytes, stream);
-  channel_sum_f32(dy, dbias, g.n, g.c_out, hw, plan, ws ? static_cast<float*>(ws->data()) : nullptr,
-                  runtime::cuda_stream(stream));
+  float* partials = ws ? static_cast<float*>(ws->data()) : nullptr;
+  if (y)
+    channel_sum_relu_grad_f32(dy, y, dz, dbias, g.n, g.c_out, hw, plan, partials,
+                              runtime::cuda_stream(stream));
+  else
+    channel_sum_f32(dy, dbias, g.n, g.c_out, hw, plan, partials, runtime::cuda_stream(stream));
+}
+
+void zero_bias_gradient(float* dbias, const Conv2dGeometry& g, const Stream& stream) {
+  CUGRAD_CUDA_CHECK(cudaMemsetAsync(dbias, 0, static_cast<std::size_t>(g.c_out) * sizeof(float),
+                                    runtime::cuda_stream(stream)));
+}
+
+}  // namespace
+
+void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream) {
+  check_stream(stream, "conv2d_backward_bias_f32");
+  if (g.n == 0) return zero_bias_gradient(dbias, g, stream);
+  bias_gradient(dy, nullptr, nullptr, dbias, g, stream);
+}
+
+void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, float* dbias,
+                                   const Conv2dGeometry& g, const Stream& stream) {
+  check_stream(stream, "conv2d_backward_bias_relu_f32");
+  CUGRAD_CHECK(y != nullptr && dz != nullptr,
+               "conv2d_backward_bias_relu_f32: needs the ReLU's output and dz");
+  if (g.n == 0) return zero_bias_gradient(dbias, g, stream);
+  bias_gradient(dy, y, dz, dbias, g, stream);
 }
 
 std::size_t conv2d_algorithm_cache_size() {

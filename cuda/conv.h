@@ -32,9 +32,11 @@ namespace cugrad::cuda {
 // Math: strict float32 (CUDNN_FMA_MATH) unless cugrad::allow_tf32(), then the math type cuDNN
 // ranked (TF32 tensor cores allowed; never a down-conversion to half precision).
 
-/// y = conv(x, weight) + bias (bias may be null; added by cudnnAddTensor).
+/// y = conv(x, weight) + bias (bias may be null), then relu(y) when `relu`. The bias and the
+/// ReLU are one pass of cugrad's channel_bias kernel (cuda/channel_sum.h) after cuDNN's
+/// convolution: the same bits as adding the bias and running the ReLU kernel separately.
 void conv2d_forward_f32(const float* x, const float* weight, const float* bias, float* y,
-                        const Conv2dGeometry& g, const Stream& stream);
+                        const Conv2dGeometry& g, const Stream& stream, bool relu = false);
 
 /// dx = the input gradient for the output gradient dy (cudnnConvolutionBackwardData), fully written.
 void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, const Conv2dGeometry& g,
@@ -46,6 +48,13 @@ void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight,
 
 /// dbias[o] = Σ dy over images and pixels (cuda/channel_sum.h, deterministic), fully written.
 void conv2d_backward_bias_f32(const float* dy, float* dbias, const Conv2dGeometry& g, const Stream& stream);
+
+/// The backward of the fused ReLU with the bias gradient (conv2d_relu): dz =
+/// threshold_backward(dy, y) for the ReLU's output y, and dbias[o] = Σ dz, in one pass (the
+/// same bits as the two separately). dz is then the gradient the convolution's input and
+/// weight gradients take.
+void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, float* dbias,
+                                   const Conv2dGeometry& g, const Stream& stream);
 
 /// Number of (direction, geometry, ...) entries in the algorithm cache (tests, diagnostics).
 std::size_t conv2d_algorithm_cache_size();

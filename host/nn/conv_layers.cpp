@@ -46,6 +46,11 @@ Tensor Conv2dImpl::forward(const Tensor& x) {
   return functional::conv2d(x, weight, bias, options.stride, options.padding, options.dilation, options.groups);
 }
 
+Tensor Conv2dImpl::forward_relu(const Tensor& x) {
+  return functional::conv2d_relu(x, weight, bias, options.stride, options.padding, options.dilation,
+                                 options.groups);
+}
+
 std::string Conv2dImpl::extra_repr() const {
   std::ostringstream os;
   os << in_channels << ", " << out_channels << ", kernel_size=" << pair_str(kernel_size)

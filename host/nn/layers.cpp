@@ -3,6 +3,7 @@
 #include <cmath>
 #include <typeinfo>
 
+#include "cugrad/nn/conv.h"
 #include "cugrad/nn/modules.h"
 #include "host/nn/format.h"
 #include "host/ops/op_util.h"
@@ -80,6 +81,21 @@ Tensor batch_norm_then_relu(Module& bn, Module& relu, const Tensor& x) {
   return relu(bn(x));
 }
 
+bool fusable_conv_relu(const Module& conv, const Module* relu) {
+  return fusion_enabled() && typeid(conv) == typeid(Conv2dImpl) && !conv.has_hooks() &&
+         (relu == nullptr || (typeid(*relu) == typeid(ReLUImpl) && !relu->has_hooks()));
+}
+
+Tensor conv_then_relu(Module& conv, Module& relu, const Tensor& x) {
+  if (fusable_conv_relu(conv, &relu)) return static_cast<Conv2dImpl&>(conv).forward_relu(x);
+  return relu(conv(x));
+}
+
+Tensor conv_then_relu(Module& conv, const Tensor& x) {
+  if (fusable_conv_relu(conv, nullptr)) return static_cast<Conv2dImpl&>(conv).forward_relu(x);
+  return conv(x).relu();
+}
+
 std::string BatchNormImpl::extra_repr() const {
   return detail::cat(num_features, ", eps=", py_float(options.eps),
                      ", momentum=", options.momentum ? py_float(*options.momentum) : std::string("None"),
@@ -140,6 +156,11 @@ Tensor SequentialImpl::forward(const Tensor& x) {
   for (std::size_t i = 0; i < modules_.size(); ++i) {
     if (i + 1 < modules_.size() && fusable_batch_norm_relu(*modules_[i], *modules_[i + 1])) {
       y = static_cast<BatchNormImpl&>(*modules_[i]).forward_relu(y);
+      ++i;
+      continue;
+    }
+    if (i + 1 < modules_.size() && fusable_conv_relu(*modules_[i], modules_[i + 1].get())) {
+      y = static_cast<Conv2dImpl&>(*modules_[i]).forward_relu(y);
       ++i;
       continue;
     }

@@ -60,7 +60,7 @@ Tensor TwoConvCnnImpl::forward(const Tensor& x) {
   // The example's relu then max-pool, computed as max-pool then relu: max(relu(a), relu(b)) is
   // relu(max(a, b)) exactly (ties, zeros and NaN included), and the gradient reaches the same
   // element with the same value, while the ReLU's passes run over a quarter of the elements.
-  Tensor y = functional::max_pool2d(conv2(relu(conv1(x))), 2).relu();
+  Tensor y = functional::max_pool2d(conv2(conv_then_relu(*conv1, x)), 2).relu();
   y = dropout1(y).flatten(1);
   return fc2(dropout2(relu(fc1(y))));
 }

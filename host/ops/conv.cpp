@@ -1,6 +1,8 @@
 // nn::functional::conv2d: argument checks, the output geometry, dispatch to the CPU reference
 // (host/cpu/conv: im2col + GEMM) or cuDNN (cuda/conv), and the backward node, which computes
 // the input, weight and bias gradients each only when an input that needs it asks for it.
+// nn::functional::conv2d_relu is the same op with its ReLU fused into the bias pass (forward)
+// and into the bias gradient's channel sums (backward, on CUDA).
 //
 // Choices where PyTorch is more permissive or silent:
 //  - Only batched 4-D input (N, C_in, H, W); a 3-D unbatched input is an error (unsqueeze(0)).
@@ -36,6 +38,8 @@ namespace {
 
 constexpr const char* kOp = "conv2d";
 constexpr const char* kBackward = "Conv2dBackward";
+constexpr const char* kReluOp = "conv2d_relu";
+constexpr const char* kReluBackward = "Conv2dReluBackward";
 
 std::string pair_str(Int2 v) { return detail::cat("(", v.h, ", ", v.w, ")"); }
 
@@ -151,41 +155,97 @@ TensorList conv2d_grads(const Tensor& dy, const Tensor& x, const Tensor& weight,
   return {dx, dw, db};
 }
 
-}  // namespace
+// Gradients of y = relu(conv2d(x, weight, bias)) for dy, given the output y: dz =
+// threshold_backward(dy, y), then conv2d_grads(dz). On CUDA with a bias gradient, the mask and
+// the bias sums are one pass (cuda::conv2d_backward_bias_relu_f32).
+TensorList conv2d_relu_grads(const Tensor& dy, const Tensor& y, const Tensor& x, const Tensor& weight,
+                             const Conv2dGeometry& g, const Device dev, DType dtype, bool need_x, bool need_w,
+                             bool need_b) {
+  CUGRAD_CHECK(dy.shape() == output_shape(g) && dy.dtype() == dtype && dy.device() == dev, kReluBackward,
+               ": the output gradient ", describe(dy), " does not match the output ", dtype,
+               shape_str(output_shape(g)), " on ", dev);
+  if (!(dev.is_cuda() && need_b && g.n > 0))
+    return conv2d_grads(threshold_backward(dy, y), x, weight, g, dev, dtype, need_x, need_w, need_b);
+  Tensor dz = empty(output_shape(g), dev, dtype);
+  Tensor db = empty({g.c_out}, dev, dtype);
+  ++g_bias_grads;
+  {
+    OpScope scope(kReluBackward, dev);
+    scope.reads(dy);
+    scope.reads(y);
+    scope.writes(dz);
+    scope.writes(db);
+    cuda::conv2d_backward_bias_relu_f32(cf32(dy), cf32(y), dz.data_ptr<float>(), db.data_ptr<float>(), g,
+                                        Stream::current(dev));
+  }
+  TensorList grads = conv2d_grads(dz, x, weight, g, dev, dtype, need_x, need_w, false);
+  grads[2] = db;
+  return grads;
+}
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
-              Int2 dilation, std::int64_t groups) {
+// conv2d, and conv2d_relu when `relu`: the forward writes relu(conv + bias) in the bias pass,
+// and the backward masks dy with the saved output (fused with the bias gradient on CUDA).
+Tensor conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                   Int2 dilation, std::int64_t groups, bool relu) {
+  const char* op = relu ? kReluOp : kOp;
   const Conv2dGeometry g = check_conv(x, weight, bias, stride, padding, dilation, groups);
   const Device dev = x.device();
   Tensor y = empty(output_shape(g), dev, x.dtype());
   if (g.n > 0) {
     if (dev.is_cuda()) {
-      OpScope scope(kOp, dev);
+      OpScope scope(op, dev);
       scope.reads(x);
       scope.reads(weight);
       if (bias.defined()) scope.reads(bias);
       scope.writes(y);
       cuda::conv2d_forward_f32(cf32(x), cf32(weight), cf32(bias), y.data_ptr<float>(), g,
-                               Stream::current(dev));
+                               Stream::current(dev), relu);
     } else {
       cpu::conv2d_forward(x.dtype(), x.raw_data(), weight.raw_data(), cptr(bias), y.raw_data(), g);
+      if (relu) {
+        NoGradGuard no_grad;  // the node below records the whole op
+        y.relu_();
+      }
     }
   }
 
   if (autograd::any_requires_grad({&x, &weight, &bias})) {
     const DType dtype = x.dtype();
-    // dweight needs x and dx needs the weight; nothing else is kept.
+    // dweight needs x and dx needs the weight; the fused ReLU's mask needs the output.
     const Tensor saved_x = weight.requires_grad() ? x : Tensor();
     const Tensor saved_w = x.requires_grad() ? weight : Tensor();
-    autograd::record_lambda(
-        kBackward, {x, weight, bias}, {y},
-        [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
-          return conv2d_grads(grads[0], saved[0], saved[1], g, dev, dtype, node.needs_input_grad(0),
-                              node.needs_input_grad(1), node.needs_input_grad(2));
-        },
-        {saved_x, saved_w});
+    if (!relu) {
+      autograd::record_lambda(
+          kBackward, {x, weight, bias}, {y},
+          [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
+            return conv2d_grads(grads[0], saved[0], saved[1], g, dev, dtype, node.needs_input_grad(0),
+                                node.needs_input_grad(1), node.needs_input_grad(2));
+          },
+          {saved_x, saved_w});
+    } else {
+      autograd::record_lambda(
+          kReluBackward, {x, weight, bias}, {y},
+          [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
+            return conv2d_relu_grads(grads[0], saved[2], saved[0], saved[1], g, dev, dtype,
+                                     node.needs_input_grad(0), node.needs_input_grad(1),
+                                     node.needs_input_grad(2));
+          },
+          {saved_x, saved_w, y});
+    }
   }
   return y;
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+              Int2 dilation, std::int64_t groups) {
+  return conv2d_impl(x, weight, bias, stride, padding, dilation, groups, false);
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias, Int2 stride, Int2 padding,
+                   Int2 dilation, std::int64_t groups) {
+  return conv2d_impl(x, weight, bias, stride, padding, dilation, groups, true);
 }
 
 }  // namespace nn::functional

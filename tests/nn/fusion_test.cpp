@@ -1,10 +1,10 @@
 // Module fusion (nn::set_fusion_enabled): Sequential, ResNet's stem and BasicBlocks run a
 // BatchNorm followed by a ReLU as one functional::batch_norm_relu when neither module has
-// hooks. Checked here: that the fusion happens (the graph records BatchNormReluBackward),
-// that any hook on either module turns it off (and hooks see the pre-ReLU tensor), that
-// removing the hook turns it back on, and that whole models give the same outputs, running
-// statistics and gradients with and without it (bit for bit, on the CPU and on CUDA, the latter
-// with deterministic cuDNN convolutions).
+// hooks; Sequential and TwoConvCnn run a Conv2d followed by a ReLU as one conv2d_relu. Checked here: that the
+// fusion happens (the graph records BatchNormReluBackward), that any hook on either module turns it off (and
+// hooks see the pre-ReLU tensor), that removing the hook turns it back on, and that whole models give the
+// same outputs, running statistics and gradients with and without it (bit for bit, on the CPU and on CUDA,
+// the latter with deterministic cuDNN convolutions).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -81,10 +81,12 @@ void expect_fusion_changes_nothing(MakeModel make, const cg::Shape& in_shape, cg
   const cg::Tensor probe = fused_model(x);
   const cg::Tensor dy = cg::randn(probe.shape()).to(dev);
   fused_model->zero_grad();
+  cg::manual_seed(9);  // the same dropout masks in both steps
   const StepResult fused = run_step(fused_model, x, dy);
   nn::set_fusion_enabled(false);
   plain_model(x);  // the same number of steps as the fused model (running statistics)
   plain_model->zero_grad();
+  cg::manual_seed(9);
   const StepResult plain = run_step(plain_model, x, dy);
   expect_same(fused, plain);
 }
@@ -138,6 +140,73 @@ TEST(Fusion, BatchNormThenReluIsOneOpUnlessHooked) {
   EXPECT_NE(leaky(x).grad_fn_name(), "BatchNormReluBackward");
 }
 
+TEST(Fusion, ConvThenReluIsOneOpUnlessHooked) {
+  FusionGuard guard;
+  nn::set_fusion_enabled(true);
+  cg::manual_seed(3);
+  nn::Conv2d conv(2, 3, 3, {.padding = 1});
+  nn::ReLU relu;
+  nn::Sequential seq({conv, relu});
+  const cg::Tensor x = cg::randn({2, 2, 5, 5}).requires_grad_();
+  EXPECT_EQ(seq(x).grad_fn_name(), "Conv2dReluBackward");
+  EXPECT_EQ(nn::conv_then_relu(*conv, *relu, x).grad_fn_name(), "Conv2dReluBackward");
+  EXPECT_EQ(nn::conv_then_relu(*conv, x).grad_fn_name(), "Conv2dReluBackward");
+
+  nn::set_fusion_enabled(false);
+  EXPECT_EQ(seq(x).grad_fn_name(), "ReluBackward");
+  EXPECT_EQ(nn::conv_then_relu(*conv, x).grad_fn_name(), "ReluBackward");
+  nn::set_fusion_enabled(true);
+
+  // A hook on either module: both run as modules, and the hooks see the pre-ReLU tensor.
+  cg::Tensor seen;
+  cg::HookHandle h1 = conv->register_forward_hook(
+      [&](nn::Module&, const cg::TensorList&, const cg::Tensor& out) { seen = out.detach(); });
+  EXPECT_EQ(seq(x).grad_fn_name(), "ReluBackward");
+  EXPECT_EQ(nn::conv_then_relu(*conv, x).grad_fn_name(), "ReluBackward");
+  ASSERT_TRUE(seen.defined());
+  EXPECT_LT(seen.min().item<float>(), 0.f);  // before the ReLU
+  h1.remove();
+  EXPECT_EQ(seq(x).grad_fn_name(), "Conv2dReluBackward");
+
+  int fired = 0;
+  cg::HookHandle h2 = relu->register_full_backward_hook(
+      [&](nn::Module&, const cg::TensorList&, const cg::TensorList&) { ++fired; });
+  seq(x).sum().backward();
+  EXPECT_EQ(fired, 1);
+  h2.remove();
+  EXPECT_EQ(seq(x).grad_fn_name(), "Conv2dReluBackward");
+
+  // Only a Conv2d directly followed by a ReLU fuses; a BatchNorm between them fuses with the ReLU.
+  nn::Sequential leaky({nn::Conv2d(2, 3, 3), nn::LeakyReLU(0.1)});
+  EXPECT_NE(leaky(x).grad_fn_name(), "Conv2dReluBackward");
+  nn::Sequential bn({nn::Conv2d(2, 3, 3), nn::BatchNorm2d(3), nn::ReLU()});
+  EXPECT_EQ(bn(x).grad_fn_name(), "BatchNormReluBackward");
+}
+
+TEST(Fusion, TwoConvCnnFusesItsFirstConvolutionAndRelu) {
+  FusionGuard guard;
+  cg::manual_seed(4);
+  nn::TwoConvCnn model(10, 1, 12);
+  std::string conv2_input;
+  cg::HookHandle h = model->conv2->register_forward_pre_hook(
+      [&](nn::Module&, const cg::TensorList& in) { conv2_input = in[0].grad_fn_name(); });
+  const cg::Tensor x = cg::randn({2, 1, 12, 12});
+  nn::set_fusion_enabled(true);
+  model(x);
+  EXPECT_EQ(conv2_input, "Conv2dReluBackward");
+  nn::set_fusion_enabled(false);
+  model(x);
+  EXPECT_EQ(conv2_input, "ReluBackward");
+  // A hook on conv1 turns the fusion off (the hook sees conv1's own output).
+  nn::set_fusion_enabled(true);
+  cg::HookHandle h1 =
+      model->conv1->register_forward_hook([](nn::Module&, const cg::TensorList&, const cg::Tensor&) {});
+  model(x);
+  EXPECT_EQ(conv2_input, "ReluBackward");
+  h1.remove();
+  h.remove();
+}
+
 TEST(Fusion, ResNetBlocksFuseTheirFirstBatchNormAndRelu) {
   FusionGuard guard;
   cg::manual_seed(2);
@@ -162,7 +231,15 @@ TEST(Fusion, ModelsGiveTheSameResultsFusedOrNot) {
     expect_fusion_changes_nothing([] { return nn::ReferenceCnn(4); }, {3, 1, 28, 28}, cg::Device::cpu(),
                                   training);
     expect_fusion_changes_nothing([] { return nn::resnet18(5); }, {2, 3, 32, 32}, cg::Device::cpu(), training);
+    expect_fusion_changes_nothing([] { return nn::TwoConvCnn(10, 1, 12); }, {3, 1, 12, 12}, cg::Device::cpu(),
+                                  training);
   }
+  expect_fusion_changes_nothing(
+      [] {
+        return nn::Sequential(
+            {nn::Conv2d(1, 4, 3), nn::ReLU(), nn::Conv2d(4, 2, 3, {.bias = false}), nn::ReLU()});
+      },
+      {2, 1, 9, 9}, cg::Device::cpu(), true);
 }
 
 TEST(FusionGPU, ModelsGiveTheSameResultsFusedOrNotOnCuda) {
@@ -171,4 +248,13 @@ TEST(FusionGPU, ModelsGiveTheSameResultsFusedOrNotOnCuda) {
     expect_fusion_changes_nothing([] { return nn::ReferenceCnn(4); }, {3, 1, 28, 28}, cg::Device::cuda(0),
                                   training);
   expect_fusion_changes_nothing([] { return nn::resnet18(5); }, {2, 3, 32, 32}, cg::Device::cuda(0), true);
+  for (const bool training : {true, false})
+    expect_fusion_changes_nothing([] { return nn::TwoConvCnn(10, 1, 28); }, {8, 1, 28, 28},
+                                  cg::Device::cuda(0), training);
+  expect_fusion_changes_nothing(
+      [] {
+        return nn::Sequential(
+            {nn::Conv2d(1, 4, 3), nn::ReLU(), nn::Conv2d(4, 2, 3, {.bias = false}), nn::ReLU()});
+      },
+      {2, 1, 9, 9}, cg::Device::cuda(0), true);
 }

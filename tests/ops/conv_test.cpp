@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <functional>
 #include <regex>
@@ -482,6 +483,100 @@ TEST(Conv2dGradcheck, InputWeightAndBias) {
       "");
 }
 
+// ---- conv2d_relu: relu(conv2d(...)) fused, the same bits ----
+
+namespace {
+
+// What a step takes from relu(conv2d(x, w, b)), fused (conv2d_relu) or not (conv2d then relu),
+// on `dev`: the output and the gradients for in.dy of the inputs in `need` (x, w, b).
+cg::TensorList relu_conv_results(const Cfg& c, const Inputs& in, cg::Device dev, bool fused,
+                                 std::array<bool, 3> need, std::string* node = nullptr) {
+  // detach: on the CPU .to(dev) is the same tensor, whose requires_grad must not change.
+  cg::TensorList leaves{in.x.to(dev).detach(), in.w.to(dev).detach(),
+                        c.bias ? in.b.to(dev).detach() : cg::Tensor()},
+      wrt;
+  for (std::size_t i = 0; i < 3; ++i)
+    if (leaves[i].defined() && need[i]) {
+      leaves[i].requires_grad_();
+      wrt.push_back(leaves[i]);
+    }
+  const cg::Tensor y =
+      fused ? F::conv2d_relu(leaves[0], leaves[1], leaves[2], c.stride, c.padding, c.dilation, c.groups)
+            : run_conv(c, leaves[0], leaves[1], leaves[2]).relu();
+  if (node) *node = wrt.empty() ? "Conv2dReluBackward" : y.grad_fn_name();  // no grad needed: no node
+  cg::TensorList out{y.detach()};
+  if (!wrt.empty())
+    for (const cg::Tensor& g : cg::autograd::grad({y}, wrt, {in.dy.to(dev)})) out.push_back(g);
+  return out;
+}
+
+void expect_relu_fusion_changes_nothing(const Cfg& c, const Inputs& in, cg::Device dev) {
+  SCOPED_TRACE(c.name());
+  for (const std::array<bool, 3> need :
+       {std::array<bool, 3>{true, true, true}, std::array<bool, 3>{true, false, false},
+        std::array<bool, 3>{false, true, true}, std::array<bool, 3>{false, false, true},
+        std::array<bool, 3>{false, true, false}}) {
+    SCOPED_TRACE(cg::detail::cat("needs x ", need[0], " w ", need[1], " b ", need[2]));
+    std::string node;
+    const cg::TensorList fused = relu_conv_results(c, in, dev, true, need, &node);
+    const cg::TensorList plain = relu_conv_results(c, in, dev, false, need);
+    EXPECT_EQ(node, "Conv2dReluBackward");
+    ASSERT_EQ(fused.size(), plain.size());
+    for (std::size_t i = 0; i < fused.size(); ++i)
+      EXPECT_TRUE(cg::testing::all_equal(fused[i].cpu(), plain[i].cpu())) << "result " << i;
+  }
+}
+
+}  // namespace
+
+TEST(Conv2d, ReluFusedIsConvThenReluBitForBit) {
+  cg::manual_seed(130);
+  for (const cg::DType dtype : {cg::DType::float32, cg::DType::float64})
+    for (const Cfg& c : configs()) {
+      Inputs in = make_inputs(c, dtype);
+      expect_relu_fusion_changes_nothing(c, in, kCpu);
+    }
+  // NaN: a NaN input makes NaN outputs, which the ReLU keeps and whose gradient passes.
+  const Cfg c{{2, 2, 5, 5}, 3, 3, 1, 1};
+  Inputs in = make_inputs(c);
+  std::vector<float> xv = in.x.to_vector<float>();
+  xv[7] = NAN;
+  in.x = cg::from_vector(xv, c.x);
+  expect_relu_fusion_changes_nothing(c, in, kCpu);
+  // The ReLU happened: no negative output, some zeros.
+  const std::vector<float> y = F::conv2d_relu(in.x, in.w, in.b, c.stride, c.padding).to_vector<float>();
+  EXPECT_GT(std::count_if(y.begin(), y.end(), [](float v) { return std::isnan(v); }), 0);
+  EXPECT_EQ(std::count_if(y.begin(), y.end(), [](float v) { return v < 0.f; }), 0);
+  EXPECT_GT(std::count(y.begin(), y.end(), 0.f), 0);
+}
+
+TEST(Conv2d, ReluFusedEmptyBatchAndErrors) {
+  const Cfg c{{0, 3, 5, 5}, 4, 3, 1, 1};
+  const Inputs in = make_inputs(c);
+  expect_relu_fusion_changes_nothing(c, in, kCpu);
+  const std::string m = message_of([&] { F::conv2d_relu(in.x, in.w.reshape({4, 27}), in.b); });
+  EXPECT_NE(m.find("conv2d"), std::string::npos) << m;
+  EXPECT_NE(m.find("4-D weight"), std::string::npos) << m;
+}
+
+TEST(Conv2dGradcheck, ReluFused) {
+  cg::manual_seed(131);
+  for (const Cfg& c :
+       {Cfg{{2, 3, 5, 4}, 2, 3, 1, 1}, Cfg{{1, 4, 7, 6}, 4, 3, 2, 1, 1, 2, false}, Cfg{{2, 2, 3, 4}, 3, 1}}) {
+    SCOPED_TRACE(c.name());
+    const Inputs in = make_inputs(c, cg::DType::float64);
+    cg::TensorList leaves{in.x.clone().requires_grad_(), in.w.clone().requires_grad_()};
+    if (c.bias) leaves.push_back(in.b.clone().requires_grad_());
+    EXPECT_EQ(cg::autograd::gradcheck(
+                  [&](const cg::TensorList& t) {
+                    return F::conv2d_relu(t[0], t[1], c.bias ? t[2] : cg::Tensor(), c.stride, c.padding,
+                                          c.dilation, c.groups);
+                  },
+                  leaves),
+              "");
+  }
+}
+
 // ---- GPU: cuDNN against the float64 CPU reference ----
 
 namespace {
@@ -688,6 +783,129 @@ TEST(Conv2dGPU, ChannelSumMatchesTheHostAtAwkwardSizes) {
     for (std::int64_t ch = 0; ch < z.c; ++ch)
       ASSERT_EQ(got[static_cast<std::size_t>(ch)], want[static_cast<std::size_t>(ch)]) << "channel " << ch;
     EXPECT_TRUE(cg::testing::all_equal(outs[0], outs[1])) << "two runs differ";
+  }
+}
+
+// The forward's bias pass (channel_bias_f32, with and without the ReLU, without a bias) and the
+// fused ReLU backward's channel sums (channel_sum_relu_grad_f32) against the host, exactly:
+// integer-valued data, so every sum is exact in float32 whatever the order; NaN outputs and
+// NaN ReLU outputs included; misaligned views take the scalar path; outputs poisoned with NaN.
+TEST(Conv2dGPU, ChannelBiasAndReluGradMatchTheHost) {
+  CUGRAD_REQUIRE_GPU();
+  const cg::Stream stream = cg::Stream::current(kCuda);
+  void* cs = cg::runtime::cuda_stream(stream);
+  const int sms = cg::runtime::device_properties(0).multiProcessorCount;
+  struct Size {
+    std::int64_t n, c, hw, offset;
+  };
+  std::uint32_t state = 777u;
+  const auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(static_cast<int>(state >> 28) - 7);  // -7..8
+  };
+  for (const Size z : {Size{1, 1, 1, 0}, Size{3, 5, 7, 0}, Size{2, 3, 4, 0}, Size{5, 7, 676, 0},
+                       Size{33, 9, 576, 1}, Size{129, 3, 100, 0}, Size{64, 513, 9, 0}, Size{256, 2, 1, 3},
+                       Size{7, 1, 100003, 0}, Size{16, 32, 676, 2}, Size{16, 64, 576, 0}}) {
+    SCOPED_TRACE(cg::detail::cat("n ", z.n, " c ", z.c, " hw ", z.hw, " offset ", z.offset));
+    const std::int64_t numel = z.n * z.c * z.hw;
+    const auto total = static_cast<std::size_t>(numel + z.offset);
+    std::vector<float> yv(total), dyv(total), bv(static_cast<std::size_t>(z.c));
+    for (float& v : bv) v = next();
+    for (std::size_t i = 0; i < total; ++i) {
+      yv[i] = next();
+      dyv[i] = next();
+    }
+    yv[total - 1] = NAN;                       // a NaN output: kept by the ReLU, passes its gradient
+    if (total > 2) dyv[total / 2] = INFINITY;  // masked or passed as it is
+    const auto channel_of = [&](std::size_t i) {
+      return static_cast<std::size_t>(((i - z.offset) / z.hw) % z.c);
+    };
+
+    // Forward: y + b, relu(y + b), relu(y).
+    for (const int mode : {0, 1, 2}) {
+      SCOPED_TRACE(mode == 0 ? "bias" : mode == 1 ? "bias and relu" : "relu only");
+      const bool relu = mode != 0, with_bias = mode != 2;
+      const cg::Tensor buf = cg::from_vector(yv, {numel + z.offset}).to(kCuda);
+      const cg::Tensor bias = cg::from_vector(bv, {z.c}).to(kCuda);
+      cg::cuda::channel_bias_f32(buf.data_ptr<float>() + z.offset,
+                                 with_bias ? bias.data_ptr<float>() : nullptr, z.n, z.c, z.hw, relu, cs);
+      const std::vector<float> got = buf.cpu().to_vector<float>();
+      for (std::size_t i = 0; i < total; ++i) {
+        float want = yv[i];
+        if (i >= static_cast<std::size_t>(z.offset)) {
+          if (with_bias) want += bv[channel_of(i)];
+          if (relu && !std::isnan(want)) want = want > 0.f ? want : 0.f;
+        }
+        if (std::isnan(want)) {
+          ASSERT_TRUE(std::isnan(got[i])) << "element " << i;
+        } else {
+          ASSERT_EQ(got[i], want) << "element " << i;
+        }
+      }
+    }
+
+    // Backward: dz = threshold_backward(dy, y), sums of dz per channel; two runs bit for bit.
+    std::vector<float> want_dz(static_cast<std::size_t>(numel));
+    std::vector<double> want_sum(static_cast<std::size_t>(z.c), 0.0);
+    for (std::size_t i = static_cast<std::size_t>(z.offset); i < total; ++i) {
+      const float dz = yv[i] <= 0.f ? 0.f : dyv[i];
+      want_dz[i - z.offset] = dz;
+      want_sum[channel_of(i)] += dz;
+    }
+    const cg::Tensor ydev = cg::from_vector(yv, {numel + z.offset}).to(kCuda);
+    const cg::Tensor dydev = cg::from_vector(dyv, {numel + z.offset}).to(kCuda);
+    const cg::cuda::ChannelSumPlan plan = cg::cuda::channel_sum_plan(z.n, z.c, z.hw, sms);
+    const cg::Tensor ws = cg::full(
+        {std::max<std::int64_t>(1, static_cast<std::int64_t>(plan.workspace_bytes / 4))}, NAN, kCuda);
+    cg::TensorList sums, dzs;
+    for (int run = 0; run < 2; ++run) {
+      const cg::Tensor dz = cg::full({numel + z.offset}, NAN, kCuda);
+      const cg::Tensor out = cg::full({z.c}, NAN, kCuda);
+      cg::cuda::channel_sum_relu_grad_f32(dydev.data_ptr<float>() + z.offset,
+                                          ydev.data_ptr<float>() + z.offset, dz.data_ptr<float>() + z.offset,
+                                          out.data_ptr<float>(), z.n, z.c, z.hw, plan, ws.data_ptr<float>(),
+                                          cs);
+      sums.push_back(out.cpu());
+      dzs.push_back(dz.cpu());
+    }
+    const std::vector<float> got_dz = dzs[0].to_vector<float>(), got_sum = sums[0].to_vector<float>();
+    for (std::int64_t i = 0; i < z.offset; ++i) ASSERT_TRUE(std::isnan(got_dz[static_cast<std::size_t>(i)]));
+    for (std::int64_t i = 0; i < numel; ++i)
+      ASSERT_EQ(got_dz[static_cast<std::size_t>(i + z.offset)], want_dz[static_cast<std::size_t>(i)])
+          << "dz element " << i;
+    for (std::int64_t ch = 0; ch < z.c; ++ch) {
+      const auto k = static_cast<std::size_t>(ch);
+      if (std::isinf(want_sum[k]))
+        ASSERT_EQ(got_sum[k], static_cast<float>(want_sum[k])) << "channel " << ch;
+      else
+        ASSERT_EQ(got_sum[k], want_sum[k]) << "channel " << ch;
+    }
+    EXPECT_TRUE(cg::testing::all_equal(sums[0], sums[1])) << "two runs differ";
+    EXPECT_TRUE(cg::testing::all_equal(dzs[0], dzs[1])) << "two runs differ";
+  }
+}
+
+// conv2d_relu on CUDA: the same bits as conv2d then relu (deterministic algorithms, so the two
+// runs of cuDNN agree), at awkward shapes and the 2-conv CNN's, and close to the float64 CPU.
+TEST(Conv2dGPU, ReluFusedIsConvThenReluBitForBit) {
+  CUGRAD_REQUIRE_GPU();
+  cg::testing::DeterministicConvolutions deterministic;
+  cg::manual_seed(132);
+  std::vector<Cfg> cases = configs();
+  cases.push_back({{16, 1, 28, 28}, 32, 3});   // the 2-conv CNN's conv1 (676 pixels: float4 path)
+  cases.push_back({{16, 32, 26, 26}, 64, 3});  // its conv2
+  cases.push_back({{5, 3, 9, 9}, 7, 3});       // 49 pixels: scalar path
+  for (const Cfg& c : cases) {
+    const Inputs in = make_inputs(c);
+    expect_relu_fusion_changes_nothing(c, in, kCuda);
+    const cg::TensorList gpu = relu_conv_results(c, in, kCuda, true, {true, true, true});
+    Inputs in64 = in;
+    for (cg::Tensor* t : {&in64.x, &in64.w, &in64.b, &in64.dy})
+      if (t->defined()) *t = t->to(cg::DType::float64);
+    const cg::TensorList cpu = relu_conv_results(c, in64, kCpu, true, {true, true, true});
+    ASSERT_EQ(gpu.size(), cpu.size());
+    for (std::size_t i = 0; i < gpu.size(); ++i)
+      EXPECT_TRUE(norm_close(gpu[i], cpu[i], 1e-4)) << c.name() << " result " << i;
   }
 }
 

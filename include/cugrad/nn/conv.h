@@ -28,6 +28,9 @@ class Conv2dImpl : public Module {
   Conv2dImpl(std::int64_t in_channels, std::int64_t out_channels, Int2 kernel_size,
              const Conv2dOptions& options = {});
   Tensor forward(const Tensor& x) override;
+  /// relu(forward(x)) as one functional::conv2d_relu, without firing hooks (conv_then_relu in
+  /// cugrad/nn/modules.h decides when that is allowed).
+  Tensor forward_relu(const Tensor& x);
   std::string extra_repr() const override;
 
   std::int64_t in_channels, out_channels;

@@ -87,6 +87,17 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Int2 stride = 1,
               Int2 padding = 0, Int2 dilation = 1, std::int64_t groups = 1);
 
+/// relu(conv2d(...)) in one op, with the same arguments and results (bit for bit, the gradients
+/// too; graph node Conv2dReluBackward). On CUDA the bias pass after cuDNN's convolution also
+/// applies the ReLU (no separate ReLU pass), and backward masks dy with the saved output in the
+/// same pass as the bias gradient's channel sums (threshold_backward and the sums separately
+/// otherwise): a training step makes 5 passes over the output besides cuDNN's instead of the 8
+/// that the bias, the ReLU and their gradients make apart, and two launches fewer. The CPU runs conv2d, relu
+/// in place and threshold_backward. Sequential and TwoConvCnn use it for a Conv2d followed by a ReLU when the
+/// Conv2d has no hooks (see nn::set_fusion_enabled in cugrad/nn/module.h).
+Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Int2 stride = 1,
+                   Int2 padding = 0, Int2 dilation = 1, std::int64_t groups = 1);
+
 /// Max pooling over (N, C, H, W); stride defaults to the kernel size; padding pads with -inf.
 /// Output size floor((H + 2p - d(k-1) - 1) / s) + 1 (ceil_mode false); padding at most half the
 /// kernel. Backward routes each gradient to the first maximum of its window (row-major order; a

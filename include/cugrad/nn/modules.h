@@ -70,6 +70,14 @@ Tensor batch_norm_then_relu(Module& bn, Module& relu, const Tensor& x);
 /// Whether batch_norm_then_relu would fuse `bn` and `relu` now.
 bool fusable_batch_norm_relu(const Module& bn, const Module& relu);
 
+/// `relu(conv(x))` through operator() (hooks fire), or one fused functional::conv2d_relu when
+/// fusion is enabled, `conv` is a Conv2d and `relu` a ReLU (exactly those types), and neither
+/// has hooks. The overload without a ReLU module is for a functional ReLU (x.relu()).
+Tensor conv_then_relu(Module& conv, Module& relu, const Tensor& x);
+Tensor conv_then_relu(Module& conv, const Tensor& x);
+/// Whether conv_then_relu would fuse `conv` and `relu` now (relu null: a functional ReLU).
+bool fusable_conv_relu(const Module& conv, const Module* relu);
+
 /// BatchNorm over (N, C) or (N, C, L) input.
 class BatchNorm1dImpl : public BatchNormImpl {
  public:
@@ -164,8 +172,9 @@ CUGRAD_MODULE(Identity);
 
 /// Runs its modules in order, each through operator() (so their hooks fire), except that a
 /// BatchNorm1d/2d directly followed by a ReLU, neither with hooks, runs as one fused
-/// batch_norm_relu (same results; see set_fusion_enabled in module.h). Children are named "0",
-/// "1", ... as in PyTorch.
+/// batch_norm_relu, and a Conv2d directly followed by a ReLU, neither with hooks, as one
+/// conv2d_relu (same results; see set_fusion_enabled in module.h). Children are named "0", "1",
+/// ... as in PyTorch.
 class SequentialImpl : public Module {
  public:
   SequentialImpl() : Module("Sequential") {}
