@@ -2,7 +2,8 @@
 // convolution shapes of ResNet-18 at batch 64 (224x224 images), then the stem max pool and the
 // global average pool against the device-to-device copy bandwidth measured in the same run;
 // then the two convolutions of the 2-conv CNN (DESIGN.md's train-step row, batch 256, 28x28)
-// with their bias, fused ReLU and bias-gradient passes, to split that step's time by op.
+// with their bias, fused ReLU and bias-gradient passes, to split that step's time by op, and
+// conv1 through cugrad's direct kernels against cuDNN.
 // Validates each convolution against the float64 CPU reference on a small batch first. Prints
 // the math mode (strict float32 unless CUGRAD_TF32=1) and the algorithm search mode
 // (CUGRAD_CUDNN_BENCHMARK=1: timed search). Exits 0 with a message without a GPU.
@@ -16,6 +17,7 @@
 #include "bench/bench_util.h"
 #include "cuda/channel_sum.h"
 #include "cuda/conv.h"
+#include "cuda/conv_direct.h"
 #include "cuda/pool.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
@@ -108,7 +110,7 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
   const int sms = cg::runtime::device_properties(dev.index()).multiProcessorCount;
   std::printf("\n%-30s %9s %9s %9s %9s %9s %9s\n", smoke ? "2-conv CNN (batch 4)" : "2-conv CNN (batch 256)",
               "fwd ms", "TFLOP/s", "dgrad ms", "TFLOP/s", "wgrad ms", "TFLOP/s");
-  double convs = 0, passes = 0;
+  double convs = 0, passes = 0, cudnn_conv1 = 0, direct_conv1 = 0, cudnn_conv1_passes = 0;
   std::vector<std::string> pass_rows;
   for (int i = 0; i < 2; ++i) {
     const ConvShape& s = shapes[i];
@@ -120,10 +122,12 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
     const cg::Tensor dz = cg::empty(y.shape(), dev), db = cg::empty({g.c_out}, dev);
     const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
     const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
+    const bool direct_before = cg::cuda::set_direct_convolutions(false);  // cuDNN's time first
     const double fwd = cg::bench::median_ms(dev, [&] {
       cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
                                    stream);
     });
+    cg::cuda::set_direct_convolutions(direct_before);
     const double dgrad = cg::bench::median_ms(dev, [&] {
       cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
                                           stream);
@@ -133,9 +137,36 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
                                            stream);
     });
     const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
-    std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f\n", s.name, fwd, tflops(fwd), dgrad, tflops(dgrad),
-                wgrad, tflops(wgrad));
+    std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f  (cuDNN)\n", s.name, fwd, tflops(fwd), dgrad,
+                tflops(dgrad), wgrad, tflops(wgrad));
     convs += fwd + wgrad + (i == 1 ? dgrad : 0.0);
+    if (i == 0) cudnn_conv1 = fwd + wgrad;
+
+    // cugrad's direct kernels where they apply (conv1: 9 taps): the forward with bias and ReLU,
+    // and the weight and bias gradients through the ReLU's mask, as a training step runs them.
+    if (cg::cuda::direct_conv_supported(g)) {
+      const double dfwd = cg::bench::median_ms(dev, [&] {
+        cg::cuda::direct_conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
+                                            y.data_ptr<float>(), g, true, cs);
+      });
+      const cg::cuda::DirectConvPlan dplan = cg::cuda::direct_conv_plan(g, sms);
+      const cg::Tensor dws = cg::empty({static_cast<std::int64_t>(dplan.workspace_bytes / 4)}, dev);
+      const double dparams = cg::bench::median_ms(dev, [&] {
+        cg::cuda::direct_conv2d_backward_params_f32(
+            x.data_ptr<float>(), dy.data_ptr<float>(), y.data_ptr<float>(), dw.data_ptr<float>(),
+            db.data_ptr<float>(), g, dplan, dws.data_ptr<float>(), cs);
+      });
+      const double xb = 4.0 * static_cast<double>(x.numel()), yb = 4.0 * static_cast<double>(y.numel());
+      const double fwd_gbs = (xb + yb) / (dfwd * 1e-3) / 1e9,
+                   par_gbs = (xb + 2 * yb) / (dparams * 1e-3) / 1e9;
+      char row[256];
+      std::snprintf(row, sizeof row,
+                    "%-30s %-26s %9.4f ms %6.1f%% of copy\n%-30s %-26s %9.4f ms %6.1f%% of copy", s.name,
+                    "direct fwd + bias + ReLU", dfwd, 100.0 * fwd_gbs / copy_gbs, s.name,
+                    "direct dW + db (masked)", dparams, 100.0 * par_gbs / copy_gbs);
+      pass_rows.emplace_back(row);
+      direct_conv1 = dfwd + dparams;
+    }
 
     // Bias passes: conv1 adds its bias with the ReLU (conv2d_relu) and takes the masked bias
     // gradient; conv2 adds its bias and sums dy.
@@ -165,10 +196,15 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
                   i == 0 ? "ReLU mask + bias gradient" : "bias gradient", sum, 100.0 * sum_gbs / copy_gbs);
     pass_rows.emplace_back(row);
     passes += bias + sum;
+    if (i == 0) cudnn_conv1_passes = bias + sum;
   }
   for (const std::string& row : pass_rows) std::printf("%s\n", row.c_str());
-  std::printf("RESULT conv_two_conv_cnn_convolutions_ms %.4f\n", convs);
+  // cuDNN's path for both (what a step took before the direct kernels), and conv1 both ways:
+  // cuDNN forward + weight gradient + bias passes against the two direct launches.
+  std::printf("RESULT conv_two_conv_cnn_cudnn_convolutions_ms %.4f\n", convs);
   std::printf("RESULT conv_two_conv_cnn_bias_passes_ms %.4f\n", passes);
+  std::printf("RESULT conv_two_conv_cnn_conv1_cudnn_ms %.4f\n", cudnn_conv1 + cudnn_conv1_passes);
+  std::printf("RESULT conv_two_conv_cnn_conv1_direct_ms %.4f\n", direct_conv1);
 }
 
 int conv_bench_main() {

@@ -10,9 +10,11 @@
 // the host takes to issue one step is measured (bench_util.h, pipelined_ms): whether the step is bound by the
 // host or the device.
 //
-// The plain step of the models with BatchNorm is timed once more in the same run with module
-// fusion off (nn::set_fusion_enabled(false): BatchNorm and ReLU as two ops; results *_unfused), so
-// one call measures what fusing them saves. The hooks variant never fuses (every module is hooked).
+// The plain step is timed once more in the same run with module fusion off
+// (nn::set_fusion_enabled(false): BatchNorm or Conv2d and ReLU as two ops; results *_unfused), so
+// one call measures what fusing them saves, and (the two CNNs, whose first convolution runs
+// cugrad's direct kernels) with every convolution on cuDNN (results *_cudnn_only). The hooks
+// variant never fuses (every module is hooked).
 //
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
@@ -30,6 +32,7 @@
 #include <cuda_profiler_api.h>
 
 #include "bench/bench_util.h"
+#include "cuda/conv_direct.h"
 #include "cugrad/nn/inspect_hooks.h"
 #include "cugrad/nn/models.h"
 
@@ -80,9 +83,12 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
   return ms + 0 * checksum;
 }
 
-// `fusable`: the model has BatchNorm+ReLU pairs that module fusion joins (timed once more without).
+// `fusable`: the model has BatchNorm+ReLU or Conv2d+ReLU pairs that module fusion joins (timed once
+// more without). `direct`: it has a convolution that cugrad's direct kernels run (timed once more
+// with cuDNN for it: cuda::set_direct_convolutions(false)).
 void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::Module& classifier,
-               const cg::Shape& input, std::int64_t classes, int runs, bool fusable = true) {
+               const cg::Shape& input, std::int64_t classes, int runs, bool fusable = true,
+               bool direct = false) {
   cg::bench::Pipelined pipe{};
   const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
@@ -98,13 +104,23 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
+  if (direct) {
+    const bool before = cg::cuda::set_direct_convolutions(false);
+    const double cudnn_only = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
+    cg::cuda::set_direct_convolutions(before);
+    std::printf("%-32s %9.3f ms with every convolution on cuDNN (direct kernels %s above)\n", "", cudnn_only,
+                before ? "on" : "off");
+    std::printf("RESULT train_step_%s_cudnn_only %.4f\n", name.c_str(), cudnn_only);
+  }
   if (!fusable) return;
   const bool fusion = nn::fusion_enabled();
   nn::set_fusion_enabled(false);
   const double unfused = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
   nn::set_fusion_enabled(fusion);
-  std::printf("%-32s %9.3f ms with module fusion off (BatchNorm and ReLU as two ops; fusion is %s above)\n",
-              "", unfused, fusion ? "on" : "off");
+  std::printf(
+      "%-32s %9.3f ms with module fusion off (BatchNorm or Conv2d and ReLU as two ops; fusion is %s "
+      "above)\n",
+      "", unfused, fusion ? "on" : "off");
   std::printf("RESULT train_step_%s_unfused %.4f\n", name.c_str(), unfused);
 }
 
@@ -181,14 +197,14 @@ int main() {
       nn::TwoConvCnn net(10, 1, side);
       net->to(gpu);
       run_model(gpu, "two_conv_cnn_b256" + suffix, *net, *net->fc2, {smoke ? 3 : 256, 1, side, side}, 10, 50,
-                /*fusable=*/false);
+                /*fusable=*/true, /*direct=*/true);
     }
     {
       nn::ReferenceCnn cnn(64);
       cnn->to(gpu);
       const cg::Shape input = smoke ? cg::Shape{3, 1, 13, 13} : cg::Shape{256, 1, 28, 28};
       run_model(gpu, "reference_cnn_b256" + suffix, *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], input,
-                10, 50);
+                10, 50, /*fusable=*/true, /*direct=*/true);
     }
     {
       nn::ResNet resnet = nn::resnet18(1000, 3);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cuda/channel_sum.h"
+#include "cuda/conv_direct.h"
 #include "cuda/cudnn_handle.h"
 #include "cugrad/device.h"
 #include "cugrad/error.h"
@@ -372,6 +373,10 @@ void conv2d_forward_f32(const float* x, const float* weight, const float* bias, 
                         const Conv2dGeometry& g, const Stream& stream, bool relu) {
   check_stream(stream, "conv2d_forward_f32");
   if (g.n == 0) return;
+  if (direct_convolutions() && direct_conv_supported(g)) {  // few input taps: cuda/conv_direct.h
+    direct_conv2d_forward_f32(x, weight, bias, y, g, relu, runtime::cuda_stream(stream));
+    return;
+  }
   const Device dev = stream.device();
   const std::int64_t xs = g.c_in * g.h * g.w, ys = g.c_out * g.out_h * g.out_w;
   const auto buffers = [&](std::int64_t start) {

@@ -32,9 +32,11 @@ namespace cugrad::cuda {
 // Math: strict float32 (CUDNN_FMA_MATH) unless cugrad::allow_tf32(), then the math type cuDNN
 // ranked (TF32 tensor cores allowed; never a down-conversion to half precision).
 
-/// y = conv(x, weight) + bias (bias may be null), then relu(y) when `relu`. The bias and the
-/// ReLU are one pass of cugrad's channel_bias kernel (cuda/channel_sum.h) after cuDNN's
-/// convolution: the same bits as adding the bias and running the ReLU kernel separately.
+/// y = conv(x, weight) + bias (bias may be null), then relu(y) when `relu`. Convolutions with
+/// few input taps (direct_conv_supported) run cugrad's direct kernel, bias and ReLU in its
+/// store, while direct_convolutions() is on; others run cuDNN's convolution, then the bias and
+/// the ReLU in one pass of cugrad's channel_bias kernel (cuda/channel_sum.h). Either way the
+/// same bits as adding the bias and running the ReLU kernel separately.
 void conv2d_forward_f32(const float* x, const float* weight, const float* bias, float* y,
                         const Conv2dGeometry& g, const Stream& stream, bool relu = false);
 
@@ -42,7 +44,9 @@ void conv2d_forward_f32(const float* x, const float* weight, const float* bias, 
 void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, const Conv2dGeometry& g,
                                const Stream& stream);
 
-/// dweight = the weight gradient (cudnnConvolutionBackwardFilter), fully written (zeros when n == 0).
+/// dweight = the weight gradient (cudnnConvolutionBackwardFilter, always: the host op sends
+/// supported shapes to direct_conv2d_backward_params_f32 instead), fully written (zeros when
+/// n == 0).
 void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight, const Conv2dGeometry& g,
                                 const Stream& stream);
 

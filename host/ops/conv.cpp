@@ -15,10 +15,12 @@
 #include <atomic>
 
 #include "cuda/conv.h"
+#include "cuda/conv_direct.h"
 #include "cugrad/nn/functional.h"
 #include "host/autograd/functions.h"
 #include "host/cpu/conv.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/cuda_context.h"
 
 namespace cugrad {
 
@@ -113,11 +115,19 @@ Shape output_shape(const Conv2dGeometry& g) { return {g.n, g.c_out, g.out_h, g.o
 const float* cf32(const Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 const void* cptr(const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; }
 
-// Gradients of y = conv2d(x, weight, bias) for the output gradient dy: (dx, dweight, dbias),
-// undefined where not wanted. x is needed only for dweight, weight only for dx.
-TensorList conv2d_grads(const Tensor& dy, const Tensor& x, const Tensor& weight, const Conv2dGeometry& g,
-                        const Device dev, DType dtype, bool need_x, bool need_w, bool need_b) {
-  CUGRAD_CHECK(dy.shape() == output_shape(g) && dy.dtype() == dtype && dy.device() == dev, kBackward,
+// Gradients of y = conv2d(x, weight, bias) (relu_y undefined) or of y = relu(conv2d(...))
+// (relu_y = that output, whose mask applies to dy first) for the output gradient dy: (dx,
+// dweight, dbias), undefined where not wanted. x is needed only for dweight, weight only for dx.
+// On CUDA, the parameter gradients of a convolution with few input taps come from the direct
+// kernel in one pass (dweight and dbias, through the ReLU's mask when no input gradient needs
+// the masked gradient written); otherwise cuDNN's weight gradient and cugrad's channel sums (the
+// mask fused with them). Every way gives the same bits as threshold_backward followed by the
+// unfused convolution's backward.
+TensorList conv2d_grads(const Tensor& dy, const Tensor& relu_y, const Tensor& x, const Tensor& weight,
+                        const Conv2dGeometry& g, const Device dev, DType dtype, bool need_x, bool need_w,
+                        bool need_b) {
+  const char* name = relu_y.defined() ? kReluBackward : kBackward;
+  CUGRAD_CHECK(dy.shape() == output_shape(g) && dy.dtype() == dtype && dy.device() == dev, name,
                ": the output gradient ", describe(dy), " does not match the output ", dtype,
                shape_str(output_shape(g)), " on ", dev);
   Tensor dx = need_x ? empty({g.n, g.c_in, g.h, g.w}, dev, dtype) : Tensor();
@@ -131,56 +141,67 @@ TensorList conv2d_grads(const Tensor& dy, const Tensor& x, const Tensor& weight,
     if (db.defined()) db.zero_();
     return {dx, dw, db};
   }
-  if (dev.is_cuda()) {
-    OpScope scope(kBackward, dev);
-    scope.reads(dy);
-    if (need_x) {
-      scope.reads(weight);
-      scope.writes(dx);
+  if (!dev.is_cuda()) {
+    const Tensor dz = relu_y.defined() ? threshold_backward(dy, relu_y) : dy;
+    if (need_x) cpu::conv2d_backward_input(dtype, dz.raw_data(), weight.raw_data(), dx.raw_data(), g);
+    if (need_w) cpu::conv2d_backward_weight(dtype, x.raw_data(), dz.raw_data(), dw.raw_data(), g);
+    if (need_b) cpu::conv2d_backward_bias(dtype, dz.raw_data(), db.raw_data(), g);
+    return {dx, dw, db};
+  }
+  const bool direct = need_w && cuda::direct_convolutions() && cuda::direct_conv_supported(g);
+  const Stream stream = Stream::current(dev);
+  // dz: the gradient at the convolution's output, written only when something reads it.
+  Tensor dz = dy;
+  bool bias_done = false, mask_in_params = false;
+  if (relu_y.defined()) {
+    if (need_x || (!direct && (need_w || need_b))) {
+      if (need_b && !direct) {  // the mask and the bias sums in one pass
+        dz = empty(output_shape(g), dev, dtype);
+        OpScope scope(name, dev);
+        scope.reads(dy);
+        scope.reads(relu_y);
+        scope.writes(dz);
+        scope.writes(db);
+        cuda::conv2d_backward_bias_relu_f32(cf32(dy), cf32(relu_y), dz.data_ptr<float>(),
+                                            db.data_ptr<float>(), g, stream);
+        bias_done = true;
+      } else {
+        dz = threshold_backward(dy, relu_y);
+      }
+    } else {
+      mask_in_params = true;  // direct: the parameter pass masks dy itself
     }
-    if (need_w) {
-      scope.reads(x);
-      scope.writes(dw);
-    }
-    if (need_b) scope.writes(db);
-    const Stream stream = Stream::current(dev);
-    if (need_x) cuda::conv2d_backward_input_f32(cf32(dy), cf32(weight), dx.data_ptr<float>(), g, stream);
-    if (need_w) cuda::conv2d_backward_weight_f32(cf32(x), cf32(dy), dw.data_ptr<float>(), g, stream);
-    if (need_b) cuda::conv2d_backward_bias_f32(cf32(dy), db.data_ptr<float>(), g, stream);
-  } else {
-    if (need_x) cpu::conv2d_backward_input(dtype, dy.raw_data(), weight.raw_data(), dx.raw_data(), g);
-    if (need_w) cpu::conv2d_backward_weight(dtype, x.raw_data(), dy.raw_data(), dw.raw_data(), g);
-    if (need_b) cpu::conv2d_backward_bias(dtype, dy.raw_data(), db.raw_data(), g);
+  }
+  OpScope scope(name, dev);
+  scope.reads(dz);
+  if (mask_in_params) scope.reads(relu_y);
+  if (need_x) {
+    scope.reads(weight);
+    scope.writes(dx);
+    cuda::conv2d_backward_input_f32(cf32(dz), cf32(weight), dx.data_ptr<float>(), g, stream);
+  }
+  if (direct) {
+    scope.reads(x);
+    scope.writes(dw);
+    if (need_b && !bias_done) scope.writes(db);
+    const cuda::DirectConvPlan plan =
+        cuda::direct_conv_plan(g, runtime::device_properties(dev.index()).multiProcessorCount);
+    const Tensor ws =
+        empty({static_cast<std::int64_t>(plan.workspace_bytes / sizeof(float))}, dev, DType::float32);
+    cuda::direct_conv2d_backward_params_f32(
+        cf32(x), cf32(dz), mask_in_params ? cf32(relu_y) : nullptr, dw.data_ptr<float>(),
+        need_b && !bias_done ? db.data_ptr<float>() : nullptr, g, plan, ws.data_ptr<float>(), scope.stream());
+    bias_done = bias_done || need_b;
+  } else if (need_w) {
+    scope.reads(x);
+    scope.writes(dw);
+    cuda::conv2d_backward_weight_f32(cf32(x), cf32(dz), dw.data_ptr<float>(), g, stream);
+  }
+  if (need_b && !bias_done) {
+    scope.writes(db);
+    cuda::conv2d_backward_bias_f32(cf32(dz), db.data_ptr<float>(), g, stream);
   }
   return {dx, dw, db};
-}
-
-// Gradients of y = relu(conv2d(x, weight, bias)) for dy, given the output y: dz =
-// threshold_backward(dy, y), then conv2d_grads(dz). On CUDA with a bias gradient, the mask and
-// the bias sums are one pass (cuda::conv2d_backward_bias_relu_f32).
-TensorList conv2d_relu_grads(const Tensor& dy, const Tensor& y, const Tensor& x, const Tensor& weight,
-                             const Conv2dGeometry& g, const Device dev, DType dtype, bool need_x, bool need_w,
-                             bool need_b) {
-  CUGRAD_CHECK(dy.shape() == output_shape(g) && dy.dtype() == dtype && dy.device() == dev, kReluBackward,
-               ": the output gradient ", describe(dy), " does not match the output ", dtype,
-               shape_str(output_shape(g)), " on ", dev);
-  if (!(dev.is_cuda() && need_b && g.n > 0))
-    return conv2d_grads(threshold_backward(dy, y), x, weight, g, dev, dtype, need_x, need_w, need_b);
-  Tensor dz = empty(output_shape(g), dev, dtype);
-  Tensor db = empty({g.c_out}, dev, dtype);
-  ++g_bias_grads;
-  {
-    OpScope scope(kReluBackward, dev);
-    scope.reads(dy);
-    scope.reads(y);
-    scope.writes(dz);
-    scope.writes(db);
-    cuda::conv2d_backward_bias_relu_f32(cf32(dy), cf32(y), dz.data_ptr<float>(), db.data_ptr<float>(), g,
-                                        Stream::current(dev));
-  }
-  TensorList grads = conv2d_grads(dz, x, weight, g, dev, dtype, need_x, need_w, false);
-  grads[2] = db;
-  return grads;
 }
 
 // conv2d, and conv2d_relu when `relu`: the forward writes relu(conv + bias) in the bias pass,
@@ -218,17 +239,16 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, In
       autograd::record_lambda(
           kBackward, {x, weight, bias}, {y},
           [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
-            return conv2d_grads(grads[0], saved[0], saved[1], g, dev, dtype, node.needs_input_grad(0),
-                                node.needs_input_grad(1), node.needs_input_grad(2));
+            return conv2d_grads(grads[0], Tensor(), saved[0], saved[1], g, dev, dtype,
+                                node.needs_input_grad(0), node.needs_input_grad(1), node.needs_input_grad(2));
           },
           {saved_x, saved_w});
     } else {
       autograd::record_lambda(
           kReluBackward, {x, weight, bias}, {y},
           [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
-            return conv2d_relu_grads(grads[0], saved[2], saved[0], saved[1], g, dev, dtype,
-                                     node.needs_input_grad(0), node.needs_input_grad(1),
-                                     node.needs_input_grad(2));
+            return conv2d_grads(grads[0], saved[2], saved[0], saved[1], g, dev, dtype,
+                                node.needs_input_grad(0), node.needs_input_grad(1), node.needs_input_grad(2));
           },
           {saved_x, saved_w, y});
     }

@@ -95,7 +95,11 @@ void expect_no_host_wait(const Profile& p) {
 // cudnnAddTensor (a cuDNN call, uncounted), with conv1's ReLU in it (conv2d_relu), and conv1's
 // ReLU gradient joined its bias sums: launches 23 -> 23 (conv2's bias add now counted, conv1's
 // ReLU forward and threshold_backward gone), allocations 39 -> 38 (no pre-ReLU tensor); frozen
-// 14 -> 15 launches (conv2's bias add counted), 20 -> 19 allocations.
+// 14 -> 15 launches (conv2's bias add counted), 20 -> 19 allocations. Then the first
+// convolutions of both CNNs (9 taps) became cugrad's direct kernels (cuda/conv_direct.h)
+// instead of cuDNN calls (uncounted): reference CNN 33 -> 36 launches (forward, parameter
+// gradients and their finishing sums), 89 -> 88 allocations; frozen 20 -> 21, 40 -> 39;
+// two-convolution CNN 23 -> 24, 38 -> 36; frozen 15 -> 15, 19 -> 18.
 // A change that adds launches or allocations to a training step fails here; if the addition is
 // meant, raise the budget.
 void expect_within(const Profile& p, std::uint64_t launches, std::uint64_t allocations) {
@@ -115,8 +119,13 @@ TEST(StepProfileGPU, ReferenceCnn) {
   const Profile plain = profile_step(*cnn, classifier, input, 10, false);
   print("reference CNN, plain", plain);
   expect_no_host_wait(plain);
-  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 5u);
-  expect_within(plain, 33, 89);
+  // The first convolution (1 input channel, 3x3: 9 taps) runs cugrad's direct kernels, the
+  // other four cuDNN.
+  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 4u);
+  EXPECT_EQ(plain.kernel_launches("direct_conv_forward_kernel"), 1u);
+  EXPECT_EQ(plain.call("cudnnConvolutionBackwardFilter"), 4u);
+  EXPECT_EQ(plain.kernel_launches("direct_conv_params_kernel"), 1u);
+  expect_within(plain, 36, 88);
 
   const Profile frozen = profile_step(*cnn, classifier, input, 10, true);
   print("reference CNN, backbone frozen", frozen);
@@ -124,7 +133,8 @@ TEST(StepProfileGPU, ReferenceCnn) {
   // Frozen: no convolution gradient at all, for the weights or the input.
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
-  expect_within(frozen, 20, 40);
+  EXPECT_EQ(frozen.kernel_launches("direct_conv_params_kernel"), 0u);
+  expect_within(frozen, 21, 39);
 }
 
 TEST(StepProfileGPU, TwoConvCnn) {
@@ -136,27 +146,30 @@ TEST(StepProfileGPU, TwoConvCnn) {
   const Profile plain = profile_step(*net, *net->fc2, input, 10, false);
   print("two-convolution CNN, plain", plain);
   expect_no_host_wait(plain);
-  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 2u);
-  // conv1's input needs no gradient: one data gradient (conv2's), two weight gradients.
+  // conv1 (9 taps) runs cugrad's direct kernels: its forward with bias and ReLU, and its weight
+  // and bias gradients through the ReLU's mask in one pass (conv1's input needs no gradient, so
+  // the masked gradient is never written); conv2 runs cuDNN (one data gradient, conv2's).
+  EXPECT_EQ(plain.call("cudnnConvolutionForward"), 1u);
+  EXPECT_EQ(plain.kernel_launches("direct_conv_forward_kernel"), 1u);
   EXPECT_EQ(plain.call("cudnnConvolutionBackwardData"), 1u);
-  EXPECT_EQ(plain.call("cudnnConvolutionBackwardFilter"), 2u);
+  EXPECT_EQ(plain.call("cudnnConvolutionBackwardFilter"), 1u);
+  EXPECT_EQ(plain.kernel_launches("direct_conv_params_kernel"), 1u);
   // Dropout: one launch forward and one backward each (its composite took five and one).
   EXPECT_EQ(plain.kernel_launches("dropout_forward_kernel"), 2u);
   EXPECT_EQ(plain.kernel_launches("dropout_backward_kernel"), 2u);
-  // Bias gradients: cugrad's kernel, one launch each at these shapes, no cuDNN call.
-  EXPECT_EQ(plain.kernel_launches("channel_sum_kernel"), 2u);
+  // conv2's bias gradient and bias add: cugrad's kernels, one launch each at these shapes.
+  EXPECT_EQ(plain.kernel_launches("channel_sum_kernel"), 1u);
   EXPECT_EQ(plain.call("cudnnConvolutionBackwardBias"), 0u);
-  // Bias adds: cugrad's kernel (conv1's with its ReLU: conv2d_relu), no cuDNN call.
-  EXPECT_EQ(plain.kernel_launches("channel_bias_kernel"), 2u);
+  EXPECT_EQ(plain.kernel_launches("channel_bias_kernel"), 1u);
   EXPECT_EQ(plain.call("cudnnAddTensor"), 0u);
-  expect_within(plain, 23, 38);
+  expect_within(plain, 24, 36);
 
   const Profile frozen = profile_step(*net, *net->fc2, input, 10, true);
   print("two-convolution CNN, backbone frozen", frozen);
   expect_no_host_wait(frozen);
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardData"), 0u);
   EXPECT_EQ(frozen.call("cudnnConvolutionBackwardFilter"), 0u);
-  expect_within(frozen, 15, 19);
+  expect_within(frozen, 15, 18);
 }
 
 TEST(StepProfileGPU, ResNet18) {

@@ -17,6 +17,7 @@
 
 #include "cuda/channel_sum.h"
 #include "cuda/conv.h"
+#include "cuda/conv_direct.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 #include "host/ops/conv.h"
@@ -604,6 +605,18 @@ double reduction_length(const Cfg& c, Out out) {
   }
 }
 
+// Sets cuda::set_direct_convolutions for its lifetime and restores the previous value.
+class DirectConvolutions {
+ public:
+  explicit DirectConvolutions(bool on) : previous_(cg::cuda::set_direct_convolutions(on)) {}
+  ~DirectConvolutions() { cg::cuda::set_direct_convolutions(previous_); }
+  DirectConvolutions(const DirectConvolutions&) = delete;
+  DirectConvolutions& operator=(const DirectConvolutions&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Outputs are sums of many products: compared by relative norm against float64, within
 // 1e-5 or 4·sqrt(K)·2^-24 for a sum of K float32 terms, whichever is larger (rounding errors
 // grow like sqrt(K)). Seen on an H100 with cuDNN 9.14, 2026-11-26: 1.08e-5 for the weight
@@ -626,7 +639,13 @@ void expect_parity(const Cfg& c) {
 TEST(Conv2dGPU, MatchesCpuAtAwkwardShapes) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(111);
-  for (const Cfg& c : configs()) expect_parity(c);
+  // With cugrad's direct kernels for the shapes with few input taps (the default), then cuDNN
+  // for every shape.
+  for (const bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct kernels on" : "cuDNN only");
+    DirectConvolutions guard(direct);
+    for (const Cfg& c : configs()) expect_parity(c);
+  }
   expect_parity({{129, 16, 13, 13}, 16, 3, 1, 1});            // large batch, odd images
   expect_parity({{7, 32, 9, 9}, 32, 3, 1, 1, 1, 32, false});  // depthwise, no bias
   expect_parity({{3, 5, 17, 1}, 7, {3, 1}, {2, 1}, {1, 0}});  // one-column images
@@ -906,6 +925,125 @@ TEST(Conv2dGPU, ReluFusedIsConvThenReluBitForBit) {
     ASSERT_EQ(gpu.size(), cpu.size());
     for (std::size_t i = 0; i < gpu.size(); ++i)
       EXPECT_TRUE(norm_close(gpu[i], cpu[i], 1e-4)) << c.name() << " result " << i;
+  }
+}
+
+// The direct kernels (cuda/conv_direct.h): which shapes they take, and at awkward shapes with
+// few input taps (1 to 32: channels 1-3, kernels 1x1 to 5x5, strides, padding, dilation, odd
+// images, one pixel, batches that split the parameter sums) their output, weight and bias
+// gradients against the float64 CPU reference (the data gradient is cuDNN's), the ReLU's mask
+// in the parameter pass against threshold_backward then the pass, and two runs bit for bit.
+TEST(Conv2d, DirectKernelsTakeConvolutionsWithFewInputTaps) {
+  const auto geom = [](std::int64_t c_in, std::int64_t c_out, std::int64_t k, std::int64_t groups = 1) {
+    cg::Conv2dGeometry g;
+    g.n = 2;
+    g.c_in = c_in;
+    g.h = g.w = 28;
+    g.c_out = c_out;
+    g.kh = g.kw = k;
+    g.groups = groups;
+    g.out_h = g.out_w = 28 - k + 1;
+    return g;
+  };
+  EXPECT_TRUE(cg::cuda::direct_conv_supported(geom(1, 32, 3)));     // the 2-conv CNN's conv1
+  EXPECT_TRUE(cg::cuda::direct_conv_supported(geom(1, 64, 3)));     // the reference CNN's f.0
+  EXPECT_TRUE(cg::cuda::direct_conv_supported(geom(3, 64, 3)));     // 27 taps
+  EXPECT_FALSE(cg::cuda::direct_conv_supported(geom(32, 64, 3)));   // the 2-conv CNN's conv2: 288 taps
+  EXPECT_FALSE(cg::cuda::direct_conv_supported(geom(3, 64, 7)));    // ResNet's stem: 147 taps
+  EXPECT_FALSE(cg::cuda::direct_conv_supported(geom(2, 4, 3, 2)));  // groups
+  EXPECT_FALSE(cg::cuda::direct_conv_supported(geom(1, 1024, 3)));  // 10240 weights and biases
+  EXPECT_TRUE(cg::cuda::direct_conv_supported(geom(1, 512, 3)));
+  const cg::cuda::DirectConvPlan p = cg::cuda::direct_conv_plan(geom(1, 32, 3), 132);
+  EXPECT_GE(p.splits, 1);
+  EXPECT_EQ(p.workspace_bytes, static_cast<std::size_t>(32 * p.splits * 10) * sizeof(float));
+  EXPECT_TRUE(cg::cuda::direct_convolutions()) << "on by default";
+  const std::string m = message_of([&] { cg::cuda::direct_conv_plan(geom(32, 64, 3), 132); });
+  EXPECT_NE(m.find("direct_conv_plan"), std::string::npos) << m;
+}
+
+TEST(Conv2dGPU, DirectKernelsMatchTheCpuAtAwkwardShapes) {
+  CUGRAD_REQUIRE_GPU();
+  DirectConvolutions on(true);
+  cg::manual_seed(140);
+  const std::vector<Cfg> cases = {
+      {{3, 1, 28, 28}, 32, 3},                     // the 2-conv CNN's conv1
+      {{2, 1, 28, 28}, 64, 3, 1, 1, 1, 1, false},  // the reference CNN's first convolution
+      {{5, 3, 9, 7}, 6, 3, 2, 1},                  // 27 taps, stride 2, padding
+      {{2, 2, 11, 10}, 5, {3, 2}, {2, 1}, {2, 1}, {2, 2}},
+      {{4, 1, 6, 6}, 7, 5, 1, 2},      // 25 taps, padding 2
+      {{3, 1, 1, 1}, 3, 3, 1, 1},      // one pixel, mostly padding
+      {{2, 4, 5, 5}, 3, 1},            // pointwise, 4 taps
+      {{97, 1, 13, 13}, 16, 3, 1, 1},  // 16393 pixels: the parameter sums split
+      {{1, 1, 2, 3}, 1, {2, 3}},       // one output
+  };
+  const int sms = cg::runtime::device_properties(0).multiProcessorCount;
+  for (const Cfg& c : cases) {
+    const Inputs in = make_inputs(c);
+    cg::Conv2dGeometry g;
+    g.n = c.x[0];
+    g.c_in = c.x[1];
+    g.h = c.x[2];
+    g.w = c.x[3];
+    g.c_out = c.c_out;
+    g.kh = c.k.h;
+    g.kw = c.k.w;
+    g.stride_h = c.stride.h;
+    g.stride_w = c.stride.w;
+    g.pad_h = c.padding.h;
+    g.pad_w = c.padding.w;
+    g.dil_h = c.dilation.h;
+    g.dil_w = c.dilation.w;
+    g.out_h = c.out_h();
+    g.out_w = c.out_w();
+    ASSERT_TRUE(cg::cuda::direct_conv_supported(g)) << c.name();
+    expect_parity(c);
+
+    // The kernels themselves: poisoned outputs, two runs bit for bit, the mask.
+    SCOPED_TRACE(c.name());
+    const cg::Tensor x = in.x.to(kCuda), w = in.w.to(kCuda), dy = in.dy.to(kCuda);
+    const cg::Tensor b = c.bias ? in.b.to(kCuda) : cg::Tensor();
+    void* cs = cg::runtime::cuda_stream(cg::Stream::current(kCuda));
+    const cg::cuda::DirectConvPlan plan = cg::cuda::direct_conv_plan(g, sms);
+    const cg::Tensor ws = cg::full({static_cast<std::int64_t>(plan.workspace_bytes / 4)}, NAN, kCuda);
+    cg::TensorList runs;
+    for (int run = 0; run < 2; ++run) {
+      const cg::Tensor y = cg::full(c.y_shape(), NAN, kCuda), dw = cg::full(c.w_shape(), NAN, kCuda),
+                       db = cg::full({c.c_out}, NAN, kCuda);
+      cg::cuda::direct_conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(),
+                                          b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<float>(), g,
+                                          true, cs);
+      cg::cuda::direct_conv2d_backward_params_f32(x.data_ptr<float>(), dy.data_ptr<float>(),
+                                                  y.data_ptr<float>(), dw.data_ptr<float>(),
+                                                  db.data_ptr<float>(), g, plan, ws.data_ptr<float>(), cs);
+      runs.push_back(y.cpu());
+      runs.push_back(dw.cpu());
+      runs.push_back(db.cpu());
+    }
+    for (std::size_t i = 0; i < 3; ++i)
+      EXPECT_TRUE(cg::testing::all_equal(runs[i], runs[i + 3])) << "result " << i;
+    // The ReLU forward is relu(conv2d), and the masked pass is the pass over the masked gradient.
+    const cg::Tensor plain = F::conv2d(x, w, b, c.stride, c.padding, c.dilation);
+    EXPECT_TRUE(cg::testing::all_equal(runs[0], plain.relu().cpu()));
+    const cg::Tensor dz = cg::where(cg::le(runs[0], 0.0), cg::zeros_like(in.dy), in.dy).to(kCuda);
+    const cg::Tensor dw2 = cg::full(c.w_shape(), NAN, kCuda), db2 = cg::full({c.c_out}, NAN, kCuda);
+    cg::cuda::direct_conv2d_backward_params_f32(x.data_ptr<float>(), dz.data_ptr<float>(), nullptr,
+                                                dw2.data_ptr<float>(), db2.data_ptr<float>(), g, plan,
+                                                ws.data_ptr<float>(), cs);
+    EXPECT_TRUE(cg::testing::all_equal(runs[1], dw2.cpu())) << "masked weight gradient";
+    EXPECT_TRUE(cg::testing::all_equal(runs[2], db2.cpu())) << "masked bias gradient";
+    // Against float64: the masked parameter gradients of relu(conv2d).
+    const cg::Tensor dz64 = dz.cpu().to(cg::DType::float64);
+    const cg::Tensor x64 = in.x.to(cg::DType::float64).requires_grad_(),
+                     w64 = in.w.to(cg::DType::float64).requires_grad_();
+    cg::TensorList wrt{x64, w64};
+    cg::Tensor b64;
+    if (c.bias) {
+      b64 = in.b.to(cg::DType::float64).requires_grad_();
+      wrt.push_back(b64);
+    }
+    const cg::TensorList ref = cg::autograd::grad({run_conv(c, x64, w64, b64)}, wrt, {dz64});
+    EXPECT_TRUE(norm_close(runs[1], ref[1], 1e-5)) << "weight gradient";
+    if (c.bias) EXPECT_TRUE(norm_close(runs[2], ref[2], 1e-5)) << "bias gradient";
   }
 }
 
