@@ -98,6 +98,33 @@ double validate(const ConvShape& s, cg::Device dev) {
   return worst;
 }
 
+// cuDNN's forward, input-gradient and weight-gradient times of one geometry (ms; the forward with
+// cugrad's direct kernels off, so that it is cuDNN's for every shape).
+struct CudnnTimes {
+  double fwd, dgrad, wgrad;
+};
+
+CudnnTimes time_cudnn(cg::Device dev, const cg::Conv2dGeometry& g, const cg::Tensor& x, const cg::Tensor& w,
+                      const cg::Tensor& y, const cg::Tensor& dy, const cg::Tensor& dx, const cg::Tensor& dw) {
+  const cg::Stream stream = cg::Stream::current(dev);
+  CudnnTimes t{};
+  const bool direct_before = cg::cuda::set_direct_convolutions(false);
+  t.fwd = cg::bench::median_ms(dev, [&] {
+    cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
+                                 stream);
+  });
+  cg::cuda::set_direct_convolutions(direct_before);
+  t.dgrad = cg::bench::median_ms(dev, [&] {
+    cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
+                                        stream);
+  });
+  t.wgrad = cg::bench::median_ms(dev, [&] {
+    cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
+                                         stream);
+  });
+  return t;
+}
+
 // The 2-conv CNN's convolutions at its training batch (conv1 1->32 @28, conv2 32->64 @26, 3x3,
 // bias): cuDNN's passes (conv1's input gradient is never computed in training: its input needs
 // none) and cugrad's bias passes, each timed alone; the sum is what the step spends on them.
@@ -122,20 +149,8 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
     const cg::Tensor dz = cg::empty(y.shape(), dev), db = cg::empty({g.c_out}, dev);
     const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
     const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
-    const bool direct_before = cg::cuda::set_direct_convolutions(false);  // cuDNN's time first
-    const double fwd = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
-                                   stream);
-    });
-    cg::cuda::set_direct_convolutions(direct_before);
-    const double dgrad = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
-                                          stream);
-    });
-    const double wgrad = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
-                                           stream);
-    });
+    const CudnnTimes t = time_cudnn(dev, g, x, w, y, dy, dx, dw);
+    const double fwd = t.fwd, dgrad = t.dgrad, wgrad = t.wgrad;
     const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
     std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f  (cuDNN)\n", s.name, fwd, tflops(fwd), dgrad,
                 tflops(dgrad), wgrad, tflops(wgrad));
@@ -247,20 +262,9 @@ int conv_bench_main() {
                      w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
     const cg::Tensor y = cg::empty({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
     const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
-    const cg::Stream stream = cg::Stream::current(dev);
     const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
-    const double fwd = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
-                                   stream);
-    });
-    const double dgrad = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
-                                          stream);
-    });
-    const double wgrad = cg::bench::median_ms(dev, [&] {
-      cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
-                                           stream);
-    });
+    const CudnnTimes t = time_cudnn(dev, g, x, w, y, dy, dx, dw);
+    const double fwd = t.fwd, dgrad = t.dgrad, wgrad = t.wgrad;
     const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
     std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f\n", s.name, fwd, tflops(fwd), dgrad, tflops(dgrad),
                 wgrad, tflops(wgrad));
