@@ -202,6 +202,8 @@ __global__ void direct_conv_params_finish_kernel(const float* __restrict__ parti
   }
 }
 
+std::atomic<bool> g_force_wide{false};  // set_direct_conv_wide_indices (tests)
+
 std::atomic<bool>& direct_flag() {
   static std::atomic<bool> flag{[] {
     const char* v = std::getenv("CUGRAD_DIRECT_CONV");
@@ -217,7 +219,7 @@ void launch_forward(const float* x, const float* weight, const float* bias, floa
   const std::size_t smem = static_cast<std::size_t>(dg.c_out) * (dg.taps + 1) * sizeof(float);
   const unsigned grid = grid_for(pixels, kThreads);
   // 32-bit pixel indices while the index plus a grid stride stays below 2^32.
-  const bool narrow = pixels + static_cast<std::int64_t>(grid) * kThreads <= 0xffffffffLL;
+  const bool narrow = !g_force_wide && pixels + static_cast<std::int64_t>(grid) * kThreads <= 0xffffffffLL;
   if (relu && narrow)
     direct_conv_forward_kernel<kMaxK, true, std::uint32_t>
         <<<grid, kThreads, smem, s>>>(x, weight, bias, y, dg);
@@ -237,7 +239,7 @@ template <int kMaxK>
 void launch_params(const float* x, const float* dy, const float* relu_y, float* partial, const DirectGeom& dg,
                    std::int64_t splits, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(dg.c_out), static_cast<unsigned>(splits));
-  const bool narrow = dg.n * dg.out_h * dg.out_w + kThreads <= 0xffffffffLL;
+  const bool narrow = !g_force_wide && dg.n * dg.out_h * dg.out_w + kThreads <= 0xffffffffLL;
   if (relu_y && narrow)
     direct_conv_params_kernel<kMaxK, true, std::uint32_t>
         <<<grid, kThreads, 0, s>>>(x, dy, relu_y, partial, dg, splits);
@@ -315,6 +317,7 @@ void direct_conv2d_backward_params_f32(const float* x, const float* dy, const fl
 }
 
 bool set_direct_convolutions(bool on) { return direct_flag().exchange(on); }
+bool set_direct_conv_wide_indices(bool force) { return g_force_wide.exchange(force); }
 bool direct_convolutions() { return direct_flag(); }
 
 }  // namespace cugrad::cuda

@@ -61,4 +61,8 @@ void direct_conv2d_backward_params_f32(const float* x, const float* dy, const fl
 bool set_direct_convolutions(bool on);
 bool direct_convolutions();
 
+/// Tests: force the kernels' 64-bit pixel indices (used on their own only above 2^32 pixels)
+/// on small tensors. Returns the previous setting.
+bool set_direct_conv_wide_indices(bool force);
+
 }  // namespace cugrad::cuda

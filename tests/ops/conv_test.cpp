@@ -961,9 +961,21 @@ TEST(Conv2d, DirectKernelsTakeConvolutionsWithFewInputTaps) {
   EXPECT_NE(m.find("direct_conv_plan"), std::string::npos) << m;
 }
 
-TEST(Conv2dGPU, DirectKernelsMatchTheCpuAtAwkwardShapes) {
+void expect_direct_kernels_match(bool wide_indices);
+
+TEST(Conv2dGPU, DirectKernelsMatchTheCpuAtAwkwardShapes) { expect_direct_kernels_match(false); }
+
+// The same with the kernels' 64-bit pixel indices (otherwise used only above 2^32 pixels).
+TEST(Conv2dGPU, DirectKernelsWithWideIndicesMatchTheCpu) { expect_direct_kernels_match(true); }
+
+void expect_direct_kernels_match(bool wide_indices) {
   CUGRAD_REQUIRE_GPU();
   DirectConvolutions on(true);
+  const bool wide_before = cg::cuda::set_direct_conv_wide_indices(wide_indices);
+  struct Restore {
+    bool wide;
+    ~Restore() { cg::cuda::set_direct_conv_wide_indices(wide); }
+  } restore{wide_before};
   cg::manual_seed(140);
   const std::vector<Cfg> cases = {
       {{3, 1, 28, 28}, 32, 3},                     // the 2-conv CNN's conv1
