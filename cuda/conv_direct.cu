@@ -8,12 +8,13 @@
 // tap order with fused multiply-adds, adds the bias, applies the ReLU and stores: consecutive
 // threads store consecutive pixels of a plane (coalesced), weights are read as broadcasts.
 //
-// direct_conv_params_kernel: block (output channel co, split s) walks pixels [p0, p1) of the
-// n · out_h · out_w pixels, thread t the pixels p0 + t, p0 + t + 256, ...; each thread keeps
-// taps + 1 sums (one per weight of co, and the bias), adding g · x_tap (fused) and g, where g
-// is dy, or dy masked by the ReLU's saved output. Warp shuffles, then warp 0 ... in warp order,
-// give the block's sums: partial[(co · splits + s) · (taps + 1) + k]; the finish kernel adds a
-// weight's partials in split order. Fixed order throughout: the same bits on every run.
+// direct_conv_params_kernel: block (output channels co0 .. co0 + kCo − 1, split s) walks pixels
+// [p0, p1) of the n · out_h · out_w pixels, thread t the pixels p0 + t, p0 + t + 256, ...; it
+// loads a pixel's taps once and, for each of its channels, adds g · x_tap (fused) to the taps'
+// sums and g to the bias sum, where g is dy, or dy masked by the ReLU's saved output. Warp
+// shuffles, then the warps' values in warp order, give the block's sums: partial[(co · splits +
+// s) · (taps + 1) + k]; the finish kernel adds a weight's partials in split order. Fixed order
+// throughout: the same bits on every run, and the same as one channel per block would give.
 #include "cuda/conv_direct.h"
 
 #include <algorithm>
@@ -137,51 +138,61 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <int kMaxK, bool kMask, class I>
+template <int kMaxK, int kCo, bool kMask, class I>
 __global__ void __launch_bounds__(kThreads)
     direct_conv_params_kernel(const float* __restrict__ x, const float* __restrict__ dy,
                               const float* __restrict__ relu_y, float* __restrict__ partial, DirectGeom g,
                               std::int64_t splits) {
   __shared__ Taps taps;
-  __shared__ float warp_sums[kThreads / 32][kMaxK + 1];
+  __shared__ float warp_sums[kThreads / 32][kCo * (kMaxK + 1)];
   fill_taps(taps, g);
   __syncthreads();
-  const int co = blockIdx.x;
+  const int co0 = blockIdx.x * kCo;
   const std::int64_t s = blockIdx.y;
   const std::int64_t ohw = static_cast<std::int64_t>(g.out_h) * g.out_w, total = g.n * ohw;
   const I p0 = static_cast<I>(total * s / splits), p1 = static_cast<I>(total * (s + 1) / splits);
-  float acc[kMaxK + 1];
+  float acc[kCo][kMaxK + 1];
 #pragma unroll
-  for (int k = 0; k <= kMaxK; ++k) acc[k] = 0.f;
+  for (int c = 0; c < kCo; ++c)
+#pragma unroll
+    for (int k = 0; k <= kMaxK; ++k) acc[c][k] = 0.f;
   for (I pix = p0 + threadIdx.x; pix < p1; pix += kThreads) {
     const Pixel px = locate<I>(pix, g);
-    const std::int64_t o = (px.img * g.c_out + co) * ohw + px.r;
-    float gv = __ldcs(dy + o);
-    if (kMask) gv = apply_binary<float>(BinaryOp::threshold_backward, gv, __ldcs(relu_y + o), 1.f);
     float v[kMaxK];
     const unsigned valid = load_taps<kMaxK>(x, taps, g, px, v);
+    const std::int64_t o0 = (px.img * g.c_out + co0) * ohw + px.r;
 #pragma unroll
-    for (int k = 0; k < kMaxK; ++k)
-      if (k < g.taps && ((valid >> k) & 1u)) acc[k] = fmaf(v[k], gv, acc[k]);
-    acc[kMaxK] += gv;
+    for (int c = 0; c < kCo; ++c) {
+      if (co0 + c >= g.c_out) break;
+      const std::int64_t o = o0 + c * ohw;
+      float gv = __ldcs(dy + o);
+      if (kMask) gv = apply_binary<float>(BinaryOp::threshold_backward, gv, __ldcs(relu_y + o), 1.f);
+#pragma unroll
+      for (int k = 0; k < kMaxK; ++k)
+        if (k < g.taps && ((valid >> k) & 1u)) acc[c][k] = fmaf(v[k], gv, acc[c][k]);
+      acc[c][kMaxK] += gv;
+    }
   }
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int k = 0; k <= kMaxK; ++k) {
-    float a = acc[k];
+  for (int c = 0; c < kCo; ++c)
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
-    if (lane == 0) warp_sums[warp][k] = a;
-  }
+    for (int k = 0; k <= kMaxK; ++k) {
+      float a = acc[c][k];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) a += __shfl_xor_sync(0xffffffffu, a, off);
+      if (lane == 0) warp_sums[warp][c * (kMaxK + 1) + k] = a;
+    }
   __syncthreads();
-  // Thread k <= taps writes sum k (k == taps: the bias), the warps' values added in warp order.
-  const int k = threadIdx.x;
-  if (k <= g.taps) {
-    const int slot = k == g.taps ? kMaxK : k;
+  // Thread i = c · (taps + 1) + k writes sum k of channel co0 + c (k == taps: the bias), the
+  // warps' values added in warp order.
+  const int per = g.taps + 1, i = threadIdx.x, c = i / per, k = i - c * per;
+  if (c < kCo && co0 + c < g.c_out) {
+    const int slot = c * (kMaxK + 1) + (k == g.taps ? kMaxK : k);
     float t = warp_sums[0][slot];
 #pragma unroll
     for (int w = 1; w < kThreads / 32; ++w) t += warp_sums[w][slot];
-    partial[(co * splits + s) * (g.taps + 1) + k] = t;
+    partial[((co0 + c) * splits + s) * per + k] = t;
   }
 }
 
@@ -235,22 +246,26 @@ void launch_forward(const float* x, const float* weight, const float* bias, floa
   CUGRAD_CUDA_CHECK_LAUNCH();
 }
 
-template <int kMaxK>
+// Output channels per block of the parameter kernel: 4 for up to 9 taps (40 sums per thread:
+// each pixel's taps and index arithmetic serve 4 channels), 1 above.
+int channels_per_block(int taps) { return taps <= 9 ? 4 : 1; }
+
+template <int kMaxK, int kCo>
 void launch_params(const float* x, const float* dy, const float* relu_y, float* partial, const DirectGeom& dg,
                    std::int64_t splits, cudaStream_t s) {
-  const dim3 grid(static_cast<unsigned>(dg.c_out), static_cast<unsigned>(splits));
+  const dim3 grid(static_cast<unsigned>((dg.c_out + kCo - 1) / kCo), static_cast<unsigned>(splits));
   const bool narrow = !g_force_wide && dg.n * dg.out_h * dg.out_w + kThreads <= 0xffffffffLL;
   if (relu_y && narrow)
-    direct_conv_params_kernel<kMaxK, true, std::uint32_t>
+    direct_conv_params_kernel<kMaxK, kCo, true, std::uint32_t>
         <<<grid, kThreads, 0, s>>>(x, dy, relu_y, partial, dg, splits);
   else if (relu_y)
-    direct_conv_params_kernel<kMaxK, true, std::uint64_t>
+    direct_conv_params_kernel<kMaxK, kCo, true, std::uint64_t>
         <<<grid, kThreads, 0, s>>>(x, dy, relu_y, partial, dg, splits);
   else if (narrow)
-    direct_conv_params_kernel<kMaxK, false, std::uint32_t>
+    direct_conv_params_kernel<kMaxK, kCo, false, std::uint32_t>
         <<<grid, kThreads, 0, s>>>(x, dy, nullptr, partial, dg, splits);
   else
-    direct_conv_params_kernel<kMaxK, false, std::uint64_t>
+    direct_conv_params_kernel<kMaxK, kCo, false, std::uint64_t>
         <<<grid, kThreads, 0, s>>>(x, dy, nullptr, partial, dg, splits);
   CUGRAD_CUDA_CHECK_LAUNCH();
 }
@@ -277,8 +292,10 @@ bool direct_conv_supported(const Conv2dGeometry& g) {
 DirectConvPlan direct_conv_plan(const Conv2dGeometry& g, int sms) {
   CUGRAD_CHECK(direct_conv_supported(g) && g.n >= 1, "direct_conv_plan: unsupported geometry or no image");
   const std::int64_t pixels = g.n * g.out_h * g.out_w;
+  const int per_block = channels_per_block(static_cast<int>(g.c_in * g.kh * g.kw));
+  const std::int64_t channel_blocks = (g.c_out + per_block - 1) / per_block;
   const std::int64_t want =
-      (static_cast<std::int64_t>(std::max(sms, 1)) * kBlocksPerSm + g.c_out - 1) / g.c_out;
+      (static_cast<std::int64_t>(std::max(sms, 1)) * kBlocksPerSm + channel_blocks - 1) / channel_blocks;
   const std::int64_t by_size = std::max<std::int64_t>(1, pixels / kMinPixelsPerBlock);
   DirectConvPlan p;
   p.splits = std::max<std::int64_t>(1, std::min({want, by_size, kMaxSplits}));
@@ -308,9 +325,9 @@ void direct_conv2d_backward_params_f32(const float* x, const float* dy, const fl
   const DirectGeom dg = direct_geom(g);
   const cudaStream_t s = as_stream(stream);
   if (dg.taps <= 9)
-    launch_params<9>(x, dy, relu_y, workspace, dg, plan.splits, s);
+    launch_params<9, 4>(x, dy, relu_y, workspace, dg, plan.splits, s);
   else
-    launch_params<32>(x, dy, relu_y, workspace, dg, plan.splits, s);
+    launch_params<32, 1>(x, dy, relu_y, workspace, dg, plan.splits, s);
   direct_conv_params_finish_kernel<<<grid_for(static_cast<std::int64_t>(dg.c_out) * (dg.taps + 1)), kBlock, 0,
                                      s>>>(workspace, dweight, dbias, dg.c_out, dg.taps, plan.splits);
   CUGRAD_CUDA_CHECK_LAUNCH();
