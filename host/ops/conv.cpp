@@ -1,6 +1,7 @@
 // nn::functional::conv2d: argument checks, the output geometry, dispatch to the CPU reference
-// (host/cpu/conv: im2col + GEMM) or cuDNN (cuda/conv), and the backward node, which computes
-// the input, weight and bias gradients each only when an input that needs it asks for it.
+// (host/cpu/conv: im2col + GEMM) or CUDA (cuda/conv: cuDNN, or cugrad's direct kernels of
+// cuda/conv_direct for few input taps), and the backward node, which computes the input, weight
+// and bias gradients each only when an input that needs it asks for it.
 // nn::functional::conv2d_relu is the same op with its ReLU fused into the bias pass (forward)
 // and into the bias gradient's channel sums (backward, on CUDA).
 //
@@ -235,23 +236,13 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, In
     // dweight needs x and dx needs the weight; the fused ReLU's mask needs the output.
     const Tensor saved_x = weight.requires_grad() ? x : Tensor();
     const Tensor saved_w = x.requires_grad() ? weight : Tensor();
-    if (!relu) {
-      autograd::record_lambda(
-          kBackward, {x, weight, bias}, {y},
-          [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
-            return conv2d_grads(grads[0], Tensor(), saved[0], saved[1], g, dev, dtype,
-                                node.needs_input_grad(0), node.needs_input_grad(1), node.needs_input_grad(2));
-          },
-          {saved_x, saved_w});
-    } else {
-      autograd::record_lambda(
-          kReluBackward, {x, weight, bias}, {y},
-          [g, dev, dtype](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
-            return conv2d_grads(grads[0], saved[2], saved[0], saved[1], g, dev, dtype,
-                                node.needs_input_grad(0), node.needs_input_grad(1), node.needs_input_grad(2));
-          },
-          {saved_x, saved_w, y});
-    }
+    autograd::record_lambda(
+        relu ? kReluBackward : kBackward, {x, weight, bias}, {y},
+        [g, dev, dtype, relu](const TensorList& grads, const TensorList& saved, const autograd::Node& node) {
+          return conv2d_grads(grads[0], relu ? saved[2] : Tensor(), saved[0], saved[1], g, dev, dtype,
+                              node.needs_input_grad(0), node.needs_input_grad(1), node.needs_input_grad(2));
+        },
+        relu ? TensorList{saved_x, saved_w, y} : TensorList{saved_x, saved_w});
   }
   return y;
 }
