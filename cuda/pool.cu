@@ -72,13 +72,18 @@ __device__ __forceinline__ void covering_outputs(I in, I pad, I span, I stride, 
 // One thread per output element: the window's maximum (first maximum in row-major window
 // order; a NaN wins) and its flat in-plane index; -inf and -1 for a window with no in-plane
 // element. Reads the window, writes y (and indices when non-null) once.
-template <typename I>
+// kBias: every input element of plane p gets bias[p % channels] added before the comparison
+// (bias_max_pool2d: a convolution's bias folded into the pool that follows it), the same
+// float32 additions as adding the bias first.
+template <typename I, bool kBias>
 __global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                          std::int64_t* __restrict__ indices, Geometry<I> g, I total) {
+                                          std::int64_t* __restrict__ indices, Geometry<I> g,
+                                          const float* __restrict__ bias, I channels, I total) {
   for (I o = first_index<I>(); o < total; o += grid_stride<I>()) {
     I plane, i, j;
     split_index(o, g.out_h, g.out_w, plane, i, j);
     const float* in = x + plane * g.h * g.w;
+    const float b = kBias ? __ldg(bias + plane % channels) : 0.f;
     float best = -INFINITY;
     I best_index = -1;
     for (I p = 0; p < g.kh; ++p) {
@@ -87,7 +92,8 @@ __global__ void max_pool2d_forward_kernel(const float* __restrict__ x, float* __
       for (I q = 0; q < g.kw; ++q) {
         const I iw = j * g.stride_w - g.pad_w + q * g.dil_w;
         if (iw < 0 || iw >= g.w) continue;
-        const float v = __ldg(in + ih * g.w + iw);
+        float v = __ldg(in + ih * g.w + iw);
+        if (kBias) v += b;
         if (best_index < 0 || v > best || isnan(v)) {
           best = v;
           best_index = ih * g.w + iw;
@@ -315,10 +321,18 @@ std::int64_t set_pool_int32_index_limit(std::int64_t elements) { return g_int32_
 bool set_max_pool_backward_runs(bool runs) { return g_max_backward_runs.exchange(runs); }
 
 void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
-                            void* stream) {
+                            void* stream, const float* bias, std::int64_t channels) {
+  CUGRAD_CHECK(bias == nullptr || (channels >= 1 && g.planes % channels == 0),
+               "max_pool2d_forward_f32: a bias needs channels >= 1 dividing the planes, got ", channels,
+               " for ", g.planes, " planes");
   launch_indexed(g, g.out_numel(), [&](auto index) {
     using I = decltype(index);
-    launch_over_as<I>(g.out_numel(), stream, max_pool2d_forward_kernel<I>, x, y, indices, Geometry<I>(g));
+    if (bias)
+      launch_over_as<I>(g.out_numel(), stream, max_pool2d_forward_kernel<I, true>, x, y, indices,
+                        Geometry<I>(g), bias, static_cast<I>(channels));
+    else
+      launch_over_as<I>(g.out_numel(), stream, max_pool2d_forward_kernel<I, false>, x, y, indices,
+                        Geometry<I>(g), bias, static_cast<I>(1));
   });
 }
 

@@ -13,9 +13,12 @@ namespace cugrad::cuda {
 // output needs zeroing first. Backward kernels gather (one thread per input element, adding
 // the outputs whose window holds it in output order): deterministic, no atomics.
 
-/// As cpu::max_pool2d_forward; indices may be null (inference: no index is stored).
+/// As cpu::max_pool2d_forward; indices may be null (inference: no index is stored). With a bias
+/// (one float per channel, planes = images · channels), the pool of x + bias[channel]: each
+/// element gets its bias added (float32) before the comparison, the same values, maxima and
+/// indices as adding the bias in a pass first.
 void max_pool2d_forward_f32(const float* x, float* y, std::int64_t* indices, const Pool2dGeometry& g,
-                            void* stream);
+                            void* stream, const float* bias = nullptr, std::int64_t channels = 1);
 /// As cpu::max_pool2d_backward, from the indices of the forward pass.
 void max_pool2d_backward_f32(const float* dy, const std::int64_t* indices, float* dx, const Pool2dGeometry& g,
                              void* stream);

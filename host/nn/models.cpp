@@ -60,7 +60,17 @@ Tensor TwoConvCnnImpl::forward(const Tensor& x) {
   // The example's relu then max-pool, computed as max-pool then relu: max(relu(a), relu(b)) is
   // relu(max(a, b)) exactly (ties, zeros and NaN included), and the gradient reaches the same
   // element with the same value, while the ReLU's passes run over a quarter of the elements.
-  Tensor y = functional::max_pool2d(conv2(conv_then_relu(*conv1, x)), 2).relu();
+  const Tensor h = conv_then_relu(*conv1, x);
+  // Module fusion (conv2 without hooks): conv2 runs without its bias, which the max-pool adds
+  // to each element it reads (bias_max_pool2d), so the biased conv2 output is never written.
+  const Conv2dOptions& o = conv2->options;
+  const bool fuse_bias = fusion_enabled() && !conv2->has_hooks() && conv2->bias.defined();
+  const Tensor pooled =
+      fuse_bias ? functional::bias_max_pool2d(functional::conv2d(h, conv2->weight, Tensor(), o.stride,
+                                                                 o.padding, o.dilation, o.groups),
+                                              conv2->bias, 2)
+                : functional::max_pool2d(conv2(h), 2);
+  Tensor y = pooled.relu();
   y = dropout1(y).flatten(1);
   return fc2(dropout2(relu(fc1(y))));
 }

@@ -1,4 +1,4 @@
-// nn::functional::max_pool2d, avg_pool2d and adaptive_avg_pool2d: argument checks (PyTorch's
+// nn::functional::max_pool2d, bias_max_pool2d, avg_pool2d and adaptive_avg_pool2d: argument checks (PyTorch's
 // rules and messages), the output geometry, dispatch to the CPU loops (host/cpu/pool) or the
 // CUDA kernels (cuda/pool), and the backward nodes.
 //
@@ -10,8 +10,10 @@
 //    and passes no gradient.
 //  - adaptive_avg_pool2d needs an output size >= 1 in both dimensions.
 #include "cuda/pool.h"
+#include "cuda/conv.h"
 #include "cugrad/nn/functional.h"
 #include "host/autograd/functions.h"
+#include "host/cpu/conv.h"
 #include "host/cpu/pool.h"
 #include "host/ops/op_util.h"
 
@@ -132,6 +134,83 @@ Tensor max_pool2d(const Tensor& x, Int2 kernel_size, std::optional<Int2> stride,
                                                              const autograd::Node&) {
                               check_grad(kMaxBackward, grads[0], shape, dtype, dev);
                               return TensorList{max_pool2d_grad(grads[0], saved[0], in_shape, g)};
+                            },
+                            {indices});
+  }
+  return y;
+}
+
+// ---- bias_max_pool2d: max_pool2d(x + bias) with the bias added inside the pool ----
+
+namespace {
+
+constexpr const char* kBiasMaxOp = "bias_max_pool2d";
+constexpr const char* kBiasMaxBackward = "BiasMaxPool2dBackward";
+
+// Σ of g over images and pixels per channel: a convolution's bias gradient, computed by the same
+// code as conv2d's (cuda::conv2d_backward_bias_f32 / cpu::conv2d_backward_bias), so the same bits.
+Tensor channel_sums(const Tensor& g) {
+  Conv2dGeometry geo;
+  geo.n = g.size(0);
+  geo.c_out = g.size(1);
+  geo.out_h = g.size(2);
+  geo.out_w = g.size(3);
+  Tensor db = empty({geo.c_out}, g.device(), g.dtype());
+  if (g.is_cuda()) {
+    OpScope scope(kBiasMaxBackward, g.device());
+    scope.reads(g);
+    scope.writes(db);
+    cuda::conv2d_backward_bias_f32(cf32(g), mf32(db), geo, Stream::current(g.device()));
+  } else if (geo.n == 0) {
+    db.zero_();
+  } else {
+    cpu::conv2d_backward_bias(g.dtype(), g.raw_data(), db.raw_data(), geo);
+  }
+  return db;
+}
+
+}  // namespace
+
+Tensor bias_max_pool2d(const Tensor& x, const Tensor& bias, Int2 kernel_size, std::optional<Int2> stride,
+                       Int2 padding, Int2 dilation) {
+  Pool2dGeometry g = check_input(kBiasMaxOp, x);
+  set_window(kBiasMaxOp, x, g, kernel_size, stride.value_or(kernel_size), padding, dilation);
+  check_defined(kBiasMaxOp, bias, "bias");
+  const std::int64_t channels = x.size(1);
+  CUGRAD_CHECK(bias.dim() == 1 && bias.size(0) == channels, kBiasMaxOp, ": bias must have shape [", channels,
+               "] (one value per channel of the input ", describe(x), "), got ", describe(bias));
+  CUGRAD_CHECK(bias.device() == x.device() && bias.dtype() == x.dtype(), kBiasMaxOp, ": bias ",
+               describe(bias), " must have the input's device and dtype, input ", describe(x));
+  const Device dev = x.device();
+  const Shape shape = out_shape(x, g);
+  Tensor y = empty(shape, dev, x.dtype());
+  const bool record = autograd::any_requires_grad({&x, &bias});
+  Tensor indices = record ? empty(shape, dev, DType::int64) : Tensor();
+  std::int64_t* idx = record ? indices.data_ptr<std::int64_t>() : nullptr;
+  if (y.numel() > 0) {
+    if (dev.is_cuda()) {
+      OpScope scope(kBiasMaxOp, dev);
+      scope.reads(x);
+      scope.reads(bias);
+      scope.writes(y);
+      if (record) scope.writes(indices);
+      cuda::max_pool2d_forward_f32(cf32(x), mf32(y), idx, g, scope.stream(), cf32(bias), channels);
+    } else {
+      NoGradGuard no_grad;  // the node below records the whole op
+      const Tensor biased = x + bias.reshape({1, channels, 1, 1});
+      cpu::max_pool2d_forward(x.dtype(), biased.raw_data(), y.raw_data(), idx, g);
+    }
+  }
+  if (record) {
+    const Shape in_shape = x.shape();
+    const DType dtype = x.dtype();
+    autograd::record_lambda(kBiasMaxBackward, {x, bias}, {y},
+                            [g, in_shape, shape, dtype, dev](const TensorList& grads, const TensorList& saved,
+                                                             const autograd::Node& node) {
+                              check_grad(kBiasMaxBackward, grads[0], shape, dtype, dev);
+                              const Tensor dx = max_pool2d_grad(grads[0], saved[0], in_shape, g);
+                              return TensorList{node.needs_input_grad(0) ? dx : Tensor(),
+                                                node.needs_input_grad(1) ? channel_sums(dx) : Tensor()};
                             },
                             {indices});
   }

@@ -497,3 +497,91 @@ TEST(Pool2dGPU, ErrorsOnTheDevice) {
                        }),
                        "avg_pool2d", "at most half"));
 }
+
+// ---- bias_max_pool2d: max_pool2d(x + bias) with the bias added inside the pool ----
+
+namespace {
+
+// Output and the gradients of x and bias for dy, fused (bias_max_pool2d) or as the composite
+// max_pool2d(x + bias.reshape({1, C, 1, 1})), on `dev`; `node`: the fused output's node.
+cg::TensorList bias_pool_results(const Case& c, const cg::Tensor& x, const cg::Tensor& bias,
+                                 const cg::Tensor& dy, cg::Device dev, bool fused,
+                                 std::string* node = nullptr) {
+  const cg::Tensor xl = x.to(dev).detach().requires_grad_(), bl = bias.to(dev).detach().requires_grad_();
+  const cg::Tensor y =
+      fused ? F::bias_max_pool2d(xl, bl, c.k, c.stride, c.padding, c.dilation)
+            : F::max_pool2d(xl + bl.reshape({1, c.x[1], 1, 1}), c.k, c.stride, c.padding, c.dilation);
+  if (node) *node = y.grad_fn_name();
+  cg::TensorList out{y.detach()};
+  for (const cg::Tensor& g : cg::autograd::grad({y}, {xl, bl}, {dy.to(dev)})) out.push_back(g);
+  return out;
+}
+
+void expect_bias_pool_is_the_composite(cg::Device dev, cg::DType dtype) {
+  cg::manual_seed(150);
+  for (const Case& c : cases()) {
+    if (c.kind != Kind::max) continue;
+    SCOPED_TRACE(c.name());
+    cg::Tensor x = cg::randn(c.x, kCpu, dtype);
+    // Ties after the bias (a whole plane equal) and a NaN: the same winner both ways.
+    if (c.x[2] * c.x[3] > 1) {
+      std::vector<double> v = x.to(cg::DType::float64).to_vector<double>();
+      for (std::int64_t i = 0; i < c.x[2] * c.x[3]; ++i) v[static_cast<std::size_t>(i)] = 0.5;
+      v.back() = NAN;
+      x = cg::from_vector(v, c.x).to(dtype);
+    }
+    const cg::Tensor bias = cg::randn({c.x[1]}, kCpu, dtype), dy = cg::randn(output_shape(c), kCpu, dtype);
+    std::string node;
+    const cg::TensorList fused = bias_pool_results(c, x, bias, dy, dev, true, &node);
+    const cg::TensorList plain = bias_pool_results(c, x, bias, dy, dev, false);
+    EXPECT_EQ(node, "BiasMaxPool2dBackward");
+    // Output and input gradient bit for bit; the bias gradient sums the same terms in another
+    // order (conv2d's bias-gradient reduction, not the broadcast add's; fusion_test checks it
+    // bit for bit against conv2d with its bias).
+    EXPECT_TRUE(all_equal(fused[0].cpu(), plain[0].cpu())) << "output";
+    EXPECT_TRUE(all_equal(fused[1].cpu(), plain[1].cpu())) << "input gradient";
+    EXPECT_TRUE(all_close(fused[2].cpu(), plain[2].cpu(), {1e-5, 1e-5})) << "bias gradient";
+  }
+}
+
+}  // namespace
+
+TEST(MaxPool2d, BiasInsideThePoolIsTheCompositeBitForBit) {
+  expect_bias_pool_is_the_composite(kCpu, cg::DType::float32);
+  expect_bias_pool_is_the_composite(kCpu, cg::DType::float64);
+}
+
+TEST(MaxPool2d, BiasInsideThePoolGradcheckAndErrors) {
+  cg::manual_seed(151);
+  const cg::Tensor x = cg::randn({2, 3, 6, 5}, kCpu, cg::DType::float64).requires_grad_();
+  const cg::Tensor b = cg::randn({3}, kCpu, cg::DType::float64).requires_grad_();
+  EXPECT_EQ(
+      cg::autograd::gradcheck(
+          [](const cg::TensorList& t) { return F::bias_max_pool2d(t[0], t[1], 3, Int2(2), 1); }, {x, b}),
+      "");
+  const std::string wrong = cg::testing::value_error_message([&] {
+    F::bias_max_pool2d(x, b.reshape({1, 3}), 2);
+  });
+  EXPECT_TRUE(mentions(wrong, "bias_max_pool2d", "bias must have shape [3]")) << wrong;
+  const std::string dtype =
+      cg::testing::value_error_message([&] { F::bias_max_pool2d(x, b.to(cg::DType::float32), 2); });
+  EXPECT_TRUE(mentions(dtype, "bias_max_pool2d", "device and dtype")) << dtype;
+  const std::string missing =
+      cg::testing::value_error_message([&] { F::bias_max_pool2d(x, cg::Tensor(), 2); });
+  EXPECT_TRUE(mentions(missing, "bias_max_pool2d", "bias")) << missing;
+}
+
+TEST(Pool2dGPU, BiasInsideThePoolIsTheCompositeBitForBit) {
+  CUGRAD_REQUIRE_GPU();
+  expect_bias_pool_is_the_composite(kCuda, cg::DType::float32);
+  // And against the CPU (float64 composite).
+  cg::manual_seed(152);
+  const Case c{Kind::max, {16, 64, 24, 24}, 2};  // the 2-conv CNN's conv2 output
+  const cg::Tensor x = cg::randn(c.x), b = cg::randn({64}), dy = cg::randn(output_shape(c));
+  const cg::TensorList gpu = bias_pool_results(c, x, b, dy, kCuda, true);
+  const cg::TensorList ref = bias_pool_results(c, x.to(cg::DType::float64), b.to(cg::DType::float64),
+                                               dy.to(cg::DType::float64), kCpu, false);
+  EXPECT_TRUE(all_close(gpu[0], ref[0], {1e-6, 1e-6}));
+  EXPECT_TRUE(all_close(gpu[1], ref[1], {1e-6, 1e-6}));
+  EXPECT_TRUE(norm_close(gpu[2], ref[2], 1e-5));
+}

@@ -105,6 +105,15 @@ Tensor conv2d_relu(const Tensor& x, const Tensor& weight, const Tensor& bias = T
 Tensor max_pool2d(const Tensor& x, Int2 kernel_size, std::optional<Int2> stride = std::nullopt, Int2 padding = 0,
                   Int2 dilation = 1);
 
+/// max_pool2d(x + bias.reshape({1, C, 1, 1}), ...) in one op (graph node BiasMaxPool2dBackward):
+/// the per-channel bias (C) is added to each element inside the pool, so x + bias is never
+/// written; the same outputs and gradients, bit for bit (dbias is the channel sum of the pool's
+/// input gradient, computed as conv2d's bias gradient is). For a convolution's bias followed by
+/// a max-pool: TwoConvCnn runs its conv2 without the bias and then this (module fusion, when
+/// conv2 has no hooks; see nn::set_fusion_enabled in cugrad/nn/module.h).
+Tensor bias_max_pool2d(const Tensor& x, const Tensor& bias, Int2 kernel_size,
+                       std::optional<Int2> stride = std::nullopt, Int2 padding = 0, Int2 dilation = 1);
+
 /// Average pooling over (N, C, H, W) (ceil_mode false, count_include_pad true, as PyTorch's
 /// defaults: every window divides by kH·kW); stride defaults to the kernel size; padding at
 /// most half the kernel.

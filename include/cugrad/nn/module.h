@@ -348,7 +348,8 @@ std::ostream& operator<<(std::ostream& os, const ModuleHolder<Impl>& holder) {
 /// Module fusion, on by default (CUGRAD_FUSION=0 in the environment turns it off at start):
 /// Sequential, and ResNet's stem and BasicBlocks, run a BatchNorm1d/BatchNorm2d followed by a
 /// ReLU as one functional::batch_norm_relu when neither module has hooks; Sequential and
-/// TwoConvCnn run a Conv2d followed by a ReLU as one functional::conv2d_relu likewise. The results are the
+/// TwoConvCnn run a Conv2d followed by a ReLU as one functional::conv2d_relu likewise, and
+/// TwoConvCnn adds conv2's bias inside its max-pool (functional::bias_max_pool2d). The results are the
 /// same as running the two modules (bit for bit on CUDA, gradients included); the pre-ReLU
 /// tensor never exists. A module with any hook runs on its own, so hooks always see what they
 /// would without fusion. Global and thread-safe to change between steps.
