@@ -105,41 +105,6 @@ Tensor max_pool2d_grad(const Tensor& dy, const Tensor& indices, const Shape& in_
 
 }  // namespace
 
-Tensor max_pool2d(const Tensor& x, Int2 kernel_size, std::optional<Int2> stride, Int2 padding,
-                  Int2 dilation) {
-  Pool2dGeometry g = check_input(kMaxOp, x);
-  set_window(kMaxOp, x, g, kernel_size, stride.value_or(kernel_size), padding, dilation);
-  const Device dev = x.device();
-  const Shape shape = out_shape(x, g);
-  Tensor y = empty(shape, dev, x.dtype());
-  const bool record = autograd::any_requires_grad({&x});
-  Tensor indices = record ? empty(shape, dev, DType::int64) : Tensor();
-  std::int64_t* idx = record ? indices.data_ptr<std::int64_t>() : nullptr;
-  if (y.numel() > 0) {
-    if (dev.is_cuda()) {
-      OpScope scope(kMaxOp, dev);
-      scope.reads(x);
-      scope.writes(y);
-      if (record) scope.writes(indices);
-      cuda::max_pool2d_forward_f32(cf32(x), mf32(y), idx, g, scope.stream());
-    } else {
-      cpu::max_pool2d_forward(x.dtype(), x.raw_data(), y.raw_data(), idx, g);
-    }
-  }
-  if (record) {
-    const Shape in_shape = x.shape();
-    const DType dtype = x.dtype();
-    autograd::record_lambda(kMaxBackward, {x}, {y},
-                            [g, in_shape, shape, dtype, dev](const TensorList& grads, const TensorList& saved,
-                                                             const autograd::Node&) {
-                              check_grad(kMaxBackward, grads[0], shape, dtype, dev);
-                              return TensorList{max_pool2d_grad(grads[0], saved[0], in_shape, g)};
-                            },
-                            {indices});
-  }
-  return y;
-}
-
 // ---- bias_max_pool2d: max_pool2d(x + bias) with the bias added inside the pool ----
 
 namespace {
@@ -169,7 +134,58 @@ Tensor channel_sums(const Tensor& g) {
   return db;
 }
 
+// max_pool2d (bias undefined) and bias_max_pool2d: the pool of x (+ bias[channel]), the argmax
+// indices when a gradient is needed, and the node (dx; dbias the channel sums of dx).
+Tensor max_pool_impl(const char* op, const char* backward, Pool2dGeometry g, const Tensor& x,
+                     const Tensor& bias) {
+  const Device dev = x.device();
+  const Shape shape = out_shape(x, g);
+  Tensor y = empty(shape, dev, x.dtype());
+  const bool record = autograd::any_requires_grad({&x, &bias});
+  Tensor indices = record ? empty(shape, dev, DType::int64) : Tensor();
+  std::int64_t* idx = record ? indices.data_ptr<std::int64_t>() : nullptr;
+  if (y.numel() > 0) {
+    if (dev.is_cuda()) {
+      OpScope scope(op, dev);
+      scope.reads(x);
+      if (bias.defined()) scope.reads(bias);
+      scope.writes(y);
+      if (record) scope.writes(indices);
+      cuda::max_pool2d_forward_f32(cf32(x), mf32(y), idx, g, scope.stream(),
+                                   bias.defined() ? cf32(bias) : nullptr, x.size(1));
+    } else if (bias.defined()) {
+      NoGradGuard no_grad;  // the node below records the whole op
+      const Tensor biased = x + bias.reshape({1, x.size(1), 1, 1});
+      cpu::max_pool2d_forward(x.dtype(), biased.raw_data(), y.raw_data(), idx, g);
+    } else {
+      cpu::max_pool2d_forward(x.dtype(), x.raw_data(), y.raw_data(), idx, g);
+    }
+  }
+  if (record) {
+    const Shape in_shape = x.shape();
+    const DType dtype = x.dtype();
+    autograd::record_lambda(
+        backward, {x, bias}, {y},
+        [g, in_shape, shape, dtype, dev, backward](const TensorList& grads, const TensorList& saved,
+                                                   const autograd::Node& node) {
+          check_grad(backward, grads[0], shape, dtype, dev);
+          const Tensor dx = max_pool2d_grad(grads[0], saved[0], in_shape, g);
+          return TensorList{node.needs_input_grad(0) ? dx : Tensor(),
+                            node.needs_input_grad(1) ? channel_sums(dx) : Tensor()};
+        },
+        {indices});
+  }
+  return y;
+}
+
 }  // namespace
+
+Tensor max_pool2d(const Tensor& x, Int2 kernel_size, std::optional<Int2> stride, Int2 padding,
+                  Int2 dilation) {
+  Pool2dGeometry g = check_input(kMaxOp, x);
+  set_window(kMaxOp, x, g, kernel_size, stride.value_or(kernel_size), padding, dilation);
+  return max_pool_impl(kMaxOp, kMaxBackward, g, x, Tensor());
+}
 
 Tensor bias_max_pool2d(const Tensor& x, const Tensor& bias, Int2 kernel_size, std::optional<Int2> stride,
                        Int2 padding, Int2 dilation) {
@@ -181,40 +197,7 @@ Tensor bias_max_pool2d(const Tensor& x, const Tensor& bias, Int2 kernel_size, st
                "] (one value per channel of the input ", describe(x), "), got ", describe(bias));
   CUGRAD_CHECK(bias.device() == x.device() && bias.dtype() == x.dtype(), kBiasMaxOp, ": bias ",
                describe(bias), " must have the input's device and dtype, input ", describe(x));
-  const Device dev = x.device();
-  const Shape shape = out_shape(x, g);
-  Tensor y = empty(shape, dev, x.dtype());
-  const bool record = autograd::any_requires_grad({&x, &bias});
-  Tensor indices = record ? empty(shape, dev, DType::int64) : Tensor();
-  std::int64_t* idx = record ? indices.data_ptr<std::int64_t>() : nullptr;
-  if (y.numel() > 0) {
-    if (dev.is_cuda()) {
-      OpScope scope(kBiasMaxOp, dev);
-      scope.reads(x);
-      scope.reads(bias);
-      scope.writes(y);
-      if (record) scope.writes(indices);
-      cuda::max_pool2d_forward_f32(cf32(x), mf32(y), idx, g, scope.stream(), cf32(bias), channels);
-    } else {
-      NoGradGuard no_grad;  // the node below records the whole op
-      const Tensor biased = x + bias.reshape({1, channels, 1, 1});
-      cpu::max_pool2d_forward(x.dtype(), biased.raw_data(), y.raw_data(), idx, g);
-    }
-  }
-  if (record) {
-    const Shape in_shape = x.shape();
-    const DType dtype = x.dtype();
-    autograd::record_lambda(kBiasMaxBackward, {x, bias}, {y},
-                            [g, in_shape, shape, dtype, dev](const TensorList& grads, const TensorList& saved,
-                                                             const autograd::Node& node) {
-                              check_grad(kBiasMaxBackward, grads[0], shape, dtype, dev);
-                              const Tensor dx = max_pool2d_grad(grads[0], saved[0], in_shape, g);
-                              return TensorList{node.needs_input_grad(0) ? dx : Tensor(),
-                                                node.needs_input_grad(1) ? channel_sums(dx) : Tensor()};
-                            },
-                            {indices});
-  }
-  return y;
+  return max_pool_impl(kBiasMaxOp, kBiasMaxBackward, g, x, bias);
 }
 
 // ---- avg_pool2d ----
