@@ -31,7 +31,7 @@ namespace {
 struct Job {
   Tensor keep_alive;  // holds the source memory until the copy is done
   runtime::PinnedBlock block;
-  std::unique_ptr<Event> done;  // null for CPU tensors (copied at submission)
+  std::shared_ptr<Event> done;  // null for CPU tensors (copied at submission); shared with the storage
   Shape shape;
   DType dtype;
   Tag tag;
@@ -152,8 +152,11 @@ bool Inspector::copy(const Tensor& t, Tag tag, Callback callback) {
       if (bytes > 0)
         CUGRAD_CUDA_CHECK(cudaMemcpyAsync(job.block.data(), t.raw_data(), bytes, cudaMemcpyDeviceToHost,
                                           runtime::cuda_stream(stream)));
-      job.done = std::make_unique<Event>();
+      job.done = std::make_shared<Event>();
       job.done->record(stream);
+      // The copy is this stream's whole use of t: releasing or overwriting t later waits for
+      // this event, not for the copies of other tensors queued on the stream after it.
+      t.impl()->storage->finish_read(stream, job.done);
       job.block.release_after(stream);
       job.keep_alive = t;
     } else if (bytes > 0) {

@@ -5,7 +5,9 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "cugrad/device.h"
@@ -33,12 +35,23 @@ class Storage {
   /// Call before work on `stream` writes this storage: waits for the last write and for
   /// every reader on other streams, then makes `stream` the last writer.
   void prepare_write(const Stream& stream);
+  /// Call after the last work of a read on `stream` (opened by prepare_read) has been queued,
+  /// with an event recorded on `stream` after it: a later release or write on another stream
+  /// then waits for that event, not for whatever `stream` queued since (an Inspector's copy
+  /// stream keeps copying later activations; waiting for its tail stalled the compute stream
+  /// behind copies of other tensors). The next prepare_read or prepare_write on `stream` opens
+  /// a new use and forgets the event.
+  void finish_read(const Stream& stream, std::shared_ptr<const Event> done);
 
   std::uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   void bump_version() { version_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   void note_user(const Stream& stream);
+  // Makes `waiter` wait for `user`'s use of this storage: its finish_read event when it has
+  // one, else everything `user` has queued so far.
+  void wait_for_use(const Stream& waiter, const Stream& user) const;
+  void open_use(const Stream& stream);
 
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
@@ -50,6 +63,8 @@ class Storage {
   Stream writer_;                 // last stream that wrote (CUDA only)
   std::vector<Stream> readers_;   // streams other than writer_ that read since the last write
   std::vector<Stream> users_;     // every stream other than alloc_stream_ that touched it
+  // Users whose last use is closed by a finish_read event.
+  std::vector<std::pair<Stream, std::shared_ptr<const Event>>> finished_;
 };
 
 }  // namespace cugrad

@@ -196,6 +196,80 @@ TEST(InspectorGPU, KeepsMemoryAliveUntilCopied) {
   EXPECT_EQ(seen, x_host.to_vector<float>());
 }
 
+// Releasing or overwriting a tensor whose copy has landed must wait for that copy only, not for
+// the copies of other tensors queued on the Inspector's stream after it: in a training step those
+// are the later activations' copies, and waiting for them stalled the compute stream (the 2-conv
+// CNN's hooked step +60% on an H100, 2026-11-27). Here the copy stream's next job waits for a
+// tensor whose writer stream is held closed by a gate; work on the compute stream after x is
+// released (or overwritten) must still finish while the gate is closed. Needs asynchronous
+// streams (a real GPU, or the emulator's CUGRAD_EMU_ASYNC=1); a timing test (2 s limit), so the
+// sanitizer runs leave it out.
+struct LaterCopyBehindAGate {
+  cg::Device gpu = cg::Device::cuda(0);
+  std::vector<float> x_seen, y_seen;  // outlive the Inspector, whose destructor may deliver
+  ci::Inspector insp;
+  cg::Tensor x_host = cg::randn({1 << 16});
+  cg::Tensor x = x_host.to(gpu);
+  cg::Tensor y;
+  cg::Stream slow = cg::Stream::create(gpu);
+  std::unique_ptr<cg::testing::StreamGate> gate;  // destroyed first: opens before the Inspector flushes
+
+  LaterCopyBehindAGate() {
+    {
+      cg::StreamGuard g(slow);
+      y = cg::zeros({1 << 16}, gpu);
+      gate = std::make_unique<cg::testing::StreamGate>(slow);
+      y.add_(1.0);  // queued behind the gate
+    }
+    insp.copy(x, "x", [&](const cg::HostTensor& h, const ci::Tag&) { x_seen = h.to_vector<float>(); });
+    insp.copy(y, "y", [&](const cg::HostTensor& h, const ci::Tag&) { y_seen = h.to_vector<float>(); });
+  }
+  // Waits (host) until x's copy has been delivered and its job released.
+  void wait_for_x() {
+    const auto start = std::chrono::steady_clock::now();
+    while (insp.stats().delivered < 1 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_GE(insp.stats().delivered, 1u);
+  }
+  // Whether work queued on the compute stream now completes within two seconds, the gate closed.
+  bool compute_stream_free() {
+    cg::Event after;
+    after.record(cg::Stream::current(gpu));
+    const auto start = std::chrono::steady_clock::now();
+    while (!after.query() && std::chrono::steady_clock::now() - start < std::chrono::seconds(2))
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    return after.query();
+  }
+};
+
+TEST(InspectorGPU, ReleaseDoesNotWaitForLaterCopies) {
+  CUGRAD_REQUIRE_GPU();
+  LaterCopyBehindAGate t;
+  t.x = cg::Tensor();  // the Inspector's job holds the last reference: freed on its worker
+  t.wait_for_x();
+  EXPECT_TRUE(t.compute_stream_free()) << "releasing x made the compute stream wait for the later copy of y";
+  EXPECT_TRUE(t.y_seen.empty());
+  t.gate->open();
+  t.insp.flush();
+  EXPECT_EQ(t.x_seen, t.x_host.to_vector<float>());
+  EXPECT_EQ(t.y_seen, std::vector<float>(1 << 16, 1.f));
+}
+
+TEST(InspectorGPU, OverwriteDoesNotWaitForLaterCopies) {
+  CUGRAD_REQUIRE_GPU();
+  LaterCopyBehindAGate t;
+  t.wait_for_x();
+  t.x.fill_(3.0);  // on the compute stream: waits for x's copy, which has landed
+  EXPECT_TRUE(t.compute_stream_free())
+      << "overwriting x made the compute stream wait for the later copy of y";
+  EXPECT_TRUE(t.y_seen.empty());
+  t.gate->open();
+  t.insp.flush();
+  EXPECT_EQ(t.x_seen, t.x_host.to_vector<float>());
+  EXPECT_EQ(t.y_seen, std::vector<float>(1 << 16, 1.f));
+  EXPECT_TRUE(cg::testing::all_equal(t.x, cg::full({1 << 16}, 3.0)));
+}
+
 TEST(InspectorGPU, OrderHoldsOverTenThousandCopies) {
   CUGRAD_REQUIRE_GPU();
   expect_order_over_many(cg::Device::cuda(0), 10000);
