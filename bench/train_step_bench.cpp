@@ -43,8 +43,10 @@ namespace {
 
 enum class Variant { plain, frozen, hooks };
 
+// `copied_bytes` (hooks): the bytes the Inspector delivered in the last step.
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
-                  std::int64_t classes, Variant variant, int runs, cg::bench::Pipelined* pipelined = nullptr) {
+                  std::int64_t classes, Variant variant, int runs, cg::bench::Pipelined* pipelined = nullptr,
+                  std::size_t* copied_bytes = nullptr) {
   model.train();
   model.unfreeze();
   if (variant == Variant::frozen) {
@@ -62,14 +64,17 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
   cg::optim::SGD opt(trainable, {.lr = 0.01, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
   cg::inspect::Inspector insp({.max_pinned_bytes = std::size_t{4} << 30});
   double checksum = 0;
+  std::size_t step_bytes = 0;  // written by the Inspector's worker; read after a flush
   std::vector<cg::HookHandle> hooks;
   if (variant == Variant::hooks)
     hooks = cg::inspect::record_activations(model, insp, [&](const cg::HostTensor& t, const cg::inspect::Tag&) {
       checksum += t.data<float>()[0];
+      step_bytes += static_cast<std::size_t>(t.numel()) * cg::element_size(t.dtype());
     });
   int turn = 0;
   auto step = [&] {
     const int i = turn++ % 3;
+    step_bytes = 0;  // the previous step's copies have all been delivered (flush below)
     const cg::Tensor loss = nn::functional::cross_entropy(model(xs[i]), ys[i], {.label_smoothing = 0.1});
     opt.zero_grad();
     loss.backward();
@@ -80,19 +85,25 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
   if (pipelined != nullptr) *pipelined = cg::bench::pipelined_ms(gpu, step, runs);
   for (auto& h : hooks) h.remove();
   model.unfreeze();
+  if (copied_bytes != nullptr) *copied_bytes = step_bytes;
   return ms + 0 * checksum;
 }
 
 // `fusable`: the model has BatchNorm+ReLU or Conv2d+ReLU pairs that module fusion joins (timed once
 // more without). `direct`: it has a convolution that cugrad's direct kernels run (timed once more
 // with cuDNN for it: cuda::set_direct_convolutions(false)).
+// `d2h_gbs`: the Inspector's device-to-host rate measured in this run (the hooked step's floor
+// is the bytes its hooks copy at that rate).
 void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::Module& classifier,
-               const cg::Shape& input, std::int64_t classes, int runs, bool fusable = true,
+               const cg::Shape& input, std::int64_t classes, int runs, double d2h_gbs, bool fusable = true,
                bool direct = false) {
   cg::bench::Pipelined pipe{};
   const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
-  const double hooks = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
+  std::size_t hook_bytes = 0;
+  const double hooks =
+      time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs, nullptr, &hook_bytes);
+  const double copy_ms = static_cast<double>(hook_bytes) / (d2h_gbs * 1e9) * 1e3;
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
@@ -100,10 +111,15 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
       "%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
       "(%.0f%% of the step)\n",
       "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
+  std::printf(
+      "%-32s the hooks copy %.1f MB per step: %.3f ms at %.1f GB/s device to host (%.0f%% of the plain step; "
+      "the hooked step cannot be shorter)\n",
+      "", static_cast<double>(hook_bytes) / 1e6, copy_ms, d2h_gbs, 100.0 * copy_ms / plain);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
+  std::printf("RESULT train_step_%s_hooks_copy_floor %.4f\n", name.c_str(), copy_ms);
   if (direct) {
     const bool before = cg::cuda::set_direct_convolutions(false);
     const double cudnn_only = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
@@ -185,6 +201,8 @@ int main() {
   std::printf("train_step_bench: float32 (TF32 %s), SGD Nesterov + weight decay, label smoothing 0.1\n",
               cg::allow_tf32() ? "on" : "off");
   std::printf("device-to-device copy: %.0f GB/s\n", cg::bench::copy_bandwidth_gbs(gpu));
+  const double d2h_gbs = cg::bench::inspector_copy_gbs(gpu);
+  std::printf("device-to-host through an Inspector: %.1f GB/s\n", d2h_gbs);
   cg::manual_seed(0);
   // Smoke mode: the same models on a few small, odd-sized images.
   for (const bool search : {false, true}) {
@@ -197,20 +215,20 @@ int main() {
       nn::TwoConvCnn net(10, 1, side);
       net->to(gpu);
       run_model(gpu, "two_conv_cnn_b256" + suffix, *net, *net->fc2, {smoke ? 3 : 256, 1, side, side}, 10, 50,
-                /*fusable=*/true, /*direct=*/true);
+                d2h_gbs, /*fusable=*/true, /*direct=*/true);
     }
     {
       nn::ReferenceCnn cnn(64);
       cnn->to(gpu);
       const cg::Shape input = smoke ? cg::Shape{3, 1, 13, 13} : cg::Shape{256, 1, 28, 28};
       run_model(gpu, "reference_cnn_b256" + suffix, *cnn, *cnn->f[nn::ReferenceCnnImpl::kClassifier], input,
-                10, 50, /*fusable=*/true, /*direct=*/true);
+                10, 50, d2h_gbs, /*fusable=*/true, /*direct=*/true);
     }
     {
       nn::ResNet resnet = nn::resnet18(1000, 3);
       resnet->to(gpu);
       const cg::Shape input = smoke ? cg::Shape{2, 3, 33, 33} : cg::Shape{64, 3, 224, 224};
-      run_model(gpu, "resnet18_b64" + suffix, *resnet, *resnet->fc, input, 1000, 20);
+      run_model(gpu, "resnet18_b64" + suffix, *resnet, *resnet->fc, input, 1000, 20, d2h_gbs);
     }
   }
   cg::set_cudnn_benchmark(false);

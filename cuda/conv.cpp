@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <climits>
 #include <map>
 #include <mutex>
@@ -28,6 +29,16 @@ namespace cugrad::cuda {
 namespace {
 
 enum class Direction : int { forward = 0, backward_data = 1, backward_filter = 2 };
+
+// cudnn_search_stats(): searches and their host time, process-wide.
+struct SearchStats {
+  std::mutex mutex;
+  CudnnSearchStats totals;
+};
+SearchStats& search_stats() {
+  static SearchStats* s = new SearchStats();  // leaked: used from static destructors' threads too
+  return *s;
+}
 
 // One ranked candidate: the algorithm and the math type to run it with.
 struct Choice {
@@ -230,6 +241,10 @@ std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const B
   count = std::clamp(count, 0, Op::kCount);
 
   if (search) {
+    // The search blocks the host; count from the moment the stream's earlier work is done, so
+    // that the time is the search's own.
+    CUGRAD_CUDA_CHECK(cudaStreamSynchronize(runtime::cuda_stream(stream)));
+    const auto started = std::chrono::steady_clock::now();
     std::size_t want = 0;
     for (int i = 0; i < count; ++i)
       if (usable(perf[i]) && perf[i].memory <= limit) want = std::max(want, perf[i].memory);
@@ -251,6 +266,12 @@ std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const B
     for (int i = 0; i < found_count; ++i)
       if (usable(found[i]) && found[i].memory <= ws->size())
         add(static_cast<int>(found[i].algo), found[i].mathType);
+    ws.reset();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    SearchStats& st = search_stats();
+    std::lock_guard<std::mutex> lock(st.mutex);
+    st.totals.searches++;
+    st.totals.seconds += seconds;
   }
   for (int i = 0; i < count; ++i)
     if (usable(perf[i]) && perf[i].memory <= limit) add(static_cast<int>(perf[i].algo), perf[i].mathType);
@@ -479,3 +500,13 @@ std::size_t conv2d_algorithm_cache_size() {
 }
 
 }  // namespace cugrad::cuda
+
+namespace cugrad {
+
+CudnnSearchStats cudnn_search_stats() {
+  cuda::SearchStats& st = cuda::search_stats();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return st.totals;
+}
+
+}  // namespace cugrad

@@ -115,6 +115,7 @@ EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optim
   model.train();
   Metrics m;
   ProgressBar bar(loader.num_batches(), label);
+  const CudnnSearchStats searched_before = cudnn_search_stats();
   const auto start = clock::now();
   std::int64_t step = 0;
   // Read the running metrics back only this often: each read waits for the GPU.
@@ -139,6 +140,9 @@ EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optim
   s.loss = m.mean_loss();  // waits for the GPU: the epoch's time includes all its work
   s.accuracy = m.accuracy();
   s.seconds = std::chrono::duration<double>(clock::now() - start).count();
+  const CudnnSearchStats searched_after = cudnn_search_stats();
+  s.searches = searched_after.searches - searched_before.searches;
+  s.search_seconds = searched_after.seconds - searched_before.seconds;
   s.images = m.count;
   s.images_per_s = static_cast<double>(m.count) / std::max(s.seconds, 1e-9);
   bar.finish();

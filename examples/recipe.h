@@ -68,6 +68,8 @@ struct EpochStats {
   double loss = 0;          // mean training loss over the epoch
   double accuracy = 0;      // training accuracy (of the batches as trained)
   double seconds = 0;       // wall time of the epoch, GPU work included
+  std::uint64_t searches = 0;  // cuDNN timed searches during the epoch (new shapes)
+  double search_seconds = 0;   // the part of `seconds` they took (cudnn_search_stats)
   double images_per_s = 0;
   std::int64_t images = 0;
 };

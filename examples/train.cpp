@@ -66,8 +66,12 @@ int main(int argc, char** argv) {
       const double acc = ex::evaluate(*model, test);
       total_seconds += s.seconds;
       final_accuracy = acc;
-      std::printf("epoch %d: loss %.4f, train accuracy %.2f%%, test accuracy %.2f%%, %.2f s (%.0f images/s)\n", e + 1,
-                  s.loss, 100 * s.accuracy, 100 * acc, s.seconds, s.images_per_s);
+      std::printf("epoch %d: loss %.4f, train accuracy %.2f%%, test accuracy %.2f%%, %.2f s (%.0f images/s)",
+                  e + 1, s.loss, 100 * s.accuracy, 100 * acc, s.seconds, s.images_per_s);
+      if (s.searches > 0)
+        std::printf(", of which cuDNN's timed search %.2f s (%llu searches)", s.search_seconds,
+                    static_cast<unsigned long long>(s.searches));
+      std::printf("\n");
       csv.row({std::to_string(e + 1), std::to_string(s.loss), std::to_string(s.accuracy), std::to_string(acc),
                std::to_string(s.seconds), std::to_string(s.images_per_s)});
       epochs.push_back(e + 1);

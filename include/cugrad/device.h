@@ -66,6 +66,17 @@ bool allow_tf32();
 void set_cudnn_benchmark(bool on);
 bool cudnn_benchmark();
 
+/// What cuDNN's timed search has cost this process so far: `searches` counts the searches (one
+/// per direction and new shape; none with the search off or for shapes already searched) and
+/// `seconds` the host time they took, each measured from the moment the stream had finished
+/// its earlier work (the search blocks the host) until the ranking was done. For reporting how
+/// much of a first epoch or a first attack step the search took.
+struct CudnnSearchStats {
+  std::uint64_t searches = 0;
+  double seconds = 0;
+};
+CudnnSearchStats cudnn_search_stats();
+
 /// Deterministic convolutions, as torch.backends.cudnn.deterministic: on, every cuDNN
 /// convolution (forward, input gradient, weight gradient; heuristics or timed search) uses only
 /// algorithms cuDNN reports as deterministic (CUDNN_DETERMINISTIC), so the same inputs give the

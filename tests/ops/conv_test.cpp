@@ -739,16 +739,23 @@ TEST(Conv2dGPU, TimedSearchIsOptInChosenOncePerShapeAndAgrees) {
     const cg::TensorList g = cg::autograd::grad({y}, {xg, wg}, {dy});
     return cg::TensorList{y.detach(), g[0], g[1]};
   };
+  const cg::CudnnSearchStats stats_before = cg::cudnn_search_stats();
   const cg::TensorList heuristic = run();
+  EXPECT_EQ(cg::cudnn_search_stats().searches, stats_before.searches);  // the heuristics search nothing
   const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
   cg::set_cudnn_benchmark(true);
   cg::TensorList searched, again;
   try {
     searched = run();
     const std::size_t after = cg::cuda::conv2d_algorithm_cache_size();
+    const cg::CudnnSearchStats stats_after = cg::cudnn_search_stats();
     again = run();
     EXPECT_EQ(after, before + 3);  // forward, data and filter, searched once each
     EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), after);
+    EXPECT_EQ(stats_after.searches, stats_before.searches + 3);
+    EXPECT_GT(stats_after.seconds, stats_before.seconds);
+    EXPECT_EQ(cg::cudnn_search_stats().searches, stats_after.searches);  // repeats: no search
+    EXPECT_EQ(cg::cudnn_search_stats().seconds, stats_after.seconds);
   } catch (...) {
     cg::set_cudnn_benchmark(false);
     throw;
