@@ -32,6 +32,7 @@
 #include <cuda_profiler_api.h>
 
 #include "bench/bench_util.h"
+#include "cuda/conv.h"
 #include "cuda/conv_direct.h"
 #include "cugrad/nn/inspect_hooks.h"
 #include "cugrad/nn/models.h"
@@ -42,6 +43,10 @@ namespace nn = cugrad::nn;
 namespace {
 
 enum class Variant { plain, frozen, hooks };
+
+// Set by time_steps with `pipelined`: host time in cuDNN convolution calls per step, and calls.
+double cudnn_host_ms = 0;
+double cudnn_calls = 0;
 
 // `copied_bytes` (hooks): the bytes the Inspector delivered in the last step.
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
@@ -82,7 +87,24 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
     if (variant == Variant::hooks) insp.flush();  // the step ends when every copy has landed
   };
   const double ms = cg::bench::median_ms(gpu, step, 5, runs);
-  if (pipelined != nullptr) *pipelined = cg::bench::pipelined_ms(gpu, step, runs);
+  if (pipelined != nullptr) {
+    *pipelined = cg::bench::pipelined_ms(gpu, step, runs);
+    // The host's time inside cuDNN convolution calls per step, each step issued onto an idle
+    // device (as pipelined_ms's host time), so no launch queue fills up and blocks the host.
+    double cudnn_s = 0;
+    std::uint64_t calls = 0;
+    for (int r = 0; r < runs; ++r) {
+      cg::synchronize(gpu);
+      const cg::cuda::CudnnCallStats before = cg::cuda::cudnn_call_stats();
+      step();
+      const cg::cuda::CudnnCallStats after = cg::cuda::cudnn_call_stats();
+      cudnn_s += after.seconds - before.seconds;
+      calls += after.calls - before.calls;
+    }
+    cg::synchronize(gpu);
+    cudnn_host_ms = 1e3 * cudnn_s / runs;
+    cudnn_calls = static_cast<double>(calls) / runs;
+  }
   for (auto& h : hooks) h.remove();
   model.unfreeze();
   if (copied_bytes != nullptr) *copied_bytes = step_bytes;
@@ -109,8 +131,8 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
   std::printf(
       "%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
-      "(%.0f%% of the step)\n",
-      "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain);
+      "(%.0f%% of the step), %.3f ms of it in %.0f cuDNN convolution calls\n",
+      "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain, cudnn_host_ms, cudnn_calls);
   std::printf(
       "%-32s the hooks copy %.1f MB per step: %.3f ms at %.1f GB/s device to host (%.0f%% of the plain step; "
       "the hooked step cannot be shorter)\n",
@@ -119,7 +141,8 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
-  std::printf("RESULT train_step_%s_hooks_copy_floor %.4f\n", name.c_str(), copy_ms);
+  std::printf("RESULT train_step_%s_hooks_copy_floor %.4f\nRESULT train_step_%s_host_cudnn %.4f\n",
+              name.c_str(), copy_ms, name.c_str(), cudnn_host_ms);
   if (direct) {
     const bool before = cg::cuda::set_direct_convolutions(false);
     const double cudnn_only = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <map>
@@ -39,6 +40,10 @@ SearchStats& search_stats() {
   static SearchStats* s = new SearchStats();  // leaked: used from static destructors' threads too
   return *s;
 }
+
+// cudnn_call_stats(): host time in execute(), process-wide (relaxed atomics: a statistic).
+std::atomic<std::uint64_t> g_call_count{0};
+std::atomic<std::uint64_t> g_call_ns{0};
 
 // One ranked candidate: the algorithm and the math type to run it with.
 struct Choice {
@@ -327,6 +332,16 @@ void promote(const Key& key, const Choice& c) {
 template <class Op>
 void execute(const Conv2dGeometry& g, const Buffers& b, float beta, const Plan& p, Device dev,
              const Stream& stream) {
+  const auto started = std::chrono::steady_clock::now();
+  struct Count {  // on every exit, errors included
+    std::chrono::steady_clock::time_point started;
+    ~Count() {
+      const auto ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
+      g_call_ns.fetch_add(static_cast<std::uint64_t>(ns.count()), std::memory_order_relaxed);
+      g_call_count.fetch_add(1, std::memory_order_relaxed);
+    }
+  } count{started};
   cudnnHandle_t h = cudnn_handle(stream.handle());
   ConvDescs d(g, CUDNN_FMA_MATH);
   cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
@@ -491,6 +506,11 @@ void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, f
                "conv2d_backward_bias_relu_f32: needs the ReLU's output and dz");
   if (g.n == 0) return zero_bias_gradient(dbias, g, stream);
   bias_gradient(dy, y, dz, dbias, g, stream);
+}
+
+CudnnCallStats cudnn_call_stats() {
+  return {g_call_count.load(std::memory_order_relaxed),
+          static_cast<double>(g_call_ns.load(std::memory_order_relaxed)) * 1e-9};
 }
 
 std::size_t conv2d_algorithm_cache_size() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "cugrad/stream.h"
 #include "host/cpu/conv.h"
@@ -62,5 +63,15 @@ void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, f
 
 /// Number of (direction, geometry, ...) entries in the algorithm cache (tests, diagnostics).
 std::size_t conv2d_algorithm_cache_size();
+
+/// Host time spent running cuDNN convolutions (forward, input and weight gradients: each call's
+/// descriptors, workspace query and allocation, and the cuDNN call itself, timed on the host;
+/// not the algorithm search, see cudnn_search_stats), process-wide: what part of a training
+/// step's issue time is cuDNN's (benchmarks).
+struct CudnnCallStats {
+  std::uint64_t calls = 0;
+  double seconds = 0;
+};
+CudnnCallStats cudnn_call_stats();
 
 }  // namespace cugrad::cuda

@@ -740,8 +740,11 @@ TEST(Conv2dGPU, TimedSearchIsOptInChosenOncePerShapeAndAgrees) {
     return cg::TensorList{y.detach(), g[0], g[1]};
   };
   const cg::CudnnSearchStats stats_before = cg::cudnn_search_stats();
+  const cg::cuda::CudnnCallStats calls_before = cg::cuda::cudnn_call_stats();
   const cg::TensorList heuristic = run();
   EXPECT_EQ(cg::cudnn_search_stats().searches, stats_before.searches);  // the heuristics search nothing
+  EXPECT_EQ(cg::cuda::cudnn_call_stats().calls, calls_before.calls + 3);  // forward, data, filter
+  EXPECT_GT(cg::cuda::cudnn_call_stats().seconds, calls_before.seconds);
   const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
   cg::set_cudnn_benchmark(true);
   cg::TensorList searched, again;
