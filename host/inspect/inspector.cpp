@@ -43,6 +43,10 @@ struct Job {
 struct Inspector::State {
   InspectorOptions options;
   mutable std::mutex mutex;
+  // Held while a copy is queued (the read's prepare, the copy, its event, finish_read): the
+  // copies of concurrent callers reach a stream in the order of their finish_read calls, so a
+  // storage's finish_read event is always recorded after every copy of it queued before.
+  std::mutex issue;
   std::condition_variable work_cv;   // worker waits for jobs
   std::condition_variable space_cv;  // producers wait for pinned budget / flush waits for idle
   std::deque<Job> queue;
@@ -146,6 +150,7 @@ bool Inspector::copy(const Tensor& t, Tag tag, Callback callback) {
         stream = it->second;
       }
       runtime::DeviceGuard guard(t.device());
+      std::lock_guard<std::mutex> issuing(s.issue);
       // Order the copy after t's producer, and register the copy stream as a reader so that
       // later writes to t (and its release) wait for the copy.
       t.impl()->storage->prepare_read(stream);

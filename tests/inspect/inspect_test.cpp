@@ -270,6 +270,43 @@ TEST(InspectorGPU, OverwriteDoesNotWaitForLaterCopies) {
   EXPECT_TRUE(cg::testing::all_equal(t.x, cg::full({1 << 16}, 3.0)));
 }
 
+// Two threads copying the same tensors at once: each storage's release must still wait for the
+// last copy of it queued, whichever thread queued it (the Inspector queues a copy, its event and
+// finish_read under one lock). The tensors are released while copies are pending and their
+// memory is reused at once; every delivery must hold the values. (In the emulator it fails when
+// a copy's event is recorded before the copy; the interleaving the lock prevents is too narrow
+// for it to catch the lock's removal reliably.)
+TEST(InspectorGPU, ConcurrentCopiesOfOneTensorKeepItAliveUntilTheLastLands) {
+  CUGRAD_REQUIRE_GPU();
+  const cg::Device gpu = cg::Device::cuda(0);
+  ci::Inspector insp;
+  std::atomic<int> wrong{0}, delivered{0};
+  for (int round = 0; round < 20; ++round) {
+    const float value = static_cast<float>(round + 1);
+    {
+      cg::Tensor x = cg::full({1 << 14}, value, gpu);
+      const auto copies = [&] {
+        for (int i = 0; i < 8; ++i)
+          insp.copy(x, "x", [&, value](const cg::HostTensor& h, const ci::Tag&) {
+            for (float f : h.to_vector<float>())
+              if (f != value) {
+                wrong++;
+                break;
+              }
+            delivered++;
+          });
+      };
+      std::thread other(copies);
+      copies();
+      other.join();
+    }                                                           // x released with copies pending
+    const cg::Tensor clobber = cg::full({1 << 14}, -1.0, gpu);  // likely reuses x's memory
+  }
+  insp.flush();
+  EXPECT_EQ(delivered.load(), 20 * 16);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
 TEST(InspectorGPU, OrderHoldsOverTenThousandCopies) {
   CUGRAD_REQUIRE_GPU();
   expect_order_over_many(cg::Device::cuda(0), 10000);
