@@ -44,13 +44,17 @@ namespace {
 
 enum class Variant { plain, frozen, hooks };
 
-// Set by time_steps with `pipelined`: host time in cuDNN convolution calls per step, and calls.
-double cudnn_host_ms = 0;
-double cudnn_calls = 0;
+// Where the host's time per step goes (time_steps with `host`): pipelined_ms's measurement,
+// and the host time inside cuDNN convolution calls per step with their number.
+struct HostCost {
+  cg::bench::Pipelined pipelined{};
+  double cudnn_ms = 0;
+  double cudnn_calls = 0;
+};
 
 // `copied_bytes` (hooks): the bytes the Inspector delivered in the last step.
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
-                  std::int64_t classes, Variant variant, int runs, cg::bench::Pipelined* pipelined = nullptr,
+                  std::int64_t classes, Variant variant, int runs, HostCost* host = nullptr,
                   std::size_t* copied_bytes = nullptr) {
   model.train();
   model.unfreeze();
@@ -87,8 +91,8 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
     if (variant == Variant::hooks) insp.flush();  // the step ends when every copy has landed
   };
   const double ms = cg::bench::median_ms(gpu, step, 5, runs);
-  if (pipelined != nullptr) {
-    *pipelined = cg::bench::pipelined_ms(gpu, step, runs);
+  if (host != nullptr) {
+    host->pipelined = cg::bench::pipelined_ms(gpu, step, runs);
     // The host's time inside cuDNN convolution calls per step, each step issued onto an idle
     // device (as pipelined_ms's host time), so no launch queue fills up and blocks the host.
     double cudnn_s = 0;
@@ -102,8 +106,8 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
       calls += after.calls - before.calls;
     }
     cg::synchronize(gpu);
-    cudnn_host_ms = 1e3 * cudnn_s / runs;
-    cudnn_calls = static_cast<double>(calls) / runs;
+    host->cudnn_ms = 1e3 * cudnn_s / runs;
+    host->cudnn_calls = static_cast<double>(calls) / runs;
   }
   for (auto& h : hooks) h.remove();
   model.unfreeze();
@@ -119,8 +123,9 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
 void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::Module& classifier,
                const cg::Shape& input, std::int64_t classes, int runs, double d2h_gbs, bool fusable = true,
                bool direct = false) {
-  cg::bench::Pipelined pipe{};
-  const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &pipe);
+  HostCost host;
+  const double plain = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &host);
+  const cg::bench::Pipelined& pipe = host.pipelined;
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
   std::size_t hook_bytes = 0;
   const double hooks =
@@ -132,7 +137,8 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   std::printf(
       "%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
       "(%.0f%% of the step), %.3f ms of it in %.0f cuDNN convolution calls\n",
-      "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain, cudnn_host_ms, cudnn_calls);
+      "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain, host.cudnn_ms,
+      host.cudnn_calls);
   std::printf(
       "%-32s the hooks copy %.1f MB per step: %.3f ms at %.1f GB/s device to host (%.0f%% of the plain step; "
       "the hooked step cannot be shorter)\n",
@@ -142,7 +148,7 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
               pipe.total_ms, name.c_str(), pipe.host_ms);
   std::printf("RESULT train_step_%s_hooks_copy_floor %.4f\nRESULT train_step_%s_host_cudnn %.4f\n",
-              name.c_str(), copy_ms, name.c_str(), cudnn_host_ms);
+              name.c_str(), copy_ms, name.c_str(), host.cudnn_ms);
   if (direct) {
     const bool before = cg::cuda::set_direct_convolutions(false);
     const double cudnn_only = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
