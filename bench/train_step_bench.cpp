@@ -34,6 +34,7 @@
 #include "bench/bench_util.h"
 #include "cuda/conv.h"
 #include "cuda/conv_direct.h"
+#include "cuda/conv_graph.h"
 #include "cugrad/nn/inspect_hooks.h"
 #include "cugrad/nn/models.h"
 
@@ -50,6 +51,10 @@ struct HostCost {
   cg::bench::Pipelined pipelined{};
   double cudnn_ms = 0;
   double cudnn_calls = 0;
+  // Of cudnn_ms: descriptors, workspace allocation, the cuDNN calls themselves.
+  double descriptor_ms = 0, workspace_ms = 0, run_ms = 0;
+  // Convolutions through cuDNN's graph API (cuda/conv_graph.h): host time and calls per step.
+  double graph_ms = 0, graph_calls = 0;
 };
 
 // `copied_bytes` (hooks): the bytes the Inspector delivered in the last step.
@@ -95,19 +100,31 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
     host->pipelined = cg::bench::pipelined_ms(gpu, step, runs);
     // The host's time inside cuDNN convolution calls per step, each step issued onto an idle
     // device (as pipelined_ms's host time), so no launch queue fills up and blocks the host.
-    double cudnn_s = 0;
-    std::uint64_t calls = 0;
+    cg::cuda::CudnnCallStats sum;
+    cg::cuda::GraphConvStats graph_sum;
     for (int r = 0; r < runs; ++r) {
       cg::synchronize(gpu);
       const cg::cuda::CudnnCallStats before = cg::cuda::cudnn_call_stats();
+      const cg::cuda::GraphConvStats graph_before = cg::cuda::graph_conv_stats();
       step();
       const cg::cuda::CudnnCallStats after = cg::cuda::cudnn_call_stats();
-      cudnn_s += after.seconds - before.seconds;
-      calls += after.calls - before.calls;
+      const cg::cuda::GraphConvStats graph_after = cg::cuda::graph_conv_stats();
+      graph_sum.calls += graph_after.calls - graph_before.calls;
+      graph_sum.seconds += graph_after.seconds - graph_before.seconds;
+      sum.calls += after.calls - before.calls;
+      sum.seconds += after.seconds - before.seconds;
+      sum.descriptor_seconds += after.descriptor_seconds - before.descriptor_seconds;
+      sum.workspace_seconds += after.workspace_seconds - before.workspace_seconds;
+      sum.run_seconds += after.run_seconds - before.run_seconds;
     }
     cg::synchronize(gpu);
-    host->cudnn_ms = 1e3 * cudnn_s / runs;
-    host->cudnn_calls = static_cast<double>(calls) / runs;
+    host->cudnn_ms = 1e3 * sum.seconds / runs;
+    host->cudnn_calls = static_cast<double>(sum.calls) / runs;
+    host->descriptor_ms = 1e3 * sum.descriptor_seconds / runs;
+    host->workspace_ms = 1e3 * sum.workspace_seconds / runs;
+    host->run_ms = 1e3 * sum.run_seconds / runs;
+    host->graph_ms = 1e3 * graph_sum.seconds / runs;
+    host->graph_calls = static_cast<double>(graph_sum.calls) / runs;
   }
   for (auto& h : hooks) h.remove();
   model.unfreeze();
@@ -136,9 +153,10 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               name.c_str(), plain, frozen, plain / frozen, hooks, 100.0 * (hooks - plain) / plain);
   std::printf(
       "%-32s %9.3f ms per step back to back (%d steps); the host issues one step in %.3f ms "
-      "(%.0f%% of the step), %.3f ms of it in %.0f cuDNN convolution calls\n",
+      "(%.0f%% of the step), %.3f ms of it in %.0f cuDNN convolution calls (descriptors %.3f, workspaces "
+      "%.3f, the calls %.3f)\n",
       "", pipe.total_ms, pipe.runs, pipe.host_ms, 100.0 * pipe.host_ms / plain, host.cudnn_ms,
-      host.cudnn_calls);
+      host.cudnn_calls, host.descriptor_ms, host.workspace_ms, host.run_ms);
   std::printf(
       "%-32s the hooks copy %.1f MB per step: %.3f ms at %.1f GB/s device to host (%.0f%% of the plain step; "
       "the hooked step cannot be shorter)\n",
@@ -149,6 +167,28 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
               pipe.total_ms, name.c_str(), pipe.host_ms);
   std::printf("RESULT train_step_%s_hooks_copy_floor %.4f\nRESULT train_step_%s_host_cudnn %.4f\n",
               name.c_str(), copy_ms, name.c_str(), host.cudnn_ms);
+  std::printf("RESULT train_step_%s_host_cudnn_calls %.4f\n", name.c_str(), host.run_ms);
+  {
+    // The plain step with conv2d's cuDNN calls through the graph API's cached execution plans.
+    const bool before = cg::cuda::set_graph_convolutions(true);
+    HostCost gh;
+    const double graph = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs, &gh);
+    cg::cuda::set_graph_convolutions(before);
+    std::printf(
+        "%-32s %9.3f ms through cuDNN's graph API (%.3f back to back); the host issues a step in %.3f ms, "
+        "%.3f ms of it in %.0f plan executions (%.0f legacy calls left, %.3f ms)\n",
+        "", graph, gh.pipelined.total_ms, gh.pipelined.host_ms, gh.graph_ms, gh.graph_calls, gh.cudnn_calls,
+        gh.cudnn_ms);
+    std::printf("RESULT train_step_%s_graph %.4f\nRESULT train_step_%s_graph_back_to_back %.4f\n",
+                name.c_str(), graph, name.c_str(), gh.pipelined.total_ms);
+    std::printf("RESULT train_step_%s_graph_host_issue %.4f\nRESULT train_step_%s_graph_host_cudnn %.4f\n",
+                name.c_str(), gh.pipelined.host_ms, name.c_str(), gh.graph_ms);
+  }
+  // The hooked step once more, after the other variants: whether its time depends on what ran
+  // before it (the pinned buffers, the allocator's cache) or only on the step.
+  const double hooks_again = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
+  std::printf("%-32s %9.3f ms hooked, timed again after the other variants\n", "", hooks_again);
+  std::printf("RESULT train_step_%s_hooks_again %.4f\n", name.c_str(), hooks_again);
   if (direct) {
     const bool before = cg::cuda::set_direct_convolutions(false);
     const double cudnn_only = time_steps(gpu, model, classifier, input, classes, Variant::plain, runs);
@@ -261,5 +301,7 @@ int main() {
     }
   }
   cg::set_cudnn_benchmark(false);
+  std::printf("cuDNN's algorithm for each convolution of the steps above (the first ranked candidate):\n");
+  for (const std::string& line : cg::cuda::conv2d_algorithm_choices()) std::printf("  %s\n", line.c_str());
   return 0;
 }

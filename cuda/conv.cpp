@@ -16,10 +16,12 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "cuda/channel_sum.h"
 #include "cuda/conv_direct.h"
+#include "cuda/conv_graph.h"
 #include "cuda/cudnn_handle.h"
 #include "cugrad/device.h"
 #include "cugrad/error.h"
@@ -41,14 +43,25 @@ SearchStats& search_stats() {
   return *s;
 }
 
-// cudnn_call_stats(): host time in execute(), process-wide (relaxed atomics: a statistic).
+// cudnn_call_stats(): host time in execute(), process-wide (relaxed atomics: a statistic), in
+// all and split into its parts.
 std::atomic<std::uint64_t> g_call_count{0};
 std::atomic<std::uint64_t> g_call_ns{0};
+std::atomic<std::uint64_t> g_descriptor_ns{0};
+std::atomic<std::uint64_t> g_workspace_ns{0};
+std::atomic<std::uint64_t> g_run_ns{0};
 
-// One ranked candidate: the algorithm and the math type to run it with.
+std::uint64_t ns_since(std::chrono::steady_clock::time_point t) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
+// One ranked candidate: the algorithm, the math type to run it with, and the workspace cuDNN
+// asks for it (queried once, when ranking: the query costs host time on every call otherwise).
 struct Choice {
   int algo = 0;
   cudnnMathType_t math = CUDNN_FMA_MATH;
+  std::size_t workspace = 0;
 };
 
 using Key = std::array<std::int64_t, 21>;
@@ -133,6 +146,7 @@ struct ForwardOp {
   using Perf = cudnnConvolutionFwdAlgoPerf_t;
   using Algo = cudnnConvolutionFwdAlgo_t;
   static constexpr Direction kDir = Direction::forward;
+  static constexpr ConvDirection kGraphDir = ConvDirection::forward;
   static constexpr int kCount = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionForward";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;  // no workspace
@@ -161,6 +175,7 @@ struct BackwardDataOp {
   using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
   using Algo = cudnnConvolutionBwdDataAlgo_t;
   static constexpr Direction kDir = Direction::backward_data;
+  static constexpr ConvDirection kGraphDir = ConvDirection::backward_data;
   static constexpr int kCount = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionBackwardData";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
@@ -189,6 +204,7 @@ struct BackwardFilterOp {
   using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
   using Algo = cudnnConvolutionBwdFilterAlgo_t;
   static constexpr Direction kDir = Direction::backward_filter;
+  static constexpr ConvDirection kGraphDir = ConvDirection::backward_filter;
   static constexpr int kCount = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionBackwardFilter";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
@@ -224,16 +240,24 @@ struct Plan {
 // heuristic order follows (so a measured list cut short by the workspace still has fallbacks),
 // then an algorithm that works for every geometry (deterministic in every direction).
 // `deterministic` keeps only the algorithms cuDNN reports as deterministic.
+// Each candidate's workspace is queried here; one cuDNN does not support (NOT_SUPPORTED from the
+// query) is left out, any other failure is an error.
 template <class Op>
-std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const Buffers& b, bool tf32,
-                                    bool search, bool deterministic, Device dev, const Stream& stream) {
+std::vector<Choice> rank_algorithms(cudnnHandle_t h, ConvDescs& d, const Buffers& b, bool tf32, bool search,
+                                    bool deterministic, Device dev, const Stream& stream) {
   const std::size_t limit = workspace_limit(dev.index());
   std::vector<Choice> out;
   const auto add = [&](int algo, cudnnMathType_t reported) {
     const cudnnMathType_t math = tf32 ? reported : CUDNN_FMA_MATH;
     for (const Choice& c : out)
       if (c.algo == algo && c.math == math) return;
-    out.push_back({algo, math});
+    d.conv.set_math(math);
+    std::size_t bytes = 0;
+    const cudnnStatus_t status = Op::workspace(h, d, static_cast<typename Op::Algo>(algo), &bytes);
+    if (is_not_supported(status)) return;
+    if (status != CUDNN_STATUS_SUCCESS)
+      detail::throw_cudnn_error(static_cast<int>(status), Op::kCall, __FILE__, __LINE__);
+    out.push_back({algo, math, bytes});
   };
   const auto usable = [&](const typename Op::Perf& p) {
     return p.status == CUDNN_STATUS_SUCCESS && math_allowed(p.mathType, tf32) &&
@@ -281,15 +305,17 @@ std::vector<Choice> rank_algorithms(cudnnHandle_t h, const ConvDescs& d, const B
   for (int i = 0; i < count; ++i)
     if (usable(perf[i]) && perf[i].memory <= limit) add(static_cast<int>(perf[i].algo), perf[i].mathType);
   add(static_cast<int>(Op::kFallback), tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  CUGRAD_CHECK(!out.empty(), Op::kCall, ": cuDNN supports no algorithm for this convolution, not even ",
+               static_cast<int>(Op::kFallback));
   return out;
 }
 
 // The cached candidates for `g` (a chunk's geometry), ranking them on first use. `b` are the
 // call's buffers: search mode times the algorithms on them (and overwrites the output).
 template <class Op>
-Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& stream) {
+Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& stream, bool allow_search) {
   const bool tf32 = allow_tf32();
-  bool search = cudnn_benchmark();
+  bool search = allow_search && cudnn_benchmark();
   if (search) {
     // cudnnFind* synchronizes and cannot be captured into a CUDA graph: use the heuristics.
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
@@ -308,7 +334,7 @@ Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& s
     }
   }
   cudnnHandle_t h = cudnn_handle(stream.handle());
-  const ConvDescs d(g, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
+  ConvDescs d(g, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH);
   std::vector<Choice> ranked = rank_algorithms<Op>(h, d, b, tf32, search, deterministic, dev, stream);
   std::lock_guard<std::mutex> lock(cache.mutex);
   p.ranked = cache.entries.emplace(p.key, std::move(ranked)).first->second;  // first ranking wins a race
@@ -327,8 +353,9 @@ void promote(const Key& key, const Choice& c) {
   if (pos != v.end()) std::rotate(v.begin(), pos, pos + 1);
 }
 
-// Runs one chunk with the first candidate cuDNN accepts. Statuses other than NOT_SUPPORTED
-// are errors at once (the library's text, the call, file:line).
+// Runs one chunk with the first candidate cuDNN accepts, with the workspace its ranking
+// recorded. Statuses other than NOT_SUPPORTED are errors at once (the library's text, the call,
+// file:line).
 template <class Op>
 void execute(const Conv2dGeometry& g, const Buffers& b, float beta, const Plan& p, Device dev,
              const Stream& stream) {
@@ -336,28 +363,27 @@ void execute(const Conv2dGeometry& g, const Buffers& b, float beta, const Plan& 
   struct Count {  // on every exit, errors included
     std::chrono::steady_clock::time_point started;
     ~Count() {
-      const auto ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started);
-      g_call_ns.fetch_add(static_cast<std::uint64_t>(ns.count()), std::memory_order_relaxed);
+      g_call_ns.fetch_add(ns_since(started), std::memory_order_relaxed);
       g_call_count.fetch_add(1, std::memory_order_relaxed);
     }
   } count{started};
   cudnnHandle_t h = cudnn_handle(stream.handle());
   ConvDescs d(g, CUDNN_FMA_MATH);
+  g_descriptor_ns.fetch_add(ns_since(started), std::memory_order_relaxed);
   cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
   for (std::size_t i = 0; i < p.ranked.size(); ++i) {
     const Choice& c = p.ranked[i];
     d.conv.set_math(c.math);
     const auto algo = static_cast<typename Op::Algo>(c.algo);
-    std::size_t bytes = 0;
-    cudnnStatus_t status = Op::workspace(h, d, algo, &bytes);
+    const auto allocating = std::chrono::steady_clock::now();
+    Workspace ws(dev, c.workspace, stream);
+    const auto running = std::chrono::steady_clock::now();
+    g_workspace_ns.fetch_add(ns_since(allocating), std::memory_order_relaxed);
+    const cudnnStatus_t status = Op::run(h, d, b, algo, ws.data(), c.workspace, beta);
+    g_run_ns.fetch_add(ns_since(running), std::memory_order_relaxed);
     if (status == CUDNN_STATUS_SUCCESS) {
-      Workspace ws(dev, bytes, stream);
-      status = Op::run(h, d, b, algo, ws.data(), bytes, beta);
-      if (status == CUDNN_STATUS_SUCCESS) {
-        if (i > 0) promote(p.key, c);
-        return;
-      }
+      if (i > 0) promote(p.key, c);
+      return;
     }
     if (!is_not_supported(status))
       detail::throw_cudnn_error(static_cast<int>(status), Op::kCall, __FILE__, __LINE__);
@@ -382,20 +408,37 @@ Conv2dGeometry with_images(const Conv2dGeometry& g, std::int64_t n) {
   return c;
 }
 
-// Calls fn(start, count, plan) for each chunk of images, after planning every distinct chunk
-// shape (at most two) first: search mode writes into the output buffers, which must not
-// happen after a chunk has accumulated into them. buffers(start) gives a chunk's buffers.
-template <class Op, class MakeBuffers, class Fn>
-void for_each_chunk(const Conv2dGeometry& g, MakeBuffers&& buffers, Device dev, const Stream& stream,
-                    Fn&& fn) {
+// Runs the convolution chunk by chunk (chunks of whole images; buffers(start) gives a chunk's
+// buffers; with `accumulate`, chunks after the first add to the output: beta = 1).
+// Through cuDNN's graph API while graph_convolutions() is on (conv_graph.h) and it has an engine;
+// otherwise through the legacy API, planning every distinct chunk shape (at most two) first:
+// its timed search writes into the output buffers, which must not happen after a chunk has
+// accumulated into them (so the legacy chunks after a graph-API chunk use the heuristics).
+template <class Op, class MakeBuffers>
+void run_chunks(const Conv2dGeometry& g, MakeBuffers&& buffers, bool accumulate, Device dev,
+                const Stream& stream) {
   const std::int64_t chunk = chunk_images(g);
+  const auto beta = [&](std::int64_t start) { return accumulate && start > 0 ? 1.0f : 0.0f; };
+  std::int64_t start = 0;
+  if (graph_convolutions()) {
+    for (; start < g.n; start += chunk) {
+      const Buffers b = buffers(start);
+      if (!graph_convolution(Op::kGraphDir, with_images(g, std::min(chunk, g.n - start)),
+                             static_cast<float*>(b.x), static_cast<float*>(b.w), static_cast<float*>(b.y),
+                             beta(start), stream))
+        break;
+    }
+    if (start >= g.n) return;
+  }
+  const bool search = start == 0;
   const std::int64_t tail = g.n % chunk;
-  const Plan full = plan<Op>(with_images(g, chunk), buffers(0), dev, stream);
-  std::optional<Plan> last;
-  if (tail != 0) last = plan<Op>(with_images(g, tail), buffers(g.n - tail), dev, stream);
-  for (std::int64_t start = 0; start < g.n; start += chunk) {
+  std::optional<Plan> full, last;
+  if (g.n - start >= chunk) full = plan<Op>(with_images(g, chunk), buffers(start), dev, stream, search);
+  if (tail != 0) last = plan<Op>(with_images(g, tail), buffers(g.n - tail), dev, stream, search);
+  for (; start < g.n; start += chunk) {
     const std::int64_t count = std::min(chunk, g.n - start);
-    fn(start, count, count == chunk ? full : *last);
+    execute<Op>(with_images(g, count), buffers(start), beta(start), count == chunk ? *full : *last, dev,
+                stream);
   }
 }
 
@@ -418,10 +461,7 @@ void conv2d_forward_f32(const float* x, const float* weight, const float* bias, 
   const auto buffers = [&](std::int64_t start) {
     return Buffers{const_cast<float*>(x + start * xs), const_cast<float*>(weight), y + start * ys};
   };
-  for_each_chunk<ForwardOp>(g, buffers, dev, stream,
-                            [&](std::int64_t start, std::int64_t count, const Plan& p) {
-                              execute<ForwardOp>(with_images(g, count), buffers(start), 0.0f, p, dev, stream);
-                            });
+  run_chunks<ForwardOp>(g, buffers, /*accumulate=*/false, dev, stream);
   // The bias (and the fused ReLU) in one pass of cugrad's kernel over the whole output (int64
   // indices, so no chunks); it replaced cudnnAddTensor, which the ReLU could not join.
   if (bias || relu)
@@ -437,10 +477,7 @@ void conv2d_backward_input_f32(const float* dy, const float* weight, float* dx, 
   const auto buffers = [&](std::int64_t start) {
     return Buffers{dx + start * xs, const_cast<float*>(weight), const_cast<float*>(dy + start * ys)};
   };
-  for_each_chunk<BackwardDataOp>(
-      g, buffers, dev, stream, [&](std::int64_t start, std::int64_t count, const Plan& p) {
-        execute<BackwardDataOp>(with_images(g, count), buffers(start), 0.0f, p, dev, stream);
-      });
+  run_chunks<BackwardDataOp>(g, buffers, /*accumulate=*/false, dev, stream);
 }
 
 void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight, const Conv2dGeometry& g,
@@ -456,12 +493,7 @@ void conv2d_backward_weight_f32(const float* x, const float* dy, float* dweight,
   const auto buffers = [&](std::int64_t start) {
     return Buffers{const_cast<float*>(x + start * xs), dweight, const_cast<float*>(dy + start * ys)};
   };
-  // Chunks after the first add to the gradient (beta = 1).
-  for_each_chunk<BackwardFilterOp>(g, buffers, dev, stream,
-                                   [&](std::int64_t start, std::int64_t count, const Plan& p) {
-                                     execute<BackwardFilterOp>(with_images(g, count), buffers(start),
-                                                               start == 0 ? 0.0f : 1.0f, p, dev, stream);
-                                   });
+  run_chunks<BackwardFilterOp>(g, buffers, /*accumulate=*/true, dev, stream);  // chunks add to the gradient
 }
 
 namespace {
@@ -509,14 +541,50 @@ void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, f
 }
 
 CudnnCallStats cudnn_call_stats() {
-  return {g_call_count.load(std::memory_order_relaxed),
-          static_cast<double>(g_call_ns.load(std::memory_order_relaxed)) * 1e-9};
+  const auto seconds = [](const std::atomic<std::uint64_t>& ns) {
+    return static_cast<double>(ns.load(std::memory_order_relaxed)) * 1e-9;
+  };
+  return {g_call_count.load(std::memory_order_relaxed), seconds(g_call_ns), seconds(g_descriptor_ns),
+          seconds(g_workspace_ns), seconds(g_run_ns)};
+}
+
+std::vector<std::string> conv2d_algorithm_choices() {
+  static constexpr const char* kDirections[] = {"forward", "input gradient", "weight gradient"};
+  AlgoCache& cache = algo_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  std::vector<std::string> out;
+  out.reserve(cache.entries.size());
+  for (const auto& [k, ranked] : cache.entries) {
+    // k: direction, device, tf32, searched, deterministic, n, c_in, h, w, c_out, kh, kw, stride
+    // h/w, pad h/w, dilation h/w, groups, out h/w (make_key).
+    std::string line =
+        detail::cat(kDirections[k[0]], " ", k[5], "x", k[6], "x", k[7], "x", k[8], " -> ", k[9], " ", k[10],
+                    "x", k[11], "/", k[12], " pad ", k[14], k[18] > 1 ? " groups " : "",
+                    k[18] > 1 ? std::to_string(k[18]) : std::string(), k[3] ? " [search]" : "",
+                    k[2] ? " [tf32]" : "", k[4] ? " [deterministic]" : "");
+    if (ranked.empty()) {
+      line += " (no candidate)";
+    } else {
+      const Choice& c = ranked.front();
+      line += detail::cat(" algo ", c.algo, c.math == CUDNN_FMA_MATH ? " FMA " : " tensor-op ", c.workspace,
+                          " B (", ranked.size(), " ranked)");
+    }
+    out.push_back(std::move(line));
+  }
+  return out;
 }
 
 std::size_t conv2d_algorithm_cache_size() {
   AlgoCache& cache = algo_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
   return cache.entries.size();
+}
+
+void record_cudnn_search(double seconds) {
+  SearchStats& st = search_stats();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  st.totals.searches++;
+  st.totals.seconds += seconds;
 }
 
 }  // namespace cugrad::cuda

@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "cugrad/stream.h"
 #include "host/cpu/conv.h"
@@ -64,13 +66,22 @@ void conv2d_backward_bias_relu_f32(const float* dy, const float* y, float* dz, f
 /// Number of (direction, geometry, ...) entries in the algorithm cache (tests, diagnostics).
 std::size_t conv2d_algorithm_cache_size();
 
+/// The algorithm cache, one line per entry (diagnostics, benchmarks): direction, geometry, the
+/// modes it was ranked under, and the first candidate (the one calls use) with its math type
+/// and workspace, e.g. "forward 64x64x56x56 -> 64 3x3/1 pad 1 [search] algo 1 FMA 0 B (3 ranked)".
+std::vector<std::string> conv2d_algorithm_choices();
+
 /// Host time spent running cuDNN convolutions (forward, input and weight gradients: each call's
-/// descriptors, workspace query and allocation, and the cuDNN call itself, timed on the host;
+/// descriptors, workspace allocation and the cuDNN call itself, timed on the host; workspace
+/// sizes are queried once per ranked algorithm, with the ranking;
 /// not the algorithm search, see cudnn_search_stats), process-wide: what part of a training
 /// step's issue time is cuDNN's (benchmarks).
 struct CudnnCallStats {
   std::uint64_t calls = 0;
-  double seconds = 0;
+  double seconds = 0;             // in all
+  double descriptor_seconds = 0;  // of it: the handle and the call's descriptors
+  double workspace_seconds = 0;   // the workspace from the allocator
+  double run_seconds = 0;         // the cuDNN convolution call itself
 };
 CudnnCallStats cudnn_call_stats();
 

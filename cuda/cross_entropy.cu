@@ -815,6 +815,11 @@ int pow2_at_least(std::int64_t x) {
   return p;
 }
 
+// Whether `dynamic` bytes of dynamic shared memory need cudaFuncAttributeMaxDynamicSharedMemorySize:
+// without it a launch may use 48 KB of static and dynamic together (ce_staged_rows_kernel at
+// k = 512 asks for exactly 48 KB of dynamic memory on top of its 256 static bytes).
+bool needs_smem_opt_in(std::size_t dynamic) { return dynamic + kStaticSmemReserve > 48 * 1024; }
+
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
 struct Plan {
@@ -850,10 +855,12 @@ Plan make_plan(const CrossEntropyProblem& p, bool vec_ok) {
     pl.threads = kGroupBlock;
     const std::int64_t slots = kGroupBlock / g;
     pl.grid = static_cast<unsigned>(std::min(ceil_div(p.n, slots), sms * g_group_blocks_per_sm.load()));
-    if (g_staged_rows.load() && pl.vec == 4 && g == 32 && (pl.per == 4 || pl.per == 8)) {
+    const std::size_t staged_smem =
+        static_cast<std::size_t>(kStagedWarps) * kStages * static_cast<std::size_t>(units) * sizeof(float4);
+    if (g_staged_rows.load() && pl.vec == 4 && g == 32 && (pl.per == 4 || pl.per == 8) &&
+        staged_smem <= block_smem_limit(prop)) {
       pl.kind = Plan::Kind::staged;
-      pl.smem =
-          static_cast<std::size_t>(kStagedWarps) * kStages * static_cast<std::size_t>(units) * sizeof(float4);
+      pl.smem = staged_smem;
       pl.grid = static_cast<unsigned>(
           std::min(ceil_div(p.n, kStagedWarps), sms * kMaxBlocksPerSm));  // capped at launch
     }
@@ -937,11 +944,11 @@ void launch_group(const Plan& pl, const Args& a, cudaStream_t s) {
 // The staged kernel's grid: what stays resident at once (its shared memory decides), at most
 // one warp per row.
 template <bool kW>
-void launch_staged(const Plan& pl, const Args& a, cudaStream_t s) {
+void launch_staged(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem_limit) {
   auto go = [&](auto kernel) {
-    if (pl.smem > 48 * 1024)
+    if (needs_smem_opt_in(pl.smem))  // as launch_block
       CUGRAD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             static_cast<int>(pl.smem)));
+                                             static_cast<int>(smem_limit)));
     int per_sm = 0;
     CUGRAD_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStagedWarps * 32, pl.smem));
@@ -961,9 +968,9 @@ void launch_staged(const Plan& pl, const Args& a, cudaStream_t s) {
 template <bool kW>
 void launch_block(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem_limit) {
   auto go = [&](auto kernel) {
-    // Beyond 48 KB a kernel must opt in; always the same (largest) value, so concurrent
-    // callers never undo each other.
-    if (pl.smem > 48 * 1024)
+    // Beyond 48 KB of static and dynamic shared memory together a kernel must opt in; always
+    // the same (largest) value, so concurrent callers never undo each other.
+    if (needs_smem_opt_in(pl.smem))
       CUGRAD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              static_cast<int>(smem_limit)));
     kernel<<<pl.grid, pl.threads, pl.smem, s>>>(a);
@@ -993,7 +1000,7 @@ void launch_rows(const Plan& pl, const Args& a, cudaStream_t s, std::size_t smem
       launch_group<kW>(pl, a, s);
       break;
     case Plan::Kind::staged:
-      launch_staged<kW>(pl, a, s);
+      launch_staged<kW>(pl, a, s, smem_limit);
       break;
     case Plan::Kind::block:
       launch_block<kW>(pl, a, s, smem_limit);

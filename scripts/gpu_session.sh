@@ -18,6 +18,7 @@
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   memcheck   compute-sanitizer memcheck over every test program's GPU tests
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
+#   graph      (not by default) train and adversarial with CUGRAD_CUDNN_GRAPH=1 (cuDNN's graph API)
 #   search     (not by default) conv_bench with cuDNN's timed algorithm search
 # The first H100 run (2026-11-26) took: build 41-50 s, tests 82 s, kernels_bench 12 s, the
 # other benches 12 s, examples 10 s, compare_torch 38 s, memcheck 87 s, racecheck 283 s for 14
@@ -212,6 +213,19 @@ for stage in $stages; do
         within 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train_tf32" --tf32 true \
           > "$out/adversarial.tf32.txt" 2>&1
         stamp "adversarial (TF32) rc=$? $(grep -m1 'PGD' "$out/adversarial.tf32.txt")"
+      fi
+      ;;
+    graph)
+      # train and adversarial with conv2d's cuDNN calls through the graph API's cached execution
+      # plans (cuda/conv_graph.h; opt-in, CUGRAD_CUDNN_GRAPH=1): what the legacy API's per-call
+      # host cost does to the recipe and the attack (train_step_bench times the steps both ways).
+      if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
+        CUGRAD_CUDNN_GRAPH=1 within 60 "$build/examples/train" --data "$DATA" --out "$out/train_graph" \
+          > "$out/train.graph.txt" 2>&1
+        stamp "train (graph API) rc=$? $(grep -m1 '^train: test accuracy' "$out/train.graph.txt")"
+        CUGRAD_CUDNN_GRAPH=1 within 60 "$build/examples/adversarial" --data "$DATA" --out "$out/train_graph" \
+          > "$out/adversarial.graph.txt" 2>&1
+        stamp "adversarial (graph API) rc=$? $(grep -m1 'PGD' "$out/adversarial.graph.txt")"
       fi
       ;;
     search)

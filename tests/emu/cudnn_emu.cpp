@@ -77,6 +77,7 @@
 #include "tests/emu/emu_trace.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cmath>
@@ -1128,6 +1129,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardWorkspaceSize(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnFilterDescriptor_t wDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t yDesc,
     cudnnConvolutionFwdAlgo_t algo, size_t* sizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   return workspace_size(Dir::forward, handle, xDesc, wDesc, convDesc, yDesc, algo, sizeInBytes);
 }
 
@@ -1135,6 +1137,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataWorkspaceSize(
     cudnnHandle_t handle, const cudnnFilterDescriptor_t wDesc, const cudnnTensorDescriptor_t dyDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnTensorDescriptor_t dxDesc,
     cudnnConvolutionBwdDataAlgo_t algo, size_t* sizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   return workspace_size(Dir::backward_data, handle, dxDesc, wDesc, convDesc, dyDesc, algo, sizeInBytes);
 }
 
@@ -1142,6 +1145,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterWorkspaceSize(
     cudnnHandle_t handle, const cudnnTensorDescriptor_t xDesc, const cudnnTensorDescriptor_t dyDesc,
     const cudnnConvolutionDescriptor_t convDesc, const cudnnFilterDescriptor_t gradDesc,
     cudnnConvolutionBwdFilterAlgo_t algo, size_t* sizeInBytes) {
+  cugrad_emu::trace::count(__func__);
   return workspace_size(Dir::backward_filter, handle, xDesc, gradDesc, convDesc, dyDesc, algo, sizeInBytes);
 }
 
@@ -1379,6 +1383,506 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
   for (std::size_t j = 0; j < poff.size(); ++j) {
     blend(static_cast<float*>(dBnScaleResult) + poff[j], sum_dy_xhat[j], a_param, b_param);
     blend(static_cast<float*>(dBnBiasResult) + poff[j], sum_dy[j], a_param, b_param);
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+
+}  // extern "C"
+
+// ---- the graph (backend) API, for cuda/conv_graph.cpp: one convolution operation per graph ----
+//
+// Descriptors keep their attributes as raw values; finalizing checks what a convolution graph
+// needs. The engine heuristics offer four emulated engines, each computing the convolution the
+// same way but with notes that cugrad must filter on:
+//   engine 0: CUDNN_NUMERICAL_NOTE_TENSOR_CORE (computes with TF32 inputs, as a GPU would)
+//   engine 1: CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION
+//   engine 2: CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC, needs a 256-byte workspace; each call moves
+//             a few outputs by one ulp, differently every call (as atomics' summation order would)
+//   engine 3: no notes, no workspace
+// CUDNN_HEUR_MODE_A proposes engines 0..3 in that order, CUDNN_HEUR_MODE_FALLBACK engine 3 only.
+// CUGRAD_EMU_CUDNN_GRAPH=0 in the environment makes heuristics finalize with
+// CUDNN_STATUS_NOT_SUPPORTED (a cuDNN without engines for the graph: cugrad must fall back).
+// cudnnBackendExecute computes as the legacy entry points (same semantics, alpha and beta from
+// the operation), after checking the variant pack's ids, pointers and workspace.
+
+namespace {
+
+struct Attr {
+  cudnnBackendAttributeType_t type;
+  std::int64_t count;
+  std::vector<unsigned char> bytes;
+};
+
+struct BackendObj {
+  cudnnBackendDescriptorType_t type;
+  bool finalized = false;
+  std::unordered_map<int, Attr> attrs;
+  int engine = -1;               // ENGINECFG, ENGINE: the emulated engine
+  BackendObj* graph = nullptr;   // HEUR, ENGINECFG, ENGINE: the operation graph
+  BackendObj* config = nullptr;  // EXECUTION_PLAN: its engine configuration (copied below)
+  int plan_engine = -1;
+  BackendObj* plan_graph = nullptr;
+};
+
+std::mutex g_backend_mutex;
+std::unordered_map<void*, BackendObj*>& backend_live() {
+  static auto* m = new std::unordered_map<void*, BackendObj*>();
+  return *m;
+}
+
+BackendObj* backend_obj(void* p) {
+  std::lock_guard<std::mutex> lock(g_backend_mutex);
+  const auto it = backend_live().find(p);
+  return it == backend_live().end() ? nullptr : it->second;
+}
+
+std::size_t attr_element_size(cudnnBackendAttributeType_t t) {
+  switch (t) {
+    case CUDNN_TYPE_HANDLE:
+      return sizeof(cudnnHandle_t);
+    case CUDNN_TYPE_DATA_TYPE:
+      return sizeof(cudnnDataType_t);
+    case CUDNN_TYPE_INT64:
+      return sizeof(std::int64_t);
+    case CUDNN_TYPE_FLOAT:
+      return sizeof(float);
+    case CUDNN_TYPE_DOUBLE:
+      return sizeof(double);
+    case CUDNN_TYPE_VOID_PTR:
+      return sizeof(void*);
+    case CUDNN_TYPE_CONVOLUTION_MODE:
+      return sizeof(cudnnConvolutionMode_t);
+    case CUDNN_TYPE_HEUR_MODE:
+      return sizeof(cudnnBackendHeurMode_t);
+    case CUDNN_TYPE_BACKEND_DESCRIPTOR:
+      return sizeof(cudnnBackendDescriptor_t);
+    default:
+      return 0;
+  }
+}
+
+const Attr* attr(const BackendObj* o, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+                 std::int64_t count = -1) {
+  const auto it = o->attrs.find(static_cast<int>(name));
+  if (it == o->attrs.end() || it->second.type != type) return nullptr;
+  if (count >= 0 && it->second.count != count) return nullptr;
+  return &it->second;
+}
+
+template <class T>
+T attr_value(const Attr* a, std::int64_t i = 0) {
+  T v;
+  std::memcpy(&v, a->bytes.data() + static_cast<std::size_t>(i) * sizeof(T), sizeof(T));
+  return v;
+}
+
+// The finalized descriptor an attribute names, of the given type, or null.
+BackendObj* attr_desc(const BackendObj* o, cudnnBackendAttributeName_t name,
+                      cudnnBackendDescriptorType_t type) {
+  const Attr* a = attr(o, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1);
+  if (a == nullptr) return nullptr;
+  BackendObj* d = backend_obj(attr_value<void*>(a));
+  return d != nullptr && d->type == type && d->finalized ? d : nullptr;
+}
+
+struct GraphConv {
+  Dir dir;
+  BackendObj *x, *w, *y, *conv;
+  float alpha, beta;
+};
+
+// The convolution operation of a finalized graph.
+bool graph_conv(const BackendObj* graph, GraphConv* out) {
+  const Attr* ops = attr(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1);
+  if (ops == nullptr) return false;
+  const BackendObj* op = backend_obj(attr_value<void*>(ops));
+  if (op == nullptr || !op->finalized) return false;
+  const auto tensor = [&](cudnnBackendAttributeName_t n) {
+    return attr_desc(op, n, CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  };
+  const auto scalar = [&](cudnnBackendAttributeName_t n, float* v) {
+    const Attr* a = attr(op, n, CUDNN_TYPE_FLOAT, 1);
+    if (a != nullptr) {
+      *v = attr_value<float>(a);
+      return true;
+    }
+    a = attr(op, n, CUDNN_TYPE_DOUBLE, 1);
+    if (a == nullptr) return false;
+    *v = static_cast<float>(attr_value<double>(a));
+    return true;
+  };
+  GraphConv g{};
+  bool ok = false;
+  switch (op->type) {
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR:
+      g.dir = Dir::forward;
+      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X);
+      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W);
+      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y);
+      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, &g.alpha) &&
+           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, &g.beta);
+      break;
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR:
+      g.dir = Dir::backward_data;
+      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX);
+      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W);
+      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY);
+      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, &g.alpha) &&
+           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, &g.beta);
+      break;
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR:
+      g.dir = Dir::backward_filter;
+      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X);
+      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW);
+      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY);
+      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, &g.alpha) &&
+           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, &g.beta);
+      break;
+    default:
+      return false;
+  }
+  if (!ok || g.x == nullptr || g.w == nullptr || g.y == nullptr || g.conv == nullptr) return false;
+  *out = g;
+  return true;
+}
+
+Dims4 tensor_dims(const BackendObj* t) {
+  Dims4 d;
+  d.set = true;
+  const Attr* dims = attr(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4);
+  const Attr* strides = attr(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4);
+  for (int i = 0; i < 4; ++i) {
+    d.dims[i] = attr_value<std::int64_t>(dims, i);
+    d.strides[i] = attr_value<std::int64_t>(strides, i);
+  }
+  return d;
+}
+
+// The legacy geometry of a graph convolution (the same checks as resolve()).
+cudnnStatus_t graph_geo(const GraphConv& c, Geo* out) {
+  Geo r{};
+  r.x = tensor_dims(c.x);
+  r.w = tensor_dims(c.w);
+  r.y = tensor_dims(c.y);
+  r.N = r.x.dims[0];
+  r.C = r.x.dims[1];
+  r.H = r.x.dims[2];
+  r.W = r.x.dims[3];
+  r.K = r.w.dims[0];
+  r.Cg = r.w.dims[1];
+  r.R = r.w.dims[2];
+  r.S = r.w.dims[3];
+  if (r.Cg <= 0 || r.C % r.Cg != 0) return CUDNN_STATUS_BAD_PARAM;
+  r.G = r.C / r.Cg;
+  if (r.K % r.G != 0) return CUDNN_STATUS_BAD_PARAM;
+  r.Kg = r.K / r.G;
+  const Attr* dil = attr(c.conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2);
+  const Attr* stride = attr(c.conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2);
+  const Attr* pre = attr(c.conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2);
+  r.dil_h = attr_value<std::int64_t>(dil, 0);
+  r.dil_w = attr_value<std::int64_t>(dil, 1);
+  r.stride_h = attr_value<std::int64_t>(stride, 0);
+  r.stride_w = attr_value<std::int64_t>(stride, 1);
+  r.pad_h = attr_value<std::int64_t>(pre, 0);
+  r.pad_w = attr_value<std::int64_t>(pre, 1);
+  r.flip = attr_value<cudnnConvolutionMode_t>(attr(c.conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE,
+                                                   CUDNN_TYPE_CONVOLUTION_MODE, 1)) == CUDNN_CONVOLUTION;
+  r.P = out_size(r.H, r.pad_h, r.R, r.stride_h, r.dil_h);
+  r.Q = out_size(r.W, r.pad_w, r.S, r.stride_w, r.dil_w);
+  if (r.P <= 0 || r.Q <= 0 || r.y.dims[0] != r.N || r.y.dims[1] != r.K || r.y.dims[2] != r.P ||
+      r.y.dims[3] != r.Q)
+    return CUDNN_STATUS_BAD_PARAM;
+  *out = r;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+constexpr int kGraphEngines = 4;
+std::size_t engine_workspace(int engine) { return engine == 2 ? 256 : 0; }
+
+cudnnStatus_t finalize_backend(BackendObj* o) {
+  switch (o->type) {
+    case CUDNN_BACKEND_TENSOR_DESCRIPTOR: {
+      const Attr* type = attr(o, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1);
+      if (type == nullptr || attr(o, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4) == nullptr ||
+          attr(o, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4) == nullptr ||
+          attr(o, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1) == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      if (attr_value<cudnnDataType_t>(type) != CUDNN_DATA_FLOAT) return CUDNN_STATUS_NOT_SUPPORTED;
+      const Dims4 d = tensor_dims(o);
+      for (int i = 0; i < 4; ++i)
+        if (d.dims[i] <= 0 || d.strides[i] <= 0) return CUDNN_STATUS_BAD_PARAM;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR: {
+      const Attr* comp = attr(o, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1);
+      const Attr* dims = attr(o, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1);
+      const Attr* pre = attr(o, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2);
+      const Attr* post = attr(o, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2);
+      if (comp == nullptr || dims == nullptr || pre == nullptr || post == nullptr ||
+          attr(o, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1) == nullptr ||
+          attr(o, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2) == nullptr ||
+          attr(o, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2) == nullptr ||
+          attr_value<std::int64_t>(dims) != 2)
+        return CUDNN_STATUS_BAD_PARAM;
+      if (attr_value<cudnnDataType_t>(comp) != CUDNN_DATA_FLOAT || pre->bytes != post->bytes)
+        return CUDNN_STATUS_NOT_SUPPORTED;  // emulated: float math, symmetric padding
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR:
+    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR: {
+      BackendObj graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};  // checks the operation through a graph view
+      o->finalized = true;
+      void* self = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(g_backend_mutex);
+        for (const auto& [k, v] : backend_live())
+          if (v == o) self = k;
+      }
+      Attr ops{CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, std::vector<unsigned char>(sizeof(void*))};
+      std::memcpy(ops.bytes.data(), &self, sizeof(void*));
+      graph.attrs[CUDNN_ATTR_OPERATIONGRAPH_OPS] = ops;
+      GraphConv c{};
+      Geo geo{};
+      const bool ok = graph_conv(&graph, &c) && graph_geo(c, &geo) == CUDNN_STATUS_SUCCESS;
+      o->finalized = false;
+      return ok ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_BAD_PARAM;
+    }
+    case CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR: {
+      GraphConv c{};
+      const Attr* h = attr(o, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1);
+      if (h == nullptr || !is_live(attr_value<cudnnHandle_t>(h), Kind::handle) || !graph_conv(o, &c))
+        return CUDNN_STATUS_BAD_PARAM;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR: {
+      o->graph = attr_desc(o, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+      if (o->graph == nullptr || attr(o, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1) == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      const char* env = std::getenv("CUGRAD_EMU_CUDNN_GRAPH");
+      if (env != nullptr && std::strcmp(env, "0") == 0) return CUDNN_STATUS_NOT_SUPPORTED;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
+      const Attr* h = attr(o, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1);
+      BackendObj* cfg =
+          attr_desc(o, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+      if (h == nullptr || !is_live(attr_value<cudnnHandle_t>(h), Kind::handle) || cfg == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      o->plan_engine = cfg->engine;
+      o->plan_graph = cfg->graph;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR: {
+      const Attr* ids = attr(o, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64);
+      const Attr* ptrs = attr(o, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR);
+      if (ids == nullptr || ptrs == nullptr || ids->count != ptrs->count ||
+          attr(o, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1) == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    default:
+      return CUDNN_STATUS_NOT_SUPPORTED;
+  }
+}
+
+// The pointer a variant pack gives for the tensor `t`, or null.
+void* pack_pointer(const BackendObj* pack, const BackendObj* t) {
+  const std::int64_t uid =
+      attr_value<std::int64_t>(attr(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1));
+  const Attr* ids = attr(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64);
+  const Attr* ptrs = attr(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR);
+  for (std::int64_t i = 0; i < ids->count; ++i)
+    if (attr_value<std::int64_t>(ids, i) == uid) return attr_value<void*>(ptrs, i);
+  return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendCreateDescriptor(cudnnBackendDescriptorType_t descriptorType,
+                                                       cudnnBackendDescriptor_t* descriptor) {
+  if (descriptor == nullptr) return CUDNN_STATUS_BAD_PARAM;
+  auto* o = new BackendObj{descriptorType};
+  std::lock_guard<std::mutex> lock(g_backend_mutex);
+  backend_live()[o] = o;
+  *descriptor = o;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendDestroyDescriptor(cudnnBackendDescriptor_t descriptor) {
+  if (descriptor == nullptr) return CUDNN_STATUS_SUCCESS;
+  BackendObj* o = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_backend_mutex);
+    const auto it = backend_live().find(descriptor);
+    if (it == backend_live().end()) return CUDNN_STATUS_BAD_PARAM;
+    o = it->second;
+    backend_live().erase(it);
+  }
+  delete o;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendSetAttribute(cudnnBackendDescriptor_t descriptor,
+                                                   cudnnBackendAttributeName_t attributeName,
+                                                   cudnnBackendAttributeType_t attributeType,
+                                                   int64_t elementCount, const void* arrayOfElements) {
+  BackendObj* o = backend_obj(descriptor);
+  const std::size_t size = attr_element_size(attributeType);
+  if (o == nullptr || o->finalized || elementCount < 0 || (elementCount > 0 && arrayOfElements == nullptr))
+    return CUDNN_STATUS_BAD_PARAM;
+  if (size == 0) return CUDNN_STATUS_NOT_SUPPORTED;
+  Attr a{attributeType, elementCount,
+         std::vector<unsigned char>(size * static_cast<std::size_t>(elementCount))};
+  if (elementCount > 0) std::memcpy(a.bytes.data(), arrayOfElements, a.bytes.size());
+  o->attrs[static_cast<int>(attributeName)] = std::move(a);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendFinalize(cudnnBackendDescriptor_t descriptor) {
+  cugrad_emu::trace::count(__func__);
+  BackendObj* o = backend_obj(descriptor);
+  if (o == nullptr || o->finalized) return CUDNN_STATUS_BAD_PARAM;
+  const cudnnStatus_t st = finalize_backend(o);
+  if (st == CUDNN_STATUS_SUCCESS) o->finalized = true;
+  return st;
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendGetAttribute(cudnnBackendDescriptor_t const descriptor,
+                                                   cudnnBackendAttributeName_t attributeName,
+                                                   cudnnBackendAttributeType_t attributeType,
+                                                   int64_t requestedElementCount, int64_t* elementCount,
+                                                   void* arrayOfElements) {
+  BackendObj* o = backend_obj(descriptor);
+  if (o == nullptr || !o->finalized || elementCount == nullptr || requestedElementCount < 0)
+    return CUDNN_STATUS_BAD_PARAM;
+  // The descriptors to fill (results of the heuristics, the engine of a configuration).
+  const auto fill = [&](int index, int engine, cudnnBackendDescriptorType_t type) {
+    BackendObj* out = backend_obj(static_cast<void**>(arrayOfElements)[index]);
+    if (out == nullptr || out->type != type) return false;
+    out->engine = engine;
+    out->graph = o->graph;
+    out->finalized = true;
+    return true;
+  };
+  switch (attributeName) {
+    case CUDNN_ATTR_ENGINEHEUR_RESULTS: {
+      if (o->type != CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR || attributeType != CUDNN_TYPE_BACKEND_DESCRIPTOR)
+        return CUDNN_STATUS_BAD_PARAM;
+      const auto mode =
+          attr_value<cudnnBackendHeurMode_t>(attr(o, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE));
+      const int first = mode == CUDNN_HEUR_MODE_FALLBACK ? kGraphEngines - 1 : 0;
+      const std::int64_t available = kGraphEngines - first;
+      if (requestedElementCount == 0) {
+        *elementCount = available;
+        return CUDNN_STATUS_SUCCESS;
+      }
+      if (arrayOfElements == nullptr) return CUDNN_STATUS_BAD_PARAM;
+      const std::int64_t n = std::min(requestedElementCount, available);
+      for (std::int64_t i = 0; i < n; ++i)
+        if (!fill(static_cast<int>(i), first + static_cast<int>(i), CUDNN_BACKEND_ENGINECFG_DESCRIPTOR))
+          return CUDNN_STATUS_BAD_PARAM;
+      *elementCount = n;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_ATTR_ENGINECFG_ENGINE:
+      if (o->type != CUDNN_BACKEND_ENGINECFG_DESCRIPTOR || attributeType != CUDNN_TYPE_BACKEND_DESCRIPTOR ||
+          requestedElementCount < 1 || arrayOfElements == nullptr ||
+          !fill(0, o->engine, CUDNN_BACKEND_ENGINE_DESCRIPTOR))
+        return CUDNN_STATUS_BAD_PARAM;
+      *elementCount = 1;
+      return CUDNN_STATUS_SUCCESS;
+    case CUDNN_ATTR_ENGINE_NUMERICAL_NOTE:
+    case CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE: {
+      if (o->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR) return CUDNN_STATUS_BAD_PARAM;
+      const bool numerical = attributeName == CUDNN_ATTR_ENGINE_NUMERICAL_NOTE;
+      if (attributeType != (numerical ? CUDNN_TYPE_NUMERICAL_NOTE : CUDNN_TYPE_BEHAVIOR_NOTE))
+        return CUDNN_STATUS_BAD_PARAM;
+      std::vector<int> notes;
+      if (numerical && o->engine == 0) notes.push_back(CUDNN_NUMERICAL_NOTE_TENSOR_CORE);
+      if (numerical && o->engine == 2) notes.push_back(CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC);
+      if (!numerical && o->engine == 1) notes.push_back(CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION);
+      const std::int64_t n =
+          std::min<std::int64_t>(requestedElementCount, static_cast<std::int64_t>(notes.size()));
+      if (n > 0 && arrayOfElements == nullptr) return CUDNN_STATUS_BAD_PARAM;
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (numerical)
+          static_cast<cudnnBackendNumericalNote_t*>(arrayOfElements)[i] =
+              static_cast<cudnnBackendNumericalNote_t>(notes[static_cast<std::size_t>(i)]);
+        else
+          static_cast<cudnnBackendBehaviorNote_t*>(arrayOfElements)[i] =
+              static_cast<cudnnBackendBehaviorNote_t>(notes[static_cast<std::size_t>(i)]);
+      }
+      *elementCount = requestedElementCount == 0 ? static_cast<std::int64_t>(notes.size()) : n;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
+      if (o->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR || attributeType != CUDNN_TYPE_INT64 ||
+          requestedElementCount < 1 || arrayOfElements == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      *static_cast<std::int64_t*>(arrayOfElements) = o->engine;
+      *elementCount = 1;
+      return CUDNN_STATUS_SUCCESS;
+    case CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE:
+      if (o->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR || attributeType != CUDNN_TYPE_INT64 ||
+          requestedElementCount < 1 || arrayOfElements == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      *static_cast<std::int64_t*>(arrayOfElements) =
+          static_cast<std::int64_t>(engine_workspace(o->plan_engine));
+      *elementCount = 1;
+      return CUDNN_STATUS_SUCCESS;
+    default:
+      return CUDNN_STATUS_NOT_SUPPORTED;
+  }
+}
+
+cudnnStatus_t CUDNNWINAPI cudnnBackendExecute(cudnnHandle_t handle, cudnnBackendDescriptor_t executionPlan,
+                                              cudnnBackendDescriptor_t variantPack) {
+  cugrad_emu::trace::count(__func__);
+  const BackendObj* plan = backend_obj(executionPlan);
+  const BackendObj* pack = backend_obj(variantPack);
+  if (!is_live(handle, Kind::handle) || plan == nullptr || pack == nullptr || !plan->finalized ||
+      !pack->finalized || plan->type != CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR ||
+      pack->type != CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR || backend_obj(plan->plan_graph) == nullptr)
+    return CUDNN_STATUS_BAD_PARAM;
+  GraphConv c{};
+  Geo g{};
+  if (!graph_conv(plan->plan_graph, &c) || graph_geo(c, &g) != CUDNN_STATUS_SUCCESS)
+    return CUDNN_STATUS_BAD_PARAM;
+  void* x = pack_pointer(pack, c.x);
+  void* w = pack_pointer(pack, c.w);
+  void* y = pack_pointer(pack, c.y);
+  void* ws = attr_value<void*>(attr(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1));
+  const std::size_t need = engine_workspace(plan->plan_engine);
+  if (x == nullptr || w == nullptr || y == nullptr || (need > 0 && ws == nullptr))
+    return CUDNN_STATUS_BAD_PARAM;
+  in_stream_order(handle);
+  if (cugrad_emu::state::null_compute()) return CUDNN_STATUS_SUCCESS;
+  if (need > 0) std::memset(ws, 0xA5, need);
+  float* out = static_cast<float*>(c.dir == Dir::forward ? y : c.dir == Dir::backward_data ? x : w);
+  const auto run = [&](auto kernel) {
+    kernel(c.dir, g, c.alpha, static_cast<const float*>(x), static_cast<const float*>(w),
+           static_cast<const float*>(y), c.beta, out);
+  };
+  if (plan->plan_engine == 0)
+    run(compute<Precision::tf32>);  // the tensor-core engine
+  else
+    run(compute<Precision::fp32>);
+  if (plan->plan_engine == 2) {  // nondeterministic: one output in 7, from a per-call offset, one ulp up
+    static std::atomic<std::int64_t> calls{0};
+    const Dims4& od = c.dir == Dir::forward ? g.y : c.dir == Dir::backward_data ? g.x : g.w;
+    const std::int64_t phase = calls.fetch_add(1) % 7;
+    for_each_element(od, [&](std::int64_t off, std::int64_t idx) {
+      if (idx % 7 == phase) out[off] = std::nextafter(out[off], INFINITY);
+    });
   }
   return CUDNN_STATUS_SUCCESS;
 }

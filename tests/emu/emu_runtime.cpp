@@ -384,6 +384,11 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t 
   return cudaSuccess;
 }
 
+std::size_t shared_memory_limit(const void* kernel) {
+  std::lock_guard lock(g().mu);
+  return g().max_dynamic_smem.contains(kernel) ? 227 * 1024 : 48 * 1024;
+}
+
 }  // namespace cugrad_emu::state
 
 using namespace cugrad_emu::state;

@@ -114,6 +114,8 @@ struct Block {
   Barrier barrier;
   std::vector<std::max_align_t> dynamic;
   std::vector<void*> declared;  // static shared variables poisoned in this block
+  std::size_t static_bytes = 0;  // their sizes together
+  std::size_t dynamic_bytes = 0;
 };
 
 struct Scheduler {
@@ -206,6 +208,8 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
   b.live = n;
   b.barrier = Barrier{};
   b.declared.clear();
+  b.static_bytes = 0;
+  b.dynamic_bytes = dyn_bytes;
   b.dynamic.resize((dyn_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t) + 1);
   std::memset(b.dynamic.data(), 0xFF, b.dynamic.size() * sizeof(std::max_align_t));
 
@@ -321,6 +325,20 @@ void shared_declared(void* p, std::size_t bytes) {
   if (std::find(b.declared.begin(), b.declared.end(), p) != b.declared.end()) return;
   b.declared.push_back(p);
   std::memset(p, 0xFF, bytes);
+  b.static_bytes += bytes;
+  // On a GPU the launch itself fails (cudaErrorInvalidValue); only here are the static sizes known.
+  const std::size_t limit = state::shared_memory_limit(sched().kernel);
+  if (b.static_bytes + b.dynamic_bytes > limit) {
+    std::fprintf(
+        stderr,
+        "cugrad CUDA emulator: kernel %s: a block uses %zu bytes of static and %zu of dynamic shared memory, "
+        "more than the %zu bytes its kernel may use (%s); a GPU fails this launch with "
+        "cudaErrorInvalidValue\n",
+        kernel_name(sched().kernel).c_str(), b.static_bytes, b.dynamic_bytes, limit,
+        limit == 48 * 1024 ? "48 KB without cudaFuncAttributeMaxDynamicSharedMemorySize"
+                           : "the opt-in limit");
+    std::abort();
+  }
 }
 
 long long clock_ticks() {

@@ -11,6 +11,11 @@ namespace cugrad_emu::state {
 // Validates a launch's configuration (block and grid limits, dynamic shared memory against
 // the kernel's attribute, the stream handle, not inside a host function).
 cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream);
+// The most shared memory, static and dynamic together, a block of `kernel` may use: 48 KB unless
+// cudaFuncSetAttribute opted the kernel in to more dynamic shared memory (then the device's
+// per-block opt-in limit, 227 KB as on an H100). A kernel's static shared memory is known only
+// when it runs, so the scheduler checks this as blocks declare their __shared__ variables.
+std::size_t shared_memory_limit(const void* kernel);
 // Records `err` as the thread's last error and returns it.
 cudaError_t fail(cudaError_t err);
 void count_launch();

@@ -78,6 +78,11 @@ void expect_no_host_wait(const Profile& p) {
   for (const char* search : {"cudnnFindConvolutionForwardAlgorithmEx", "cudnnFindConvolutionBackwardDataAlgorithmEx",
                              "cudnnFindConvolutionBackwardFilterAlgorithmEx"})
     EXPECT_EQ(p.call(search), 0u) << search << " after the warm-up steps";
+  // Each ranked algorithm's workspace is asked for once, with the ranking, not on every call.
+  for (const char* query :
+       {"cudnnGetConvolutionForwardWorkspaceSize", "cudnnGetConvolutionBackwardDataWorkspaceSize",
+        "cudnnGetConvolutionBackwardFilterWorkspaceSize"})
+    EXPECT_EQ(p.call(query), 0u) << query << " after the warm-up steps";
   EXPECT_EQ(p.kernel_launches("sgd_multi_tensor_kernel"), 1u) << "SGD: one launch for every parameter";
   // Steady state: what a step allocates from the pool it gives back.
   EXPECT_EQ(p.call("cudaMallocFromPoolAsync"), p.call("cudaFreeAsync"));

@@ -18,6 +18,7 @@
 #include "cuda/channel_sum.h"
 #include "cuda/conv.h"
 #include "cuda/conv_direct.h"
+#include "cuda/conv_graph.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
 #include "host/ops/conv.h"
@@ -1065,7 +1066,9 @@ void expect_direct_kernels_match(bool wide_indices) {
     }
     const cg::TensorList ref = cg::autograd::grad({run_conv(c, x64, w64, b64)}, wrt, {dz64});
     EXPECT_TRUE(norm_close(runs[1], ref[1], 1e-5)) << "weight gradient";
-    if (c.bias) EXPECT_TRUE(norm_close(runs[2], ref[2], 1e-5)) << "bias gradient";
+    if (c.bias) {
+      EXPECT_TRUE(norm_close(runs[2], ref[2], 1e-5)) << "bias gradient";
+    }
   }
 }
 
@@ -1119,6 +1122,161 @@ TEST(Conv2dGPU, Tf32IsOptInAndStaysClose) {
   EXPECT_TRUE(norm_close(y, ref.y, 1e-2));                     // TF32 keeps 10 mantissa bits
   EXPECT_GT(cg::cuda::conv2d_algorithm_cache_size(), before);  // its own cache entry
   EXPECT_TRUE(norm_close(run_conv(c, in.x.cuda(), in.w.cuda(), in.b.cuda()), ref.y, 1e-5));  // strict again
+}
+
+// ---- cuDNN's graph API (cuda/conv_graph.h), opt-in ----
+
+namespace {
+
+// Sets cuda::set_graph_convolutions for its lifetime and restores the previous value.
+class GraphConvolutions {
+ public:
+  explicit GraphConvolutions(bool on) : previous_(cg::cuda::set_graph_convolutions(on)) {}
+  ~GraphConvolutions() { cg::cuda::set_graph_convolutions(previous_); }
+  GraphConvolutions(const GraphConvolutions&) = delete;
+  GraphConvolutions& operator=(const GraphConvolutions&) = delete;
+
+ private:
+  bool previous_;
+};
+
+bool on_emulator() {
+  return std::string(cg::runtime::device_properties(0).name).find("emulator") != std::string::npos;
+}
+
+}  // namespace
+
+TEST(Conv2d, GraphConvolutionsAreOffUnlessAskedFor) {
+  EXPECT_FALSE(cg::cuda::graph_convolutions());  // CUGRAD_CUDNN_GRAPH is not set for the tests
+  {
+    GraphConvolutions on(true);
+    EXPECT_TRUE(cg::cuda::graph_convolutions());
+  }
+  EXPECT_FALSE(cg::cuda::graph_convolutions());
+}
+
+// Every direction through cached execution plans, against float64 at the strict-float32
+// tolerance (a tensor-core engine, TF32, would miss it by orders of magnitude): plans are built
+// once per shape and direction, later calls only execute.
+TEST(Conv2dGPU, GraphApiMatchesCpuAtAwkwardShapes) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(131);
+  DirectConvolutions direct(false);  // every convolution through cuDNN
+  GraphConvolutions graph(true);
+  const cg::cuda::GraphConvStats before = cg::cuda::graph_conv_stats();
+  for (const Cfg& c : configs()) expect_parity(c);
+  expect_parity({{129, 16, 13, 13}, 16, 3, 1, 1});            // large batch, odd images
+  expect_parity({{7, 32, 9, 9}, 32, 3, 1, 1, 1, 32, false});  // depthwise, no bias
+  expect_parity({{3, 5, 17, 1}, 7, {3, 1}, {2, 1}, {1, 0}});  // one-column images
+  const cg::cuda::GraphConvStats after = cg::cuda::graph_conv_stats();
+  EXPECT_GT(after.calls, before.calls);
+  EXPECT_GT(after.plans, before.plans);
+  // The same shape again: executes only.
+  const Cfg c{{4, 6, 15, 9}, 5, 3, 2, 1};
+  const Inputs in = make_inputs(c);
+  const auto step = [&] {
+    const cg::Tensor x = in.x.cuda().requires_grad_(), w = in.w.cuda().requires_grad_();
+    const cg::Tensor y = run_conv(c, x, w, in.b.cuda());
+    return cg::autograd::grad({y}, {x, w}, {in.dy.cuda()});
+  };
+  step();
+  const cg::cuda::GraphConvStats warm = cg::cuda::graph_conv_stats();
+  const cg::TensorList g = step();
+  const cg::cuda::GraphConvStats again = cg::cuda::graph_conv_stats();
+  EXPECT_EQ(again.plans, warm.plans);
+  EXPECT_EQ(again.calls, warm.calls + 3);  // forward, data, filter
+  const Ref ref = loop_conv(c, in);
+  EXPECT_TRUE(norm_close(g[0], ref.dx, 1e-5));
+  EXPECT_TRUE(norm_close(g[1], ref.dw, 1e-5));
+}
+
+// With deterministic convolutions the graph path keeps only engines without cuDNN's
+// NONDETERMINISTIC note: the same bits on every run.
+TEST(Conv2dGPU, GraphApiDeterministicRepeatsBitForBit) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(132);
+  DirectConvolutions direct(false);
+  GraphConvolutions graph(true);
+  cg::testing::DeterministicConvolutions deterministic;
+  const cg::Tensor x = cg::randn({16, 32, 26, 26}, kCuda), w = cg::randn({64, 32, 3, 3}, kCuda) * 0.05f,
+                   dy = cg::randn({16, 64, 24, 24}, kCuda);
+  const auto run = [&] {
+    const cg::Tensor xg = x.detach().requires_grad_(), wg = w.detach().requires_grad_();
+    const cg::Tensor y = F::conv2d(xg, wg, {});
+    cg::TensorList g = cg::autograd::grad({y}, {xg, wg}, {dy});
+    g.push_back(y.detach());
+    return g;
+  };
+  const cg::TensorList first = run();
+  for (int i = 0; i < 3; ++i) {
+    const cg::TensorList again = run();
+    for (std::size_t k = 0; k < first.size(); ++k)
+      EXPECT_TRUE(cg::testing::all_equal(again[k].cpu(), first[k].cpu())) << "run " << i << " output " << k;
+  }
+}
+
+// The timed search of the graph path runs candidates on scratch outputs: the results are right
+// on the first call (no candidate's output left behind, none accumulated into a real output), it
+// is counted in cudnn_search_stats, and happens once per shape.
+TEST(Conv2dGPU, GraphApiTimedSearch) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(133);
+  DirectConvolutions direct(false);
+  GraphConvolutions graph(true);
+  ASSERT_FALSE(cg::cudnn_benchmark());
+  const Cfg c{{5, 8, 17, 11}, 12, 3, 1, 1};
+  const Inputs in = make_inputs(c);
+  const Ref ref = loop_conv(c, in);
+  const auto step = [&] {
+    const cg::Tensor x = in.x.cuda().requires_grad_(), w = in.w.cuda().requires_grad_();
+    const cg::Tensor y = run_conv(c, x, w, in.b.cuda());
+    cg::TensorList g = cg::autograd::grad({y}, {x, w}, {in.dy.cuda()});
+    g.push_back(y.detach());
+    return g;
+  };
+  cg::set_cudnn_benchmark(true);
+  cg::TensorList first, second;
+  cg::CudnnSearchStats searched{}, stats_before = cg::cudnn_search_stats();
+  try {
+    first = step();
+    searched = cg::cudnn_search_stats();
+    second = step();
+  } catch (...) {
+    cg::set_cudnn_benchmark(false);
+    throw;
+  }
+  cg::set_cudnn_benchmark(false);
+  EXPECT_GE(searched.searches, stats_before.searches + (on_emulator() ? 3 : 0));  // the emulator: 2 qualify
+  EXPECT_EQ(cg::cudnn_search_stats().searches, searched.searches);                // once per shape
+  for (const cg::TensorList& r : {first, second}) {
+    EXPECT_TRUE(norm_close(r[2], ref.y, 1e-5));
+    EXPECT_TRUE(norm_close(r[0], ref.dx, 1e-5));
+    EXPECT_TRUE(norm_close(r[1], ref.dw, 1e-5));
+  }
+}
+
+// Where cuDNN's graph API has no engine (the emulator's CUGRAD_EMU_CUDNN_GRAPH=0; on a GPU every
+// shape here has one), the call is declined with nothing queued and the legacy API runs it.
+TEST(Conv2dGPU, GraphApiFallsBackToTheLegacyApi) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(134);
+  DirectConvolutions direct(false);
+  GraphConvolutions graph(true);
+  ::setenv("CUGRAD_EMU_CUDNN_GRAPH", "0", 1);
+  const Cfg c{{3, 4, 10, 12}, 6, 3, 1, 2};
+  const Inputs in = make_inputs(c);
+  const Ref ref = loop_conv(c, in);
+  const cg::cuda::GraphConvStats before = cg::cuda::graph_conv_stats();
+  const cg::Tensor x = in.x.cuda().requires_grad_(), w = in.w.cuda().requires_grad_();
+  const cg::Tensor y = run_conv(c, x, w, in.b.cuda());
+  const cg::TensorList g = cg::autograd::grad({y}, {x, w}, {in.dy.cuda()});
+  ::unsetenv("CUGRAD_EMU_CUDNN_GRAPH");
+  if (on_emulator()) {
+    EXPECT_EQ(cg::cuda::graph_conv_stats().declined, before.declined + 3);
+  }
+  EXPECT_TRUE(norm_close(y, ref.y, 1e-5));
+  EXPECT_TRUE(norm_close(g[0], ref.dx, 1e-5));
+  EXPECT_TRUE(norm_close(g[1], ref.dw, 1e-5));
 }
 
 TEST(Conv2dGPU, RunsOnTheCurrentStream) {

@@ -1,0 +1,51 @@
+// conv2d through cuDNN's graph (backend) API: one convolution operation per graph, its
+// execution plan built once per (direction, device, geometry, beta, alignment, modes, cuDNN
+// handle) and cached, so that a call costs a variant pack and cudnnBackendExecute instead of the
+// legacy API's per-call work (descriptors, and whatever cuDNN 9 does inside
+// cudnnConvolutionForward to map the call onto its engines). Internal: conv.cpp uses it while
+// graph_convolutions() is on and falls back to the legacy API where it returns false.
+#pragma once
+
+#include <cstdint>
+
+#include "cugrad/stream.h"
+#include "host/cpu/conv.h"
+
+namespace cugrad::cuda {
+
+enum class ConvDirection : int { forward = 0, backward_data = 1, backward_filter = 2 };
+
+/// Runs one convolution direction through a cached execution plan: forward y = conv(x, w)
+/// (+ beta·y), backward data x = conv_transpose(y, w) (+ beta·x) with y holding dy and x dx,
+/// backward filter w = correlate(x, y) (+ beta·w) with y holding dy and w dw. Pointers as in
+/// conv.h (contiguous NCHW float32 on the stream's device). Engines are chosen by cuDNN's
+/// heuristics (mode A, then the fallback list) or, with cudnn_benchmark(), by timing up to 8 of
+/// them once (on scratch outputs, so the call's outputs are never overwritten before they are
+/// computed), and filtered as the legacy path's algorithms: strict float32 unless allow_tf32()
+/// (no tensor-core engines), never a down-conversion, only deterministic engines with
+/// cudnn_deterministic(), no engine that compiles at run time (its first use can take seconds).
+/// Returns false, with nothing queued, when no engine qualifies (the caller uses the legacy
+/// API; the answer is cached too). Other cuDNN failures throw cugrad::Error.
+bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, float* w, float* y, float beta,
+                       const Stream& stream);
+
+/// Adds one timed search of `seconds` to cudnn_search_stats() (conv.cpp keeps the totals).
+void record_cudnn_search(double seconds);
+
+/// Whether conv2d's cuDNN calls go through graph_convolution (default off until measured on a
+/// GPU; CUGRAD_CUDNN_GRAPH=1 in the environment turns it on at start). Returns the previous value.
+bool set_graph_convolutions(bool on);
+bool graph_convolutions();
+
+/// Host time and counts of graph_convolution (benchmarks): `calls` that ran a plan, the host
+/// seconds of those calls (variant pack and execute), `plans` built, and the calls answered
+/// false (no engine qualified).
+struct GraphConvStats {
+  std::uint64_t calls = 0;
+  double seconds = 0;
+  std::uint64_t plans = 0;
+  std::uint64_t declined = 0;
+};
+GraphConvStats graph_conv_stats();
+
+}  // namespace cugrad::cuda
