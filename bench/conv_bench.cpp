@@ -8,16 +8,20 @@
 // the math mode (strict float32 unless CUGRAD_TF32=1) and the algorithm search mode
 // (CUGRAD_CUDNN_BENCHMARK=1: timed search). Exits 0 with a message without a GPU.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/bench_util.h"
 #include "cuda/channel_sum.h"
 #include "cuda/conv.h"
 #include "cuda/conv_direct.h"
+#include "cuda/conv_graph.h"
 #include "cuda/pool.h"
 #include "cugrad/cugrad.h"
 #include "cugrad/nn/functional.h"
@@ -222,6 +226,80 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
   std::printf("RESULT conv_two_conv_cnn_conv1_direct_ms %.4f\n", direct_conv1);
 }
 
+// The host's time inside one conv2d call of each direction (cuDNN's legacy API, then its graph
+// API with cached plans), in microseconds: with the device idle, and with the stream held busy
+// for 20 ms by a host function queued just before (cudaLaunchHostFunc). A call whose busy time
+// is near 20 ms waited for the device: it synchronizes, and a training step cannot queue work
+// ahead of it (and, with a blocking stream, it waits for other streams too, e.g. the
+// Inspector's copies). Each after one warm-up call of the same shape (plans and algorithms cached).
+void host_call_rows(cg::Device dev, const std::vector<ConvShape>& shapes, std::int64_t batch) {
+  const cg::Stream stream = cg::Stream::current(dev);
+  const cudaStream_t cs = cg::runtime::cuda_stream(stream);
+  std::printf(
+      "\nhost time per conv2d call, us (device idle / stream busy 20 ms ahead; direct kernels off)\n");
+  std::printf("%-30s %-8s %10s %10s %10s %10s\n", "", "", "legacy", "busy", "graph", "busy");
+  const bool direct_before = cg::cuda::set_direct_convolutions(false);
+  const bool graph_before = cg::cuda::graph_convolutions();
+  double legacy_sum = 0, graph_sum = 0;
+  int blocking = 0;
+  for (const ConvShape& s : shapes) {
+    const cg::Conv2dGeometry g = geometry(s, batch);
+    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
+                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
+    const cg::Tensor y = cg::empty({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
+    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
+    const std::function<void()> calls[3] = {
+        [&] {
+          cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(),
+                                       g, stream);
+        },
+        [&] {
+          cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(),
+                                              g, stream);
+        },
+        [&] {
+          cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(),
+                                               dw.data_ptr<float>(), g, stream);
+        }};
+    const char* names[3] = {"fwd", "dgrad", "wgrad"};
+    for (int d = 0; d < 3; ++d) {
+      double us[2][2] = {};  // [legacy, graph][idle, busy]
+      for (int mode = 0; mode < 2; ++mode) {
+        cg::cuda::set_graph_convolutions(mode == 1);
+        calls[d]();  // warm-up: plans, algorithms
+        cg::synchronize(dev);
+        std::vector<double> idle;
+        for (int r = 0; r < 5; ++r) {
+          const auto t0 = std::chrono::steady_clock::now();
+          calls[d]();
+          idle.push_back(
+              std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+          cg::synchronize(dev);
+        }
+        std::sort(idle.begin(), idle.end());
+        CUGRAD_CUDA_CHECK(cudaLaunchHostFunc(
+            cs, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }, nullptr));
+        const auto t0 = std::chrono::steady_clock::now();
+        calls[d]();
+        us[mode][1] =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+        cg::synchronize(dev);
+        us[mode][0] = idle[2];
+        if (us[mode][1] > 15000) ++blocking;
+      }
+      legacy_sum += us[0][0];
+      graph_sum += us[1][0];
+      std::printf("%-30s %-8s %10.1f %10.1f %10.1f %10.1f\n", s.name, names[d], us[0][0], us[0][1], us[1][0],
+                  us[1][1]);
+    }
+  }
+  cg::cuda::set_graph_convolutions(graph_before);
+  cg::cuda::set_direct_convolutions(direct_before);
+  std::printf("calls that waited for the device: %d\n", blocking);
+  std::printf("RESULT conv_host_us_legacy_sum %.1f\nRESULT conv_host_us_graph_sum %.1f\n", legacy_sum,
+              graph_sum);
+}
+
 int conv_bench_main() {
   if (!cg::cuda_is_available()) {
     std::printf("conv_bench: no CUDA device visible (no driver or no GPU); nothing to time\n");
@@ -307,6 +385,7 @@ int conv_bench_main() {
     report("adaptive_avg_pool2d backward", bwd, 4.0 * static_cast<double>(x.numel() + y.numel()));
   }
   two_conv_cnn_rows(dev, smoke, copy_gbs);
+  host_call_rows(dev, shapes, kBatch);
   return 0;
 }
 

@@ -68,27 +68,10 @@ using Key = std::array<std::int64_t, 21>;
 
 Key make_key(Direction dir, int device, bool tf32, bool searched, bool deterministic,
              const Conv2dGeometry& g) {
-  return {static_cast<std::int64_t>(dir),
-          device,
-          tf32 ? 1 : 0,
-          searched ? 1 : 0,
-          deterministic ? 1 : 0,
-          g.n,
-          g.c_in,
-          g.h,
-          g.w,
-          g.c_out,
-          g.kh,
-          g.kw,
-          g.stride_h,
-          g.stride_w,
-          g.pad_h,
-          g.pad_w,
-          g.dil_h,
-          g.dil_w,
-          g.groups,
-          g.out_h,
-          g.out_w};
+  Key k{static_cast<std::int64_t>(dir), device, tf32 ? 1 : 0, searched ? 1 : 0, deterministic ? 1 : 0};
+  const auto f = g.fields();
+  std::copy(f.begin(), f.end(), k.begin() + 5);
+  return k;
 }
 
 // The process-wide cache, leaked on purpose like the handle pool (no teardown order issues).

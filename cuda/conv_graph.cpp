@@ -111,38 +111,36 @@ Graph make_graph(ConvDirection dir, const Conv2dGeometry& g, float beta, std::in
   gr.conv->set(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad.data());
   gr.conv->finalize();
 
+  // The operation's descriptor type and attribute names (x, w, y, convolution, alpha, beta) per
+  // direction: backward data's x is dx, backward filter's w is dw, and both backward y are dy.
+  struct OpNames {
+    cudnnBackendDescriptorType_t type;
+    cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+  };
+  static constexpr OpNames kOps[] = {
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA},
+  };
+  const OpNames& names = kOps[static_cast<int>(dir)];
   const float alpha = 1.0f;
   cudnnBackendDescriptor_t xd = gr.x->get(), wd = gr.w->get(), yd = gr.y->get(), cd = gr.conv->get();
-  switch (dir) {
-    case ConvDirection::forward:
-      gr.op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-    case ConvDirection::backward_data:
-      gr.op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-    case ConvDirection::backward_filter:
-      gr.op = std::make_unique<Desc>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                 &cd);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha);
-      gr.op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, CUDNN_TYPE_FLOAT, 1, &beta);
-      break;
-  }
+  gr.op = std::make_unique<Desc>(names.type);
+  gr.op->set(names.x, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &xd);
+  gr.op->set(names.w, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &wd);
+  gr.op->set(names.y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &yd);
+  gr.op->set(names.conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cd);
+  gr.op->set(names.alpha, CUDNN_TYPE_FLOAT, 1, &alpha);
+  gr.op->set(names.beta, CUDNN_TYPE_FLOAT, 1, &beta);
   gr.op->finalize();
   gr.graph = std::make_unique<Desc>(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   cudnnBackendDescriptor_t od = gr.op->get();
@@ -370,30 +368,11 @@ bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, flo
   }
   const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   const std::int64_t alignment = aligned(x) && aligned(w) && aligned(y) ? 16 : 4;
-  const CacheKey key{{static_cast<std::int64_t>(dir),
-                      stream.device().index(),
-                      tf32,
-                      search,
-                      deterministic,
-                      beta != 0.0f,
-                      alignment,
-                      g.n,
-                      g.c_in,
-                      g.h,
-                      g.w,
-                      g.c_out,
-                      g.kh,
-                      g.kw,
-                      g.stride_h,
-                      g.stride_w,
-                      g.pad_h,
-                      g.pad_w,
-                      g.dil_h,
-                      g.dil_w,
-                      g.groups,
-                      g.out_h,
-                      g.out_w},
-                     handle};
+  CacheKey key{{static_cast<std::int64_t>(dir), stream.device().index(), tf32, search, deterministic,
+                beta != 0.0f, alignment},
+               handle};
+  const auto fields = g.fields();
+  std::copy(fields.begin(), fields.end(), key.v.begin() + 7);
   Cache& c = cache();
   std::shared_ptr<const Plan> plan;
   bool known = false;

@@ -18,7 +18,8 @@
 #   torch      bench/compare_torch.py (PyTorch's times, cugrad/PyTorch ratios)
 #   memcheck   compute-sanitizer memcheck over every test program's GPU tests
 #   racecheck, synccheck, initcheck   the other sanitizers, with whatever time is left
-#   graph      (not by default) train and adversarial with CUGRAD_CUDNN_GRAPH=1 (cuDNN's graph API)
+#   graph      (not by default) the model tests (GRAPH_TESTS_REGEX), train and adversarial with
+#              CUGRAD_CUDNN_GRAPH=1 (cuDNN's graph API)
 #   search     (not by default) conv_bench with cuDNN's timed algorithm search
 # The first H100 run (2026-11-26) took: build 41-50 s, tests 82 s, kernels_bench 12 s, the
 # other benches 12 s, examples 10 s, compare_torch 38 s, memcheck 87 s, racecheck 283 s for 14
@@ -32,7 +33,8 @@
 #
 #   OUT (log folder), BUILD_DIR (default build-gpu), JOBS (default 16), SESSION_SECONDS (deadline
 #   from the start, default 540),
-#   STAGES, PROFILE_MODELS (train_step_bench models for the profile stage), TESTS_REGEX (ctest -R for the tests stage), SANITIZE_PROGRAMS (test programs for
+#   STAGES, BENCHES (the benches stage's programs), SANITIZE_FILTER (gtest filter of the sanitizer
+#   stages, default every GPU test but the timing ones), PROFILE_MODELS (train_step_bench models for the profile stage), TESTS_REGEX (ctest -R for the tests stage), SANITIZE_PROGRAMS (test programs for
 #   the sanitizer stages, default all), DATA (Fashion-MNIST folder, e.g. data/fashion-mnist carried with the working tree),
 #   DEPS (fallbacks for build dependencies the machine lacks, made by scripts/make_gpu_deps.sh;
 #   see scripts/gpu_deps.sh), PACK (a .tgz path: every log packed there on exit, for a tool that
@@ -102,7 +104,7 @@ run_bench() {
 # timing tests named *DoesNotWait* (ClipGradNormGPU.DoesNotWaitForTheDevice: the call must return
 # within 150 ms behind a 300 ms kernel; initcheck serializes the calls and it failed there,
 # 2026-11-26, not an error; InspectorGPU's Release/OverwriteDoesNotWaitForLaterCopies likewise).
-gpu_filter='*GPU*:-*OutOfMemory*:*DoesNotWait*'
+gpu_filter=${SANITIZE_FILTER:-'*GPU*:-*OutOfMemory*:*DoesNotWait*'}
 sanitize() {
   local tool=$1 san t name rc
   san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -144,7 +146,7 @@ for stage in $stages; do
     kernels) run_bench kernels_bench 150 ;;
     memcheck | racecheck | synccheck | initcheck) sanitize "$stage" ;;
     benches)
-      for b in train_step_bench elementwise_bench inspect_bench conv_bench; do run_bench "$b" 120; done
+      for b in ${BENCHES:-train_step_bench elementwise_bench inspect_bench conv_bench}; do run_bench "$b" 120; done
       ;;
     torch)
       grep -h '^RESULT ' "$out"/*_bench.txt > "$out/cugrad_results.txt" 2>/dev/null
@@ -219,6 +221,11 @@ for stage in $stages; do
       # train and adversarial with conv2d's cuDNN calls through the graph API's cached execution
       # plans (cuda/conv_graph.h; opt-in, CUGRAD_CUDNN_GRAPH=1): what the legacy API's per-call
       # host cost does to the recipe and the attack (train_step_bench times the steps both ways).
+      # The model-level GPU tests (numerics against the CPU and PyTorch's golden files, bit-for-bit
+      # comparisons under deterministic convolutions) with every cuDNN convolution on the graph API.
+      CUGRAD_CUDNN_GRAPH=1 within 150 ctest --test-dir "$build" -L gpu -R "${GRAPH_TESTS_REGEX:-models_test|fusion_test|layers_test}" \
+        --output-on-failure > "$out/ctest_gpu.graph.log" 2>&1
+      stamp "ctest gpu (graph API): rc=$? $(grep -E 'tests passed|tests failed' "$out/ctest_gpu.graph.log")"
       if [[ -n "${DATA:-}" && -d "$DATA" ]]; then
         CUGRAD_CUDNN_GRAPH=1 within 60 "$build/examples/train" --data "$DATA" --out "$out/train_graph" \
           > "$out/train.graph.txt" 2>&1

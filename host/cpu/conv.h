@@ -2,6 +2,7 @@
 // through CBLAS for the forward pass and the weight gradient, GEMM + col2im for the input gradient).
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "cugrad/dtype.h"
@@ -34,6 +35,11 @@ struct Conv2dGeometry {
     return span < 0 ? 0 : span / stride + 1;
   }
   bool operator==(const Conv2dGeometry&) const = default;
+  /// Every field, in declaration order (cache keys).
+  std::array<std::int64_t, 16> fields() const {
+    return {n,        c_in,  h,     w,     c_out, kh,     kw,    stride_h,
+            stride_w, pad_h, pad_w, dil_h, dil_w, groups, out_h, out_w};
+  }
 };
 
 namespace cpu {

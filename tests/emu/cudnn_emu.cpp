@@ -1511,42 +1511,36 @@ bool graph_conv(const BackendObj* graph, GraphConv* out) {
     *v = static_cast<float>(attr_value<double>(a));
     return true;
   };
+  struct OpNames {  // written out apart from cuda/conv_graph.cpp's table, so that a slip there shows
+    cudnnBackendDescriptorType_t type;
+    Dir dir;
+    cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+  };
+  static constexpr OpNames kOps[] = {
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, Dir::forward,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR, Dir::backward_data,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA},
+      {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR, Dir::backward_filter,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA},
+  };
+  const OpNames* names = nullptr;
+  for (const OpNames& n : kOps)
+    if (n.type == op->type) names = &n;
+  if (names == nullptr) return false;
   GraphConv g{};
-  bool ok = false;
-  switch (op->type) {
-    case CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR:
-      g.dir = Dir::forward;
-      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X);
-      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W);
-      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y);
-      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
-                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, &g.alpha) &&
-           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, &g.beta);
-      break;
-    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR:
-      g.dir = Dir::backward_data;
-      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX);
-      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W);
-      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY);
-      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
-                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, &g.alpha) &&
-           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, &g.beta);
-      break;
-    case CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR:
-      g.dir = Dir::backward_filter;
-      g.x = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X);
-      g.w = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW);
-      g.y = tensor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY);
-      g.conv = attr_desc(op, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
-                         CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-      ok = scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, &g.alpha) &&
-           scalar(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, &g.beta);
-      break;
-    default:
-      return false;
-  }
+  g.dir = names->dir;
+  g.x = tensor(names->x);
+  g.w = tensor(names->w);
+  g.y = tensor(names->y);
+  g.conv = attr_desc(op, names->conv, CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const bool ok = scalar(names->alpha, &g.alpha) && scalar(names->beta, &g.beta);
   if (!ok || g.x == nullptr || g.w == nullptr || g.y == nullptr || g.conv == nullptr) return false;
   *out = g;
   return true;
