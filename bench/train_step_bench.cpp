@@ -303,5 +303,7 @@ int main() {
   cg::set_cudnn_benchmark(false);
   std::printf("cuDNN's algorithm for each convolution of the steps above (the first ranked candidate):\n");
   for (const std::string& line : cg::cuda::conv2d_algorithm_choices()) std::printf("  %s\n", line.c_str());
+  std::printf("cuDNN graph API: the engine of each convolution of the *_graph steps above:\n");
+  for (const std::string& line : cg::cuda::graph_conv_choices()) std::printf("  %s\n", line.c_str());
   return 0;
 }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "cuda/cudnn_handle.h"
@@ -215,10 +216,38 @@ bool engine_allowed(const Desc& config, bool tf32, bool deterministic, std::int6
 // A finalized execution plan and its workspace.
 struct Plan {
   std::shared_ptr<const Graph> graph;  // the configuration and the plan were made from it
+  std::unique_ptr<Desc> engine;        // the engine of a configuration made here (not by the heuristics)
   std::unique_ptr<Desc> config;
   std::unique_ptr<Desc> plan;
   std::size_t workspace = 0;
+  std::int64_t engine_index = -1;  // cuDNN's global index of the engine
+  float ms = -1;                   // its time in the search (-1: not timed)
 };
+
+// The engine configuration of engine `index` of `graph` with its default knobs, or nothing when
+// cuDNN cannot make one (the engine does not apply to the graph). *engine keeps the engine.
+std::unique_ptr<Desc> engine_config(const Desc& graph, std::int64_t index, std::unique_ptr<Desc>* engine) {
+  auto e = std::make_unique<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t gd = graph.get();
+  e->set(CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &gd);
+  e->set(CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &index);
+  if (cudnnBackendFinalize(e->get()) != CUDNN_STATUS_SUCCESS) return nullptr;
+  auto config = std::make_unique<Desc>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+  cudnnBackendDescriptor_t ed = e->get();
+  config->set(CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ed);
+  if (cudnnBackendFinalize(config->get()) != CUDNN_STATUS_SUCCESS) return nullptr;
+  *engine = std::move(e);
+  return config;
+}
+
+// How many engines cuDNN has for `graph` (0 when it does not say).
+std::int64_t engine_count(const Desc& graph) {
+  std::int64_t count = 0, n = 0;
+  if (cudnnBackendGetAttribute(graph.get(), CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64,
+                               1, &n, &count) != CUDNN_STATUS_SUCCESS)
+    return 0;
+  return std::max<std::int64_t>(count, 0);
+}
 
 // The plan for `config`, or nothing when cuDNN cannot finalize it (or its workspace is above
 // `limit`).
@@ -284,7 +313,7 @@ float time_plan(cudnnHandle_t handle, const Plan& p, ConvDirection dir, void* x,
   for (float& m : ms) {
     Event start(true), stop(true);
     start.record(stream);
-    CUGRAD_CUDNN_CHECK(execute_plan(handle, *p.plan, xs, ws_, ys, workspace.data()));
+    if (execute_plan(handle, *p.plan, xs, ws_, ys, workspace.data()) != CUDNN_STATUS_SUCCESS) return -1.0f;
     stop.record(stream);
     stop.synchronize();
     m = stop.elapsed_ms(start);
@@ -301,7 +330,8 @@ std::size_t output_bytes(ConvDirection dir, const Conv2dGeometry& g) {
 }
 
 // Builds the plan for one key: heuristics order (mode A, then the fallback list), allowed
-// engines only; with `search`, the fastest of the first 8 that finalize.
+// engines only; with `search`, the fastest of the first 8 that finalize and of every other engine
+// the graph offers (by global index, default knobs), up to 32 candidates in all.
 std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, float beta,
                                   std::int64_t alignment, bool tf32, bool deterministic, bool search,
                                   cudnnHandle_t handle, void* x, void* w, void* y, const Stream& stream) {
@@ -309,27 +339,47 @@ std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, fl
   const std::size_t limit = workspace_limit(dev.index());
   std::vector<std::shared_ptr<Plan>> candidates;
   std::vector<std::int64_t> engines;  // global indices of the candidates' engines
+  // Adds the configuration's plan to the candidates when its engine is allowed, new, and finalizes.
+  const auto consider = [&](const std::shared_ptr<const Graph>& graph, std::unique_ptr<Desc> config,
+                            std::unique_ptr<Desc> engine_desc) {
+    std::int64_t engine = -1;
+    if (!engine_allowed(*config, tf32, deterministic, &engine) ||
+        std::find(engines.begin(), engines.end(), engine) != engines.end())
+      return;
+    std::size_t bytes = 0;
+    std::unique_ptr<Desc> plan = finalize_plan(*config, handle, limit, &bytes);
+    if (!plan) return;
+    auto p = std::make_shared<Plan>();
+    p->graph = graph;
+    p->engine = std::move(engine_desc);
+    p->config = std::move(config);
+    p->plan = std::move(plan);
+    p->workspace = bytes;
+    p->engine_index = engine;
+    candidates.push_back(std::move(p));
+    engines.push_back(engine);
+    g_plans.fetch_add(1, std::memory_order_relaxed);
+  };
   const std::size_t want = search ? 8 : 1;
   for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
     if (candidates.size() >= want) break;
     auto graph = std::make_shared<const Graph>(make_graph(dir, g, beta, alignment, handle));
     for (auto& config : heuristic_configs(*graph->graph, mode)) {
       if (candidates.size() >= want) break;
-      std::int64_t engine = -1;
-      if (!engine_allowed(*config, tf32, deterministic, &engine) ||
-          std::find(engines.begin(), engines.end(), engine) != engines.end())
-        continue;
-      std::size_t bytes = 0;
-      std::unique_ptr<Desc> plan = finalize_plan(*config, handle, limit, &bytes);
-      if (!plan) continue;
-      auto p = std::make_shared<Plan>();
-      p->graph = graph;
-      p->config = std::move(config);
-      p->plan = std::move(plan);
-      p->workspace = bytes;
-      candidates.push_back(std::move(p));
-      engines.push_back(engine);
-      g_plans.fetch_add(1, std::memory_order_relaxed);
+      consider(graph, std::move(config), nullptr);
+    }
+  }
+  if (search) {
+    // Every engine of the graph, not only the heuristics' first few: the legacy API's search
+    // picks FFT and Winograd algorithms for ResNet-18's 3x3 layers that the first candidates
+    // did not reach (H200, 2026-11-27: steps 17.2 ms legacy against 21.2 ms here before this).
+    auto graph = std::make_shared<const Graph>(make_graph(dir, g, beta, alignment, handle));
+    const std::int64_t count = engine_count(*graph->graph);
+    for (std::int64_t i = 0; i < count && candidates.size() < 32; ++i) {
+      if (std::find(engines.begin(), engines.end(), i) != engines.end()) continue;
+      std::unique_ptr<Desc> engine_desc;
+      std::unique_ptr<Desc> config = engine_config(*graph->graph, i, &engine_desc);
+      if (config) consider(graph, std::move(config), std::move(engine_desc));
     }
   }
   if (candidates.empty()) return nullptr;
@@ -343,6 +393,7 @@ std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, fl
   float best_ms = 0;
   for (const auto& p : candidates) {
     const float ms = time_plan(handle, *p, dir, x, w, y, scratch.data(), stream, dev);
+    p->ms = ms;
     if (ms >= 0 && (!best || ms < best_ms)) {
       best = p;
       best_ms = ms;
@@ -410,6 +461,30 @@ bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, flo
 
 bool set_graph_convolutions(bool on) { return graph_flag().exchange(on); }
 bool graph_convolutions() { return graph_flag().load(); }
+
+std::vector<std::string> graph_conv_choices() {
+  static constexpr const char* kDirections[] = {"forward", "input gradient", "weight gradient"};
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  std::vector<std::string> out;
+  for (const auto& [key, plan] : c.plans) {
+    // v: direction, device, tf32, search, deterministic, beta != 0, alignment, then
+    // Conv2dGeometry::fields(): n, c_in, h, w, c_out, kh, kw, stride h/w, pad h/w, dilation
+    // h/w, groups, out h/w.
+    const auto& v = key.v;
+    std::string line =
+        detail::cat(kDirections[v[0]], " ", v[7], "x", v[8], "x", v[9], "x", v[10], " -> ", v[11], " ", v[12],
+                    "x", v[13], "/", v[14], " pad ", v[16], v[3] ? " [search]" : "", v[2] ? " [tf32]" : "",
+                    v[4] ? " [deterministic]" : "", v[5] ? " [beta 1]" : "");
+    if (!plan)
+      line += " declined (no engine qualified)";
+    else
+      line += detail::cat(" engine ", plan->engine_index, ", ", plan->workspace, " B",
+                          plan->ms >= 0 ? detail::cat(", ", plan->ms, " ms in the search") : std::string());
+    out.push_back(std::move(line));
+  }
+  return out;
+}
 
 GraphConvStats graph_conv_stats() {
   return {g_calls.load(), static_cast<double>(g_ns.load()) * 1e-9, g_plans.load(), g_declined.load()};

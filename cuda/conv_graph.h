@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "cugrad/stream.h"
 #include "host/cpu/conv.h"
@@ -47,5 +49,9 @@ struct GraphConvStats {
   std::uint64_t declined = 0;
 };
 GraphConvStats graph_conv_stats();
+
+/// The cached plans, one line per entry (diagnostics, benchmarks): direction, geometry, modes,
+/// and cuDNN's global index of the engine chosen, its workspace and (searched) its time.
+std::vector<std::string> graph_conv_choices();
 
 }  // namespace cugrad::cuda

@@ -1399,6 +1399,8 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
 //   engine 2: CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC, needs a 256-byte workspace; each call moves
 //             a few outputs by one ulp, differently every call (as atomics' summation order would)
 //   engine 3: no notes, no workspace
+//   engine 4: no notes, no workspace; no heuristics mode proposes it: only a configuration made
+//             from the engine's global index reaches it (CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT = 5)
 // CUDNN_HEUR_MODE_A proposes engines 0..3 in that order, CUDNN_HEUR_MODE_FALLBACK engine 3 only.
 // CUGRAD_EMU_CUDNN_GRAPH=0 in the environment makes heuristics finalize with
 // CUDNN_STATUS_NOT_SUPPORTED (a cuDNN without engines for the graph: cugrad must fall back).
@@ -1596,7 +1598,8 @@ cudnnStatus_t graph_geo(const GraphConv& c, Geo* out) {
   return CUDNN_STATUS_SUCCESS;
 }
 
-constexpr int kGraphEngines = 4;
+constexpr int kGraphEngines = 4;  // proposed by the heuristics
+constexpr int kGraphEngineCount = 5;
 std::size_t engine_workspace(int engine) { return engine == 2 ? 256 : 0; }
 
 cudnnStatus_t finalize_backend(BackendObj* o) {
@@ -1661,6 +1664,22 @@ cudnnStatus_t finalize_backend(BackendObj* o) {
         return CUDNN_STATUS_BAD_PARAM;
       const char* env = std::getenv("CUGRAD_EMU_CUDNN_GRAPH");
       if (env != nullptr && std::strcmp(env, "0") == 0) return CUDNN_STATUS_NOT_SUPPORTED;
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_ENGINE_DESCRIPTOR: {
+      o->graph = attr_desc(o, CUDNN_ATTR_ENGINE_OPERATION_GRAPH, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+      const Attr* index = attr(o, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1);
+      if (o->graph == nullptr || index == nullptr) return CUDNN_STATUS_BAD_PARAM;
+      const std::int64_t i = attr_value<std::int64_t>(index);
+      if (i < 0 || i >= kGraphEngineCount) return CUDNN_STATUS_NOT_SUPPORTED;
+      o->engine = static_cast<int>(i);
+      return CUDNN_STATUS_SUCCESS;
+    }
+    case CUDNN_BACKEND_ENGINECFG_DESCRIPTOR: {
+      const BackendObj* engine = attr_desc(o, CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      if (engine == nullptr) return CUDNN_STATUS_BAD_PARAM;
+      o->engine = engine->engine;
+      o->graph = engine->graph;
       return CUDNN_STATUS_SUCCESS;
     }
     case CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR: {
@@ -1818,6 +1837,13 @@ cudnnStatus_t CUDNNWINAPI cudnnBackendGetAttribute(cudnnBackendDescriptor_t cons
       *elementCount = requestedElementCount == 0 ? static_cast<std::int64_t>(notes.size()) : n;
       return CUDNN_STATUS_SUCCESS;
     }
+    case CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT:
+      if (o->type != CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR || attributeType != CUDNN_TYPE_INT64 ||
+          requestedElementCount < 1 || arrayOfElements == nullptr)
+        return CUDNN_STATUS_BAD_PARAM;
+      *static_cast<std::int64_t*>(arrayOfElements) = kGraphEngineCount;
+      *elementCount = 1;
+      return CUDNN_STATUS_SUCCESS;
     case CUDNN_ATTR_ENGINE_GLOBAL_INDEX:
       if (o->type != CUDNN_BACKEND_ENGINE_DESCRIPTOR || attributeType != CUDNN_TYPE_INT64 ||
           requestedElementCount < 1 || arrayOfElements == nullptr)

@@ -1237,9 +1237,12 @@ TEST(Conv2dGPU, GraphApiTimedSearch) {
   cg::set_cudnn_benchmark(true);
   cg::TensorList first, second;
   cg::CudnnSearchStats searched{}, stats_before = cg::cudnn_search_stats();
+  const cg::cuda::GraphConvStats plans_before = cg::cuda::graph_conv_stats();
+  cg::cuda::GraphConvStats plans_after{};
   try {
     first = step();
     searched = cg::cudnn_search_stats();
+    plans_after = cg::cuda::graph_conv_stats();
     second = step();
   } catch (...) {
     cg::set_cudnn_benchmark(false);
@@ -1248,6 +1251,16 @@ TEST(Conv2dGPU, GraphApiTimedSearch) {
   cg::set_cudnn_benchmark(false);
   EXPECT_GE(searched.searches, stats_before.searches + (on_emulator() ? 3 : 0));  // the emulator: 2 qualify
   EXPECT_EQ(cg::cudnn_search_stats().searches, searched.searches);                // once per shape
+  // The emulator's graph has 5 engines: 0 (tensor cores) and 1 (compiled at run time) do not
+  // qualify; 2 and 3 come from the heuristics, 4 only from the search over every engine.
+  if (on_emulator()) {
+    EXPECT_EQ(plans_after.plans - plans_before.plans, 9u);  // 3 candidates x 3 directions
+  }
+  int searched_lines = 0;
+  for (const std::string& line : cg::cuda::graph_conv_choices())
+    if (line.find("[search]") != std::string::npos && line.find("ms in the search") != std::string::npos)
+      ++searched_lines;
+  EXPECT_GE(searched_lines, 3);
   for (const cg::TensorList& r : {first, second}) {
     EXPECT_TRUE(norm_close(r[2], ref.y, 1e-5));
     EXPECT_TRUE(norm_close(r[0], ref.dx, 1e-5));
