@@ -28,6 +28,12 @@
 # build 45 s, tests 95 s, kernels 11 s, the other benches 24 s, examples 15 s, compare_torch
 # 50 s, ncu 23 s, the 2-conv profile 4 s, then memcheck, initcheck and racecheck on 8 programs
 # (SANITIZE_PROGRAMS) in 277 s (racecheck: fusion_test 99 s, models_test 50 s).
+# The fourth (2026-11-27, an H200): one call with SESSION_SECONDS=545 (build 52 s, tests 100 s,
+# kernels 16 s, the other benches 25 s, examples 14 s, compare_torch 51 s, ncu 34 s, profile
+# 3 s, memcheck + initcheck on 6 programs 109 s, racecheck cut), then a fresh machine for a
+# 225 s call: STAGES="tests benches graph memcheck racecheck" TESTS_REGEX="conv_test|cross_entropy_test"
+# BENCHES="train_step_bench conv_bench" SANITIZE_PROGRAMS="conv_test cross_entropy_test"
+# SANITIZE_FILTER="*Graph*:*Staged*:*Direct*" SESSION_SECONDS=230 (start and transfer ~30 s each call).
 # A second call on the still-warm machine can run what the first did not reach, e.g.
 #   STAGES="racecheck synccheck" bash scripts/gpu_session.sh   (the build is incremental).
 #
