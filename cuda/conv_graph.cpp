@@ -360,10 +360,20 @@ std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, fl
     engines.push_back(engine);
     g_plans.fetch_add(1, std::memory_order_relaxed);
   };
+  // The operation graph, or null when cuDNN's graph API refuses to describe this convolution
+  // (then the legacy API runs it, and reports whatever is wrong with it).
+  const auto graph_or_null = [&]() -> std::shared_ptr<const Graph> {
+    try {
+      return std::make_shared<const Graph>(make_graph(dir, g, beta, alignment, handle));
+    } catch (const Error&) {
+      return nullptr;
+    }
+  };
   const std::size_t want = search ? 8 : 1;
   for (const cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
     if (candidates.size() >= want) break;
-    auto graph = std::make_shared<const Graph>(make_graph(dir, g, beta, alignment, handle));
+    const auto graph = graph_or_null();
+    if (!graph) return nullptr;
     for (auto& config : heuristic_configs(*graph->graph, mode)) {
       if (candidates.size() >= want) break;
       consider(graph, std::move(config), nullptr);
@@ -373,8 +383,8 @@ std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, fl
     // Every engine of the graph, not only the heuristics' first few: the legacy API's search
     // picks FFT and Winograd algorithms for ResNet-18's 3x3 layers that the first candidates
     // did not reach (H200, 2026-11-27: steps 17.2 ms legacy against 21.2 ms here before this).
-    auto graph = std::make_shared<const Graph>(make_graph(dir, g, beta, alignment, handle));
-    const std::int64_t count = engine_count(*graph->graph);
+    const auto graph = graph_or_null();
+    const std::int64_t count = graph ? engine_count(*graph->graph) : 0;
     for (std::int64_t i = 0; i < count && candidates.size() < 32; ++i) {
       if (std::find(engines.begin(), engines.end(), i) != engines.end()) continue;
       std::unique_ptr<Desc> engine_desc;
