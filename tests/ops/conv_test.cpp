@@ -746,6 +746,14 @@ TEST(Conv2dGPU, TimedSearchIsOptInChosenOncePerShapeAndAgrees) {
   EXPECT_EQ(cg::cudnn_search_stats().searches, stats_before.searches);  // the heuristics search nothing
   EXPECT_EQ(cg::cuda::cudnn_call_stats().calls, calls_before.calls + 3);  // forward, data, filter
   EXPECT_GT(cg::cuda::cudnn_call_stats().seconds, calls_before.seconds);
+  {  // the split: descriptors, workspaces and the calls are parts of the whole
+    const cg::cuda::CudnnCallStats now = cg::cuda::cudnn_call_stats();
+    const double run = now.run_seconds - calls_before.run_seconds,
+                 parts = run + (now.descriptor_seconds - calls_before.descriptor_seconds) +
+                         (now.workspace_seconds - calls_before.workspace_seconds);
+    EXPECT_GT(run, 0.0);
+    EXPECT_LE(parts, now.seconds - calls_before.seconds);
+  }
   const std::size_t before = cg::cuda::conv2d_algorithm_cache_size();
   cg::set_cudnn_benchmark(true);
   cg::TensorList searched, again;
