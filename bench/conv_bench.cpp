@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,25 +107,45 @@ struct CudnnTimes {
   double fwd, dgrad, wgrad;
 };
 
-CudnnTimes time_cudnn(cg::Device dev, const cg::Conv2dGeometry& g, const cg::Tensor& x, const cg::Tensor& w,
-                      const cg::Tensor& y, const cg::Tensor& dy, const cg::Tensor& dx, const cg::Tensor& dw) {
+// The tensors of one geometry's three directions: x, w, dy random; y, dx, dw written.
+struct ConvTensors {
+  cg::Tensor x, w, y, dy, dx, dw;
+  ConvTensors(const cg::Conv2dGeometry& g, cg::Device dev)
+      : x(cg::randn({g.n, g.c_in, g.h, g.w}, dev)),
+        w(cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev)),
+        y(cg::randn({g.n, g.c_out, g.out_h, g.out_w}, dev)),
+        dy(cg::randn(y.shape(), dev)),
+        dx(cg::empty(x.shape(), dev)),
+        dw(cg::empty(w.shape(), dev)) {}
+};
+
+// Queues direction d (0 forward, 1 input gradient, 2 weight gradient) of g through cugrad's conv2d
+// launchers.
+void run_direction(int d, const cg::Conv2dGeometry& g, const ConvTensors& t, const cg::Stream& stream) {
+  switch (d) {
+    case 0:
+      cg::cuda::conv2d_forward_f32(t.x.data_ptr<float>(), t.w.data_ptr<float>(), nullptr,
+                                   t.y.data_ptr<float>(), g, stream);
+      break;
+    case 1:
+      cg::cuda::conv2d_backward_input_f32(t.dy.data_ptr<float>(), t.w.data_ptr<float>(),
+                                          t.dx.data_ptr<float>(), g, stream);
+      break;
+    default:
+      cg::cuda::conv2d_backward_weight_f32(t.x.data_ptr<float>(), t.dy.data_ptr<float>(),
+                                           t.dw.data_ptr<float>(), g, stream);
+  }
+}
+
+CudnnTimes time_cudnn(cg::Device dev, const cg::Conv2dGeometry& g, const ConvTensors& t) {
   const cg::Stream stream = cg::Stream::current(dev);
-  CudnnTimes t{};
+  CudnnTimes r{};
   const bool direct_before = cg::cuda::set_direct_convolutions(false);
-  t.fwd = cg::bench::median_ms(dev, [&] {
-    cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(), g,
-                                 stream);
-  });
+  r.fwd = cg::bench::median_ms(dev, [&] { run_direction(0, g, t, stream); });
   cg::cuda::set_direct_convolutions(direct_before);
-  t.dgrad = cg::bench::median_ms(dev, [&] {
-    cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(), g,
-                                        stream);
-  });
-  t.wgrad = cg::bench::median_ms(dev, [&] {
-    cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(), dw.data_ptr<float>(), g,
-                                         stream);
-  });
-  return t;
+  r.dgrad = cg::bench::median_ms(dev, [&] { run_direction(1, g, t, stream); });
+  r.wgrad = cg::bench::median_ms(dev, [&] { run_direction(2, g, t, stream); });
+  return r;
 }
 
 // The 2-conv CNN's convolutions at its training batch (conv1 1->32 @28, conv2 32->64 @26, 3x3,
@@ -146,14 +165,12 @@ void two_conv_cnn_rows(cg::Device dev, bool smoke, double copy_gbs) {
   for (int i = 0; i < 2; ++i) {
     const ConvShape& s = shapes[i];
     const cg::Conv2dGeometry g = geometry(s, batch);
-    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
-                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
+    const ConvTensors ct(g, dev);
+    const cg::Tensor &x = ct.x, &w = ct.w, &y = ct.y, &dy = ct.dy, &dw = ct.dw;
     const cg::Tensor b = cg::randn({g.c_out}, dev);
-    const cg::Tensor y = cg::randn({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
     const cg::Tensor dz = cg::empty(y.shape(), dev), db = cg::empty({g.c_out}, dev);
-    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
     const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
-    const CudnnTimes t = time_cudnn(dev, g, x, w, y, dy, dx, dw);
+    const CudnnTimes t = time_cudnn(dev, g, ct);
     const double fwd = t.fwd, dgrad = t.dgrad, wgrad = t.wgrad;
     const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
     std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f  (cuDNN)\n", s.name, fwd, tflops(fwd), dgrad,
@@ -244,34 +261,19 @@ void host_call_rows(cg::Device dev, const std::vector<ConvShape>& shapes, std::i
   int blocking = 0;
   for (const ConvShape& s : shapes) {
     const cg::Conv2dGeometry g = geometry(s, batch);
-    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
-                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
-    const cg::Tensor y = cg::empty({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
-    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
-    const std::function<void()> calls[3] = {
-        [&] {
-          cg::cuda::conv2d_forward_f32(x.data_ptr<float>(), w.data_ptr<float>(), nullptr, y.data_ptr<float>(),
-                                       g, stream);
-        },
-        [&] {
-          cg::cuda::conv2d_backward_input_f32(dy.data_ptr<float>(), w.data_ptr<float>(), dx.data_ptr<float>(),
-                                              g, stream);
-        },
-        [&] {
-          cg::cuda::conv2d_backward_weight_f32(x.data_ptr<float>(), dy.data_ptr<float>(),
-                                               dw.data_ptr<float>(), g, stream);
-        }};
+    const ConvTensors t(g, dev);
+    const auto call = [&](int d) { run_direction(d, g, t, stream); };
     const char* names[3] = {"fwd", "dgrad", "wgrad"};
     for (int d = 0; d < 3; ++d) {
       double us[2][2] = {};  // [legacy, graph][idle, busy]
       for (int mode = 0; mode < 2; ++mode) {
         cg::cuda::set_graph_convolutions(mode == 1);
-        calls[d]();  // warm-up: plans, algorithms
+        call(d);  // warm-up: plans, algorithms
         cg::synchronize(dev);
         std::vector<double> idle;
         for (int r = 0; r < 5; ++r) {
           const auto t0 = std::chrono::steady_clock::now();
-          calls[d]();
+          call(d);
           idle.push_back(
               std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
           cg::synchronize(dev);
@@ -280,7 +282,7 @@ void host_call_rows(cg::Device dev, const std::vector<ConvShape>& shapes, std::i
         CUGRAD_CUDA_CHECK(cudaLaunchHostFunc(
             cs, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }, nullptr));
         const auto t0 = std::chrono::steady_clock::now();
-        calls[d]();
+        call(d);
         us[mode][1] =
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
         cg::synchronize(dev);
@@ -336,12 +338,8 @@ int conv_bench_main() {
   double total = 0;
   for (const ConvShape& s : shapes) {
     const cg::Conv2dGeometry g = geometry(s, kBatch);
-    const cg::Tensor x = cg::randn({g.n, g.c_in, g.h, g.w}, dev),
-                     w = cg::randn({g.c_out, g.c_in, g.kh, g.kw}, dev);
-    const cg::Tensor y = cg::empty({g.n, g.c_out, g.out_h, g.out_w}, dev), dy = cg::randn(y.shape(), dev);
-    const cg::Tensor dx = cg::empty(x.shape(), dev), dw = cg::empty(w.shape(), dev);
     const double flops = 2.0 * static_cast<double>(g.y_numel()) * static_cast<double>(g.patch());
-    const CudnnTimes t = time_cudnn(dev, g, x, w, y, dy, dx, dw);
+    const CudnnTimes t = time_cudnn(dev, g, ConvTensors(g, dev));
     const double fwd = t.fwd, dgrad = t.dgrad, wgrad = t.wgrad;
     const auto tflops = [&](double ms) { return flops / (ms * 1e-3) / 1e12; };
     std::printf("%-30s %9.4f %9.2f %9.4f %9.2f %9.4f %9.2f\n", s.name, fwd, tflops(fwd), dgrad, tflops(dgrad),
