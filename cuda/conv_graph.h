@@ -21,9 +21,10 @@ enum class ConvDirection : int { forward = 0, backward_data = 1, backward_filter
 /// (+ beta·y), backward data x = conv_transpose(y, w) (+ beta·x) with y holding dy and x dx,
 /// backward filter w = correlate(x, y) (+ beta·w) with y holding dy and w dw. Pointers as in
 /// conv.h (contiguous NCHW float32 on the stream's device). Engines are chosen by cuDNN's
-/// heuristics (mode A, then the fallback list) or, with cudnn_benchmark(), by timing up to 8 of
-/// them once (on scratch outputs, so the call's outputs are never overwritten before they are
-/// computed), and filtered as the legacy path's algorithms: strict float32 unless allow_tf32()
+/// heuristics (mode A, then the fallback list) or, with cudnn_benchmark(), by timing once the
+/// heuristics' first 8 and every other engine of the graph by global index, 32 at most (on
+/// scratch outputs, so the call's outputs are never overwritten before they are computed), all
+/// filtered as the legacy path's algorithms: strict float32 unless allow_tf32()
 /// (no tensor-core engines), never a down-conversion, only deterministic engines with
 /// cudnn_deterministic(), no engine that compiles at run time (its first use can take seconds).
 /// Returns false, with nothing queued, when no engine qualifies (the caller uses the legacy
@@ -34,8 +35,10 @@ bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, flo
 /// Adds one timed search of `seconds` to cudnn_search_stats() (conv.cpp keeps the totals).
 void record_cudnn_search(double seconds);
 
-/// Whether conv2d's cuDNN calls go through graph_convolution (default off until measured on a
-/// GPU; CUGRAD_CUDNN_GRAPH=1 in the environment turns it on at start). Returns the previous value.
+/// Whether conv2d's cuDNN calls go through graph_convolution (default off: on an H200,
+/// 2026-11-27, it cut cuDNN's host time per call to a third but its engines, then chosen among
+/// the heuristics' first 8 only, made the reference CNN's and ResNet-18's steps slower;
+/// CUGRAD_CUDNN_GRAPH=1 in the environment turns it on at start). Returns the previous value.
 bool set_graph_convolutions(bool on);
 bool graph_convolutions();
 
