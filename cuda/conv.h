@@ -34,6 +34,9 @@ namespace cugrad::cuda {
 // cuDNN then refuses (a NOT_SUPPORTED status) is skipped and the next one used and remembered.
 // Math: strict float32 (CUDNN_FMA_MATH) unless cugrad::allow_tf32(), then the math type cuDNN
 // ranked (TF32 tensor cores allowed; never a down-conversion to half precision).
+// Each candidate's workspace size is queried once, with the ranking (the query on every call
+// was half of cuDNN's host time per call on an H200). With graph_convolutions() on
+// (cuda/conv_graph.h) the calls go through cuDNN's graph API instead, where it has an engine.
 
 /// y = conv(x, weight) + bias (bias may be null), then relu(y) when `relu`. Convolutions with
 /// few input taps (direct_conv_supported) run cugrad's direct kernel, bias and ReLU in its
