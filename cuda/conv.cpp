@@ -31,8 +31,6 @@ namespace cugrad::cuda {
 
 namespace {
 
-enum class Direction : int { forward = 0, backward_data = 1, backward_filter = 2 };
-
 // cudnn_search_stats(): searches and their host time, process-wide.
 struct SearchStats {
   std::mutex mutex;
@@ -66,7 +64,7 @@ struct Choice {
 
 using Key = std::array<std::int64_t, 21>;
 
-Key make_key(Direction dir, int device, bool tf32, bool searched, bool deterministic,
+Key make_key(ConvDirection dir, int device, bool tf32, bool searched, bool deterministic,
              const Conv2dGeometry& g) {
   Key k{static_cast<std::int64_t>(dir), device, tf32 ? 1 : 0, searched ? 1 : 0, deterministic ? 1 : 0};
   const auto f = g.fields();
@@ -83,12 +81,6 @@ struct AlgoCache {
 AlgoCache& algo_cache() {
   static AlgoCache* const cache = new AlgoCache();
   return *cache;
-}
-
-// Largest workspace a candidate may ask for: 1 GiB, or 1/16 of the device's memory if smaller.
-std::size_t workspace_limit(int device) {
-  const std::size_t total = runtime::device_properties(device).totalGlobalMem;
-  return std::min<std::size_t>(std::size_t{1} << 30, total / 16);
 }
 
 // Strict float32 forbids tensor-op math (TF32 on Ampere and later); nothing may down-convert
@@ -128,8 +120,7 @@ struct Buffers {
 struct ForwardOp {
   using Perf = cudnnConvolutionFwdAlgoPerf_t;
   using Algo = cudnnConvolutionFwdAlgo_t;
-  static constexpr Direction kDir = Direction::forward;
-  static constexpr ConvDirection kGraphDir = ConvDirection::forward;
+  static constexpr ConvDirection kDir = ConvDirection::forward;
   static constexpr int kCount = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionForward";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;  // no workspace
@@ -157,8 +148,7 @@ struct ForwardOp {
 struct BackwardDataOp {
   using Perf = cudnnConvolutionBwdDataAlgoPerf_t;
   using Algo = cudnnConvolutionBwdDataAlgo_t;
-  static constexpr Direction kDir = Direction::backward_data;
-  static constexpr ConvDirection kGraphDir = ConvDirection::backward_data;
+  static constexpr ConvDirection kDir = ConvDirection::backward_data;
   static constexpr int kCount = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionBackwardData";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
@@ -186,8 +176,7 @@ struct BackwardDataOp {
 struct BackwardFilterOp {
   using Perf = cudnnConvolutionBwdFilterAlgoPerf_t;
   using Algo = cudnnConvolutionBwdFilterAlgo_t;
-  static constexpr Direction kDir = Direction::backward_filter;
-  static constexpr ConvDirection kGraphDir = ConvDirection::backward_filter;
+  static constexpr ConvDirection kDir = ConvDirection::backward_filter;
   static constexpr int kCount = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
   static constexpr const char* kCall = "cudnnConvolutionBackwardFilter";
   static constexpr Algo kFallback = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
@@ -228,7 +217,7 @@ struct Plan {
 template <class Op>
 std::vector<Choice> rank_algorithms(cudnnHandle_t h, ConvDescs& d, const Buffers& b, bool tf32, bool search,
                                     bool deterministic, Device dev, const Stream& stream) {
-  const std::size_t limit = workspace_limit(dev.index());
+  const std::size_t limit = cudnn_workspace_limit(dev.index());
   std::vector<Choice> out;
   const auto add = [&](int algo, cudnnMathType_t reported) {
     const cudnnMathType_t math = tf32 ? reported : CUDNN_FMA_MATH;
@@ -298,13 +287,7 @@ std::vector<Choice> rank_algorithms(cudnnHandle_t h, ConvDescs& d, const Buffers
 template <class Op>
 Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& stream, bool allow_search) {
   const bool tf32 = allow_tf32();
-  bool search = allow_search && cudnn_benchmark();
-  if (search) {
-    // cudnnFind* synchronizes and cannot be captured into a CUDA graph: use the heuristics.
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    CUGRAD_CUDA_CHECK(cudaStreamIsCapturing(runtime::cuda_stream(stream), &capture));
-    if (capture != cudaStreamCaptureStatusNone) search = false;
-  }
+  const bool search = allow_search && timed_search_now(stream);
   const bool deterministic = cudnn_deterministic();
   Plan p{make_key(Op::kDir, dev.index(), tf32, search, deterministic, g), {}};
   AlgoCache& cache = algo_cache();
@@ -406,9 +389,8 @@ void run_chunks(const Conv2dGeometry& g, MakeBuffers&& buffers, bool accumulate,
   if (graph_convolutions()) {
     for (; start < g.n; start += chunk) {
       const Buffers b = buffers(start);
-      if (!graph_convolution(Op::kGraphDir, with_images(g, std::min(chunk, g.n - start)),
-                             static_cast<float*>(b.x), static_cast<float*>(b.w), static_cast<float*>(b.y),
-                             beta(start), stream))
+      if (!graph_convolution(Op::kDir, with_images(g, std::min(chunk, g.n - start)), static_cast<float*>(b.x),
+                             static_cast<float*>(b.w), static_cast<float*>(b.y), beta(start), stream))
         break;
     }
     if (start >= g.n) return;
@@ -532,7 +514,6 @@ CudnnCallStats cudnn_call_stats() {
 }
 
 std::vector<std::string> conv2d_algorithm_choices() {
-  static constexpr const char* kDirections[] = {"forward", "input gradient", "weight gradient"};
   AlgoCache& cache = algo_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
   std::vector<std::string> out;
@@ -541,10 +522,10 @@ std::vector<std::string> conv2d_algorithm_choices() {
     // k: direction, device, tf32, searched, deterministic, n, c_in, h, w, c_out, kh, kw, stride
     // h/w, pad h/w, dilation h/w, groups, out h/w (make_key).
     std::string line =
-        detail::cat(kDirections[k[0]], " ", k[5], "x", k[6], "x", k[7], "x", k[8], " -> ", k[9], " ", k[10],
-                    "x", k[11], "/", k[12], " pad ", k[14], k[18] > 1 ? " groups " : "",
-                    k[18] > 1 ? std::to_string(k[18]) : std::string(), k[3] ? " [search]" : "",
-                    k[2] ? " [tf32]" : "", k[4] ? " [deterministic]" : "");
+        detail::cat(conv_direction_name(static_cast<ConvDirection>(k[0])), " ", k[5], "x", k[6], "x", k[7],
+                    "x", k[8], " -> ", k[9], " ", k[10], "x", k[11], "/", k[12], " pad ", k[14],
+                    k[18] > 1 ? " groups " : "", k[18] > 1 ? std::to_string(k[18]) : std::string(),
+                    k[3] ? " [search]" : "", k[2] ? " [tf32]" : "", k[4] ? " [deterministic]" : "");
     if (ranked.empty()) {
       line += " (no candidate)";
     } else {
@@ -561,6 +542,31 @@ std::size_t conv2d_algorithm_cache_size() {
   AlgoCache& cache = algo_cache();
   std::lock_guard<std::mutex> lock(cache.mutex);
   return cache.entries.size();
+}
+
+bool timed_search_now(const Stream& stream) {
+  if (!cudnn_benchmark()) return false;
+  // A search synchronizes and cannot be captured into a CUDA graph: the heuristics then.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUGRAD_CUDA_CHECK(cudaStreamIsCapturing(runtime::cuda_stream(stream), &capture));
+  return capture == cudaStreamCaptureStatusNone;
+}
+
+std::size_t cudnn_workspace_limit(int device) {
+  const std::size_t total = runtime::device_properties(device).totalGlobalMem;
+  return std::min<std::size_t>(std::size_t{1} << 30, total / 16);
+}
+
+const char* conv_direction_name(ConvDirection dir) {
+  switch (dir) {
+    case ConvDirection::forward:
+      return "forward";
+    case ConvDirection::backward_data:
+      return "input gradient";
+    case ConvDirection::backward_filter:
+      return "weight gradient";
+  }
+  return "?";
 }
 
 void record_cudnn_search(double seconds) {

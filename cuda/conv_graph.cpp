@@ -295,11 +295,6 @@ Cache& cache() {
   return *c;
 }
 
-std::size_t workspace_limit(int device) {
-  const std::size_t total = runtime::device_properties(device).totalGlobalMem;
-  return std::min<std::size_t>(std::size_t{1} << 30, total / 16);
-}
-
 // Times `plan` on the call's inputs and a scratch output: the median of 3 runs after one warm-up,
 // in milliseconds.
 float time_plan(cudnnHandle_t handle, const Plan& p, ConvDirection dir, void* x, void* w, void* y,
@@ -336,7 +331,7 @@ std::shared_ptr<const Plan> build(ConvDirection dir, const Conv2dGeometry& g, fl
                                   std::int64_t alignment, bool tf32, bool deterministic, bool search,
                                   cudnnHandle_t handle, void* x, void* w, void* y, const Stream& stream) {
   const Device dev = stream.device();
-  const std::size_t limit = workspace_limit(dev.index());
+  const std::size_t limit = cudnn_workspace_limit(dev.index());
   std::vector<std::shared_ptr<Plan>> candidates;
   std::vector<std::int64_t> engines;  // global indices of the candidates' engines
   // Adds the configuration's plan to the candidates when its engine is allowed, new, and finalizes.
@@ -421,12 +416,7 @@ bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, flo
   cudnnHandle_t handle = cudnn_handle(stream.handle());
   const bool tf32 = allow_tf32();
   const bool deterministic = cudnn_deterministic();
-  bool search = cudnn_benchmark();
-  if (search) {
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    CUGRAD_CUDA_CHECK(cudaStreamIsCapturing(runtime::cuda_stream(stream), &capture));
-    if (capture != cudaStreamCaptureStatusNone) search = false;
-  }
+  const bool search = timed_search_now(stream);
   const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
   const std::int64_t alignment = aligned(x) && aligned(w) && aligned(y) ? 16 : 4;
   CacheKey key{{static_cast<std::int64_t>(dir), stream.device().index(), tf32, search, deterministic,
@@ -473,7 +463,6 @@ bool set_graph_convolutions(bool on) { return graph_flag().exchange(on); }
 bool graph_convolutions() { return graph_flag().load(); }
 
 std::vector<std::string> graph_conv_choices() {
-  static constexpr const char* kDirections[] = {"forward", "input gradient", "weight gradient"};
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mutex);
   std::vector<std::string> out;
@@ -482,10 +471,10 @@ std::vector<std::string> graph_conv_choices() {
     // Conv2dGeometry::fields(): n, c_in, h, w, c_out, kh, kw, stride h/w, pad h/w, dilation
     // h/w, groups, out h/w.
     const auto& v = key.v;
-    std::string line =
-        detail::cat(kDirections[v[0]], " ", v[7], "x", v[8], "x", v[9], "x", v[10], " -> ", v[11], " ", v[12],
-                    "x", v[13], "/", v[14], " pad ", v[16], v[3] ? " [search]" : "", v[2] ? " [tf32]" : "",
-                    v[4] ? " [deterministic]" : "", v[5] ? " [beta 1]" : "");
+    std::string line = detail::cat(conv_direction_name(static_cast<ConvDirection>(v[0])), " ", v[7], "x",
+                                   v[8], "x", v[9], "x", v[10], " -> ", v[11], " ", v[12], "x", v[13], "/",
+                                   v[14], " pad ", v[16], v[3] ? " [search]" : "", v[2] ? " [tf32]" : "",
+                                   v[4] ? " [deterministic]" : "", v[5] ? " [beta 1]" : "");
     if (!plan)
       line += " declined (no engine qualified)";
     else

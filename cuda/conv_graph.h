@@ -6,6 +6,7 @@
 // graph_convolutions() is on and falls back to the legacy API where it returns false.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,8 +33,16 @@ enum class ConvDirection : int { forward = 0, backward_data = 1, backward_filter
 bool graph_convolution(ConvDirection dir, const Conv2dGeometry& g, float* x, float* w, float* y, float beta,
                        const Stream& stream);
 
+// Shared with the legacy path (defined in conv.cpp):
 /// Adds one timed search of `seconds` to cudnn_search_stats() (conv.cpp keeps the totals).
 void record_cudnn_search(double seconds);
+/// Whether a call on `stream` may run a timed search now: cudnn_benchmark() is on and the stream
+/// is not being captured into a CUDA graph (a search synchronizes).
+bool timed_search_now(const Stream& stream);
+/// The largest workspace a candidate may ask for: 1 GiB, or 1/16 of the device's memory.
+std::size_t cudnn_workspace_limit(int device);
+/// "forward", "input gradient" or "weight gradient" (diagnostics).
+const char* conv_direction_name(ConvDirection dir);
 
 /// Whether conv2d's cuDNN calls go through graph_convolution (default off: on an H200,
 /// 2026-11-27, it cut cuDNN's host time per call to a third but its engines, then chosen among

@@ -369,7 +369,7 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t 
     std::fprintf(stderr, "cugrad CUDA emulator: launch with grid (%u,%u,%u)\n", grid.x, grid.y, grid.z);
     return cudaErrorInvalidConfiguration;
   }
-  int limit = 48 * 1024;
+  int limit = kSharedPerBlock;
   {
     std::lock_guard lock(g().mu);
     auto it = g().max_dynamic_smem.find(kernel);
@@ -386,7 +386,7 @@ cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t 
 
 std::size_t shared_memory_limit(const void* kernel) {
   std::lock_guard lock(g().mu);
-  return g().max_dynamic_smem.contains(kernel) ? 227 * 1024 : 48 * 1024;
+  return g().max_dynamic_smem.contains(kernel) ? kSharedPerBlockOptin : kSharedPerBlock;
 }
 
 }  // namespace cugrad_emu::state
@@ -467,8 +467,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "cugrad CUDA emulator (CPU) #%d", device);
   p->totalGlobalMem = memory_limit();
-  p->sharedMemPerBlock = 48 * 1024;
-  p->sharedMemPerBlockOptin = 227 * 1024;
+  p->sharedMemPerBlock = kSharedPerBlock;
+  p->sharedMemPerBlockOptin = kSharedPerBlockOptin;
   p->sharedMemPerMultiprocessor = 228 * 1024;
   p->reservedSharedMemPerBlock = 1024;
   p->regsPerBlock = 65536;
@@ -509,8 +509,12 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMultiProcessorCount: *value = sm_count(); break;
     case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
     case cudaDevAttrWarpSize: *value = 32; break;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 * 1024; break;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 * 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = kSharedPerBlock;
+      break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = kSharedPerBlockOptin;
+      break;
     case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
     case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; break;
     case cudaDevAttrL2CacheSize: *value = 50 * 1024 * 1024; break;
@@ -823,7 +827,7 @@ cudaError_t cudaGetSymbolAddress(void** ptr, const void* symbol) {
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (!func) return fail(cudaErrorInvalidDeviceFunction);
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || value > 227 * 1024) return fail(cudaErrorInvalidValue);
+    if (value < 0 || value > kSharedPerBlockOptin) return fail(cudaErrorInvalidValue);
     std::lock_guard lock(g().mu);
     g().max_dynamic_smem[func] = value;
   }

@@ -335,8 +335,9 @@ void shared_declared(void* p, std::size_t bytes) {
         "more than the %zu bytes its kernel may use (%s); a GPU fails this launch with "
         "cudaErrorInvalidValue\n",
         kernel_name(sched().kernel).c_str(), b.static_bytes, b.dynamic_bytes, limit,
-        limit == 48 * 1024 ? "48 KB without cudaFuncAttributeMaxDynamicSharedMemorySize"
-                           : "the opt-in limit");
+        limit == static_cast<std::size_t>(state::kSharedPerBlock)
+            ? "48 KB without cudaFuncAttributeMaxDynamicSharedMemorySize"
+            : "the opt-in limit");
     std::abort();
   }
 }

@@ -8,6 +8,11 @@
 
 namespace cugrad_emu::state {
 
+// The emulated device's shared memory per block (an H100's): without and with the kernel's
+// cudaFuncAttributeMaxDynamicSharedMemorySize opt-in.
+constexpr int kSharedPerBlock = 48 * 1024;
+constexpr int kSharedPerBlockOptin = 227 * 1024;
+
 // Validates a launch's configuration (block and grid limits, dynamic shared memory against
 // the kernel's attribute, the stream handle, not inside a host function).
 cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream);
