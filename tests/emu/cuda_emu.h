@@ -14,6 +14,8 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,6 +25,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "tests/emu/emu_tsan.h"
+
 // Device code guarded by `#if defined(__CUDACC__) || defined(CUGRAD_CUDA_EMULATOR)` compiles here.
 #define CUGRAD_CUDA_EMULATOR 1
 
@@ -31,6 +35,9 @@ namespace cugrad_emu {
 struct Barrier {
   unsigned arrived = 0;
   unsigned generation = 0;
+  // The race check's synchronization objects (emu_tsan.h), one per parity of the generation: a
+  // thread released from generation g may arrive at g + 1 before the last one left g.
+  unsigned char sync[2] = {};
 };
 
 struct ThreadCtx {
@@ -214,27 +221,58 @@ inline void __pipeline_memcpy_async(void* dst, const void* src, std::size_t byte
 inline void __pipeline_commit() {}
 inline void __pipeline_wait_prior(std::size_t) {}
 
-// ---- atomics: one OS thread runs all fibers of a launch, so plain read-modify-write ------------
-template <class T>
-T atomicAdd(T* p, T v) { T old = *p; *p = old + v; return old; }
-template <class T>
-T atomicSub(T* p, T v) { T old = *p; *p = old - v; return old; }
-template <class T>
-T atomicMax(T* p, T v) { T old = *p; *p = std::max(old, v); return old; }
-template <class T>
-T atomicMin(T* p, T v) { T old = *p; *p = std::min(old, v); return old; }
-template <class T>
-T atomicExch(T* p, T v) { T old = *p; *p = v; return old; }
-template <class T>
-T atomicCAS(T* p, T compare, T v) { T old = *p; if (old == compare) *p = v; return old; }
-template <class T>
-T atomicOr(T* p, T v) { T old = *p; *p = old | v; return old; }
-template <class T>
-T atomicAnd(T* p, T v) { T old = *p; *p = old & v; return old; }
-inline unsigned atomicInc(unsigned* p, unsigned limit) {
-  unsigned old = *p;
-  *p = old >= limit ? 0u : old + 1u;
+// ---- atomics: one OS thread runs all fibers of a launch, so a plain read-modify-write; for the
+// race check (emu_tsan.h) a relaxed atomic one, as CUDA's atomics are ----------------------------
+namespace cugrad_emu {
+template <class T, class F>
+T atomic_update(T* p, F f) {
+#if CUGRAD_EMU_TSAN
+  std::atomic_ref<T> a(*p);
+  T old = a.load(std::memory_order_relaxed);
+  while (!a.compare_exchange_weak(old, f(old), std::memory_order_relaxed)) {
+  }
   return old;
+#else
+  T old = *p;
+  *p = f(old);
+  return old;
+#endif
+}
+}  // namespace cugrad_emu
+template <class T>
+T atomicAdd(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return static_cast<T>(o + v); });
+}
+template <class T>
+T atomicSub(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return static_cast<T>(o - v); });
+}
+template <class T>
+T atomicMax(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return std::max(o, v); });
+}
+template <class T>
+T atomicMin(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return std::min(o, v); });
+}
+template <class T>
+T atomicExch(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T) { return v; });
+}
+template <class T>
+T atomicCAS(T* p, T compare, T v) {
+  return ::cugrad_emu::atomic_update(p, [compare, v](T o) { return o == compare ? v : o; });
+}
+template <class T>
+T atomicOr(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return static_cast<T>(o | v); });
+}
+template <class T>
+T atomicAnd(T* p, T v) {
+  return ::cugrad_emu::atomic_update(p, [v](T o) { return static_cast<T>(o & v); });
+}
+inline unsigned atomicInc(unsigned* p, unsigned limit) {
+  return ::cugrad_emu::atomic_update(p, [limit](unsigned o) { return o >= limit ? 0u : o + 1u; });
 }
 
 // ---- intrinsics and device math the host library lacks -----------------------------------------

@@ -61,9 +61,63 @@ __global__ void spin_then_set_kernel(int* flag, long long ns) {
   *flag = 1;
 }
 
+// ---- the race check's cases (emu_tsan.h; CUGRAD_EMU_RACECHECK=ON) ----------------------------
+// The lanes of a warp exchange values through shared memory; without __syncwarp they rely on a
+// lock step Volta and later do not promise.
+__global__ void warp_rotate_kernel(int* y, bool syncwarp) {
+  __shared__ int lanes[32];
+  lanes[threadIdx.x] = static_cast<int>(threadIdx.x) * 10;
+  if (syncwarp) __syncwarp();
+  y[threadIdx.x] = lanes[(threadIdx.x + 1) % 32];
+}
+
+// A tiled loop that reuses one shared buffer: without the barrier at the end of an iteration a
+// fast thread overwrites a tile its neighbour has not read yet.
+__global__ void tile_loop_kernel(const int* x, int* y, int tiles, bool trailing_barrier) {
+  __shared__ int tile[64];
+  int acc = 0;
+  for (int t = 0; t < tiles; ++t) {
+    tile[threadIdx.x] = x[t * 64 + threadIdx.x];
+    __syncthreads();
+    acc += tile[63 - threadIdx.x];
+    if (trailing_barrier) __syncthreads();
+  }
+  y[threadIdx.x] = acc;
+}
+
+// Every thread adds to one shared and one global counter: atomics, never a race.
+__global__ void atomic_count_kernel(int* y) {
+  __shared__ int count;
+  if (threadIdx.x == 0) count = 0;
+  __syncthreads();
+  atomicAdd(&count, 1);
+  __syncthreads();
+  if (threadIdx.x == 0) atomicAdd(y, count);
+}
+
+// Two threads of a block store to the same global word without ordering: a race in global memory.
+__global__ void global_clash_kernel(int* y) { y[threadIdx.x / 2] = static_cast<int>(threadIdx.x); }
+
 }  // namespace
 
 namespace emu_test {
+
+cudaError_t warp_rotate(int* y, bool syncwarp) {
+  warp_rotate_kernel<<<1, 32>>>(y, syncwarp);
+  return cudaGetLastError();
+}
+cudaError_t tile_loop(const int* x, int* y, int tiles, bool trailing_barrier) {
+  tile_loop_kernel<<<1, 64>>>(x, y, tiles, trailing_barrier);
+  return cudaGetLastError();
+}
+cudaError_t atomic_count(int* y, int blocks, int threads) {
+  atomic_count_kernel<<<blocks, threads>>>(y);
+  return cudaGetLastError();
+}
+cudaError_t global_clash(int* y) {
+  global_clash_kernel<<<1, 4>>>(y);
+  return cudaGetLastError();
+}
 
 cudaError_t block_sum(const float* x, float* out, int n, int grid, int block) {
   block_sum_kernel<<<grid, block>>>(x, out, n);

@@ -12,4 +12,9 @@ cudaError_t racy(int* y);
 cudaError_t indices(unsigned* out, dim3 grid, dim3 block);
 cudaError_t early_exit(int* y, int block, int live);
 cudaError_t spin_then_set(int* flag, long long ns, cudaStream_t stream);
+// The race check's cases (emu_selftest.cpp, RaceCheck.*).
+cudaError_t warp_rotate(int* y, bool syncwarp);
+cudaError_t tile_loop(const int* x, int* y, int tiles, bool trailing_barrier);
+cudaError_t atomic_count(int* y, int blocks, int threads);
+cudaError_t global_clash(int* y);
 }  // namespace emu_test

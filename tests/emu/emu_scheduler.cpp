@@ -19,6 +19,7 @@
 #include "tests/emu/cuda_emu.h"
 #include "tests/emu/emu_state.h"
 #include "tests/emu/emu_trace.h"
+#include "tests/emu/emu_tsan.h"
 
 #if !defined(__x86_64__)
 #error "the cugrad CUDA emulator's fibers are written for x86-64"
@@ -95,6 +96,7 @@ struct Fiber {
   ThreadCtx ctx;
   void* sp = nullptr;
   Stack stack;
+  void* tsan = nullptr;  // the race check's fiber (emu_tsan.h)
   FiberState state = FiberState::unstarted;
   const unsigned* wait_generation = nullptr;
   unsigned wait_value = 0;
@@ -126,6 +128,16 @@ struct Scheduler {
   void* closure = nullptr;
   StackPool stacks;
   const void* kernel = nullptr;
+#if CUGRAD_EMU_TSAN
+  // The race check: one TSan fiber per thread index, reused by every block; the scheduler's own;
+  // the object each finished thread releases and the scheduler acquires when the block ends.
+  std::vector<void*> tsan_fibers;
+  void* tsan_scheduler = nullptr;
+  unsigned char block_done = 0;
+  ~Scheduler() {
+    for (void* f : tsan_fibers) tsan::destroy_fiber(f);
+  }
+#endif
 };
 
 thread_local Scheduler* t_sched = nullptr;
@@ -140,7 +152,12 @@ Scheduler& sched() {
 
 void yield_to_scheduler() {
   Scheduler& s = *t_sched;
-  cugrad_emu_switch(&s.current->sp, s.scheduler_sp);
+  void** save = &s.current->sp;
+  void* to = s.scheduler_sp;
+#if CUGRAD_EMU_TSAN
+  tsan::switch_to(s.tsan_scheduler, false);  // a switch orders nothing: only barriers do
+#endif
+  cugrad_emu_switch(save, to);
 }
 
 void wait_for(const Barrier& b, unsigned generation) {
@@ -155,14 +172,19 @@ void wait_for(const Barrier& b, unsigned generation) {
 
 unsigned warp_expected(const Warp& w) { return static_cast<unsigned>(std::popcount(w.live & w.mask)); }
 
-void arrive(Barrier& b, unsigned expected) {
+// With `orders_memory` (__syncthreads, __syncwarp), what each thread did before it arrived happens
+// before what any of them does after it leaves, for the race check. CUDA documents that ordering
+// for those two only: a shuffle or a vote exchanges its values and orders no memory access.
+void arrive(Barrier& b, unsigned expected, bool orders_memory) {
   const unsigned g = b.generation;
+  if (orders_memory) tsan::release(&b.sync[g % 2]);
   if (++b.arrived >= expected) {
     b.arrived = 0;
     ++b.generation;
-    return;
+  } else {
+    wait_for(b, g);
   }
-  wait_for(b, g);
+  if (orders_memory) tsan::acquire(&b.sync[g % 2]);
 }
 
 std::string kernel_name(const void* kernel) { return trace::function_name(kernel); }
@@ -213,6 +235,20 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
   b.dynamic.resize((dyn_bytes + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t) + 1);
   std::memset(b.dynamic.data(), 0xFF, b.dynamic.size() * sizeof(std::max_align_t));
 
+#if CUGRAD_EMU_TSAN
+  // The scheduler's bookkeeping is invisible to the race check; its poisoning of dynamic shared
+  // memory and its setup happen before the block's threads start (ordered switches).
+  tsan::Invisible hide;
+  if (!s.tsan_scheduler) s.tsan_scheduler = tsan::current_fiber();
+  while (s.tsan_fibers.size() < n) {
+    s.tsan_fibers.push_back(tsan::create_fiber());
+    // Reports name the thread of the block ("thread 37"), and the launch by the stack of its fiber.
+    tsan::name_fiber(s.tsan_fibers.back(), ("thread " + std::to_string(s.tsan_fibers.size() - 1)).c_str());
+  }
+  // A finished thread's stack is not handed to another thread of the same block: the two are
+  // unordered, and the second one's use of it would read as a race.
+  std::vector<Stack> retired;
+#endif
   const bool rev = reverse_order();
   while (b.live > 0) {
     bool progressed = false;
@@ -221,7 +257,8 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
       if (f.state == FiberState::done) continue;
       if (f.state == FiberState::waiting && *f.wait_generation == f.wait_value) continue;
       progressed = true;
-      if (f.state == FiberState::unstarted) {
+      const bool starting = f.state == FiberState::unstarted;
+      if (starting) {
         f.stack = s.stacks.take();
         auto* top = reinterpret_cast<std::uint64_t*>(f.stack.base + f.stack.size);
         *--top = 0;  // the entry function's return address slot: keeps the ABI's alignment
@@ -231,10 +268,20 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
         f.state = FiberState::running;
       }
       s.current = &f;
-      cugrad_emu_switch(&s.scheduler_sp, f.sp);
+      void* to = f.sp;
+#if CUGRAD_EMU_TSAN
+      // Only the start is ordered: the block's setup happens before its threads run; resuming a
+      // thread after a barrier or a shuffle orders nothing more.
+      tsan::switch_to(s.tsan_fibers[f.ctx.linear], starting);
+#endif
+      cugrad_emu_switch(&s.scheduler_sp, to);
       s.current = nullptr;
       if (f.state == FiberState::done) {
+#if CUGRAD_EMU_TSAN
+        retired.push_back(f.stack);
+#else
         s.stacks.give(f.stack);
+#endif
         on_exit(b, f);
       }
     }
@@ -252,6 +299,11 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
       std::abort();
     }
   }
+#if CUGRAD_EMU_TSAN
+  // The block is over: it happens before the next block and the host code after the launch.
+  tsan::acquire(&s.block_done);
+  for (const Stack& st : retired) s.stacks.give(st);
+#endif
 }
 
 std::mutex g_launch_mutex;
@@ -271,18 +323,21 @@ void misaligned_access(const void* p, std::size_t size) {
 }
 
 void syncthreads() {
+  tsan::Invisible hide;  // the emulator's bookkeeping
   Scheduler& s = sched();
-  arrive(s.block.barrier, s.block.live);
+  arrive(s.block.barrier, s.block.live, true);
 }
 
 void syncwarp(unsigned mask) {
+  tsan::Invisible hide;  // the emulator's bookkeeping
   Scheduler& s = sched();
   Warp& w = s.block.warps[s.current->ctx.linear / 32];
   w.mask = mask;
-  arrive(w.barrier, warp_expected(w));
+  arrive(w.barrier, warp_expected(w), true);
 }
 
 std::uint64_t warp_exchange(unsigned mask, std::uint64_t bits, int src) {
+  tsan::Invisible hide;  // the emulator's bookkeeping
   Scheduler& s = sched();
   const unsigned lane = s.current->ctx.linear % 32;
   Warp& w = s.block.warps[s.current->ctx.linear / 32];
@@ -293,34 +348,39 @@ std::uint64_t warp_exchange(unsigned mask, std::uint64_t bits, int src) {
   }
   w.mask = mask;
   w.slots[lane] = bits;
-  arrive(w.barrier, warp_expected(w));
+  arrive(w.barrier, warp_expected(w), false);
   // Out of the width segment: the lane's own value, as CUDA defines. A lane that does not exist,
   // has exited or is outside the mask: undefined on the GPU, all one bits here (NaN, -1).
   std::uint64_t r = bits;
   if (src >= 0) r = src < 32 && (mask & w.live & (1u << src)) ? w.slots[src] : ~std::uint64_t{0};
   w.mask = mask;
-  arrive(w.barrier, warp_expected(w));
+  arrive(w.barrier, warp_expected(w), false);
   return r;
 }
 
 unsigned warp_ballot(unsigned mask, bool predicate) {
+  tsan::Invisible hide;  // the emulator's bookkeeping
   Scheduler& s = sched();
   const unsigned lane = s.current->ctx.linear % 32;
   Warp& w = s.block.warps[s.current->ctx.linear / 32];
   w.mask = mask;
   w.slots[lane] = predicate ? 1 : 0;
-  arrive(w.barrier, warp_expected(w));
+  arrive(w.barrier, warp_expected(w), false);
   unsigned r = 0;
   for (unsigned l = 0; l < 32; ++l)
     if ((mask & w.live & (1u << l)) && w.slots[l]) r |= 1u << l;
   w.mask = mask;
-  arrive(w.barrier, warp_expected(w));
+  arrive(w.barrier, warp_expected(w), false);
   return r;
 }
 
-void* dynamic_shared_memory() { return sched().block.dynamic.data(); }
+void* dynamic_shared_memory() {
+  tsan::Invisible hide;
+  return sched().block.dynamic.data();
+}
 
 void shared_declared(void* p, std::size_t bytes) {
+  tsan::Invisible hide;  // the emulator's bookkeeping
   Block& b = sched().block;
   if (std::find(b.declared.begin(), b.declared.end(), p) != b.declared.end()) return;
   b.declared.push_back(p);
@@ -395,11 +455,19 @@ cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dy
 
 }  // namespace cugrad_emu
 
-extern "C" void cugrad_emu_fiber_entry() {
+// Not instrumented: the entry never returns, so the race check's record of the calls a fiber made
+// would grow by one frame for every block the fiber ran.
+extern "C" __attribute__((no_sanitize_thread)) void cugrad_emu_fiber_entry() {
   using namespace cugrad_emu;
   Scheduler& s = *t_sched;
   s.body(s.closure);
   s.current->state = FiberState::done;
-  cugrad_emu_switch(&s.current->sp, s.scheduler_sp);
+  void** save = &s.current->sp;
+  void* to = s.scheduler_sp;
+#if CUGRAD_EMU_TSAN
+  tsan::release(&s.block_done);
+  tsan::switch_to(s.tsan_scheduler, false);
+#endif
+  cugrad_emu_switch(save, to);
   std::abort();  // a finished fiber is never resumed
 }

@@ -135,4 +135,65 @@ TEST(Emulator, StreamWaitEventWaitsForTheRecordItCaptured) {
   for (cudaStream_t s : {a, b, c}) cudaStreamDestroy(s);
 }
 
+// ---- The race check's cases (emu_tsan.h). In a CUGRAD_EMU_RACECHECK=ON build CTest runs the
+// *Race tests one at a time and passes them only when ThreadSanitizer reports a data race in the
+// named kernel (tests/emu/CMakeLists.txt), and runs the rest with no report allowed. In other
+// builds they check the results the emulator's schedule gives. ------------------------------------
+
+TEST(RaceCheck, WarpExchangeThroughSharedMemoryWithoutSyncwarpIsARace) {
+  int* d = device_copy(std::vector<int>(32, 0));
+  ASSERT_EQ(emu_test::warp_rotate(d, false), cudaSuccess);
+  cudaFree(d);
+}
+
+TEST(RaceCheck, WarpExchangeWithSyncwarpIsClean) {
+  int* d = device_copy(std::vector<int>(32, 0));
+  ASSERT_EQ(emu_test::warp_rotate(d, true), cudaSuccess);
+  auto y = host_copy(d, 32);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(y[static_cast<std::size_t>(i)], (i + 1) % 32 * 10);
+  cudaFree(d);
+}
+
+std::vector<int> tile_loop_input(int tiles) {
+  std::vector<int> x(static_cast<std::size_t>(tiles) * 64);
+  std::iota(x.begin(), x.end(), 1);
+  return x;
+}
+
+TEST(RaceCheck, TileLoopWithoutItsTrailingBarrierIsARace) {
+  int* dx = device_copy(tile_loop_input(3));
+  int* dy = device_copy(std::vector<int>(64, 0));
+  ASSERT_EQ(emu_test::tile_loop(dx, dy, 3, false), cudaSuccess);
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+TEST(RaceCheck, TileLoopWithItsTrailingBarrierIsClean) {
+  const auto x = tile_loop_input(3);
+  int* dx = device_copy(x);
+  int* dy = device_copy(std::vector<int>(64, 0));
+  ASSERT_EQ(emu_test::tile_loop(dx, dy, 3, true), cudaSuccess);
+  auto y = host_copy(dy, 64);
+  for (int i = 0; i < 64; ++i) {
+    int want = 0;
+    for (int t = 0; t < 3; ++t) want += x[static_cast<std::size_t>(t * 64 + 63 - i)];
+    EXPECT_EQ(y[static_cast<std::size_t>(i)], want) << i;
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+TEST(RaceCheck, AtomicsInSharedAndGlobalMemoryAreClean) {
+  int* d = device_copy(std::vector<int>{0});
+  ASSERT_EQ(emu_test::atomic_count(d, 3, 96), cudaSuccess);
+  EXPECT_EQ(host_copy(d, 1)[0], 3 * 96);
+  cudaFree(d);
+}
+
+TEST(RaceCheck, TwoThreadsStoringOneGlobalWordIsARace) {
+  int* d = device_copy(std::vector<int>(2, 0));
+  ASSERT_EQ(emu_test::global_clash(d), cudaSuccess);
+  cudaFree(d);
+}
+
 }  // namespace
