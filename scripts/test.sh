@@ -3,10 +3,12 @@
 # runs the whole suite (GPU tests skip themselves without a GPU), then installs the package into
 # a temporary prefix and builds and runs tests/consumer against it; last, it builds the library
 # against the CUDA emulator (tests/emu) and runs the GPU suites, the examples on the emulated
-# GPU and the benchmarks' smoke mode there, so the CUDA code runs even where no GPU is.
+# GPU and the benchmarks' smoke mode there, so the CUDA code runs even where no GPU is; then the
+# emulator's race check (ThreadSanitizer over the GPU suites).
 #   BUILD_DIR (default build), CUDA_ARCHS (default 90), BUILD_TYPE (default Release),
 #   JOBS (default: all cores), TEST_TIMEOUT (seconds per test, default 1200),
-#   EMU_BUILD_DIR (default build-emu), CUGRAD_SKIP_EMU=1 (leave the emulator stage out)
+#   EMU_BUILD_DIR (default build-emu), CUGRAD_SKIP_EMU=1 (leave the emulator stages out),
+#   RACE_BUILD_DIR (default build-emu-race), CUGRAD_SKIP_RACECHECK=1 (leave the race check out)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -55,4 +57,23 @@ if [[ "${CUGRAD_SKIP_EMU:-0}" != 1 ]]; then
   emu_time=$((SECONDS - emu_start))
 fi
 
-echo "== done: build $(elapsed "$build_time"), tests $(elapsed "$test_time"), emulator $(elapsed "$emu_time"), total $(elapsed $((SECONDS - start)))"
+race_time=0
+if [[ "${CUGRAD_SKIP_EMU:-0}" != 1 && "${CUGRAD_SKIP_RACECHECK:-0}" != 1 ]]; then
+  echo "== CUDA emulator race check: the GPU suites under ThreadSanitizer (tests/emu/emu_tsan.h)"
+  race_start=$SECONDS
+  race_dir=${RACE_BUILD_DIR:-build-emu-race}
+  cmake -S tests/emu -B "$race_dir" -G Ninja -DCUGRAD_EMU_RACECHECK=ON
+  cmake --build "$race_dir" --parallel "$jobs"
+  race_ctest=(ctest --test-dir "$race_dir" -L racecheck --output-on-failure --no-tests=error --timeout 3600
+    --parallel "$jobs")
+  # ThreadSanitizer's fixed memory layout can collide with kernels that randomize 32 bits of mmap
+  # addresses ("unexpected memory mapping"): run it with address randomization off where allowed.
+  if command -v setarch >/dev/null && setarch "$(uname -m)" -R true 2>/dev/null; then
+    setarch "$(uname -m)" -R "${race_ctest[@]}"
+  else
+    "${race_ctest[@]}"
+  fi
+  race_time=$((SECONDS - race_start))
+fi
+
+echo "== done: build $(elapsed "$build_time"), tests $(elapsed "$test_time"), emulator $(elapsed "$emu_time"), race check $(elapsed "$race_time"), total $(elapsed $((SECONDS - start)))"

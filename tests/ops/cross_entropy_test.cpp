@@ -553,6 +553,30 @@ TEST(CrossEntropyGPU, MatchesTheCpuForEveryKernelShape) {
   }
 }
 
+// Every kernel kind of the test above (group of lanes, float4 or not; block per row from
+// registers or shared memory; the two-read kernel; the opt-in staged kernel) on one to five rows,
+// misaligned too: the same code paths at a size the emulator's race check (tests/emu, where a
+// barrier costs the square of the block's threads) runs in seconds.
+TEST(CrossEntropyGPU, EveryKernelKindOnAFewRows) {
+  CUGRAD_REQUIRE_GPU();
+  cg::manual_seed(28);
+  struct Restore {
+    bool value;
+    ~Restore() { cg::cuda::set_cross_entropy_staged_rows(value); }
+  } restore{cg::cuda::set_cross_entropy_staged_rows(false)};
+  for (const bool staged : {false, true}) {
+    cg::cuda::set_cross_entropy_staged_rows(staged);
+    for (const std::int64_t k : {3, 33, 516, 1000, 1025, 4097, 8200, 100003}) {
+      for (const std::int64_t n : {1, 5}) {
+        SCOPED_TRACE(cg::detail::cat(n, "x", k, staged ? " staged" : ""));
+        check_parity({n, k, Reduction::Mean, true, 0.1, 0.7});
+        check_parity({n, k, Reduction::None, false, 0.0, 1.0});
+        check_parity({n, k, Reduction::Sum, true, 0.1, 1.0, /*misaligned=*/true});
+      }
+    }
+  }
+}
+
 TEST(CrossEntropyGPU, MatchesTheCpuUnalignedAndAtScale) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(22);
