@@ -9,7 +9,7 @@ debuggers point at the original file through the #line directive):
     `::cugrad_emu::launch(kernel, grid, block[, smem[, stream]])(args)`;
   * `__shared__ T name[dims];` becomes `static T name[dims]; ::cugrad_emu::shared_declared(...)`
     (blocks run one at a time, so a static is the block's shared memory; it is poisoned once
-    per block), and `extern __shared__ T name[];` a pointer to the block's dynamic shared memory;
+    per block; `static thread_local` for the race check, see CUGRAD_EMU_SHARED_STORAGE), and `extern __shared__ T name[];` a pointer to the block's dynamic shared memory;
   * `#include <cuda_pipeline_primitives.h>` (device-only) is dropped; cuda_emu.h provides it.
 """
 import os
@@ -79,7 +79,7 @@ def rewrite_shared(text):
     text = EXTERN_SHARED.sub(
         lambda m: f"{m.group(1)}* const {m.group(2)} = ::cugrad_emu::dynamic_shared<{m.group(1)}>();", text)
     return SHARED.sub(
-        lambda m: (f"static {m.group(1)} {m.group(2)}{m.group(3)}; "
+        lambda m: (f"CUGRAD_EMU_SHARED_STORAGE {m.group(1)} {m.group(2)}{m.group(3)}; "
                    f"::cugrad_emu::shared_declared(&{m.group(2)}, sizeof({m.group(2)}));"), text)
 
 

@@ -143,6 +143,16 @@ inline unsigned lane_id() { return current()->linear % 32u; }
 #define __launch_bounds__(...)
 #undef __shared__
 #define __shared__ static
+// What cu2cpp.py makes a `__shared__` declaration. The blocks of a launch run one at a time on
+// one OS thread, and launches one at a time (a lock), so one static serves every block. The
+// race check gives each OS thread (each stream's worker with CUGRAD_EMU_ASYNC=1) its own copy
+// instead, so that its lock can order nothing: kernels of two streams are then unordered unless
+// an event or a synchronization orders them, as on a GPU.
+#if CUGRAD_EMU_TSAN
+#define CUGRAD_EMU_SHARED_STORAGE static thread_local
+#else
+#define CUGRAD_EMU_SHARED_STORAGE static
+#endif
 
 // ---- synchronization, warp primitives ----------------------------------------------------------
 inline void __syncthreads() { ::cugrad_emu::syncthreads(); }

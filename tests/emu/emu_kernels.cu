@@ -98,6 +98,8 @@ __global__ void atomic_count_kernel(int* y) {
 // Two threads of a block store to the same global word without ordering: a race in global memory.
 __global__ void global_clash_kernel(int* y) { y[threadIdx.x / 2] = static_cast<int>(threadIdx.x); }
 
+__global__ void copy_one_kernel(const int* src, int* dst) { *dst = *src; }
+
 }  // namespace
 
 namespace emu_test {
@@ -112,6 +114,10 @@ cudaError_t tile_loop(const int* x, int* y, int tiles, bool trailing_barrier) {
 }
 cudaError_t atomic_count(int* y, int blocks, int threads) {
   atomic_count_kernel<<<blocks, threads>>>(y);
+  return cudaGetLastError();
+}
+cudaError_t copy_one(const int* src, int* dst, cudaStream_t stream) {
+  copy_one_kernel<<<1, 1, 0, stream>>>(src, dst);
   return cudaGetLastError();
 }
 cudaError_t global_clash(int* y) {

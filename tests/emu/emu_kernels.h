@@ -17,4 +17,5 @@ cudaError_t warp_rotate(int* y, bool syncwarp);
 cudaError_t tile_loop(const int* x, int* y, int tiles, bool trailing_barrier);
 cudaError_t atomic_count(int* y, int blocks, int threads);
 cudaError_t global_clash(int* y);
+cudaError_t copy_one(const int* src, int* dst, cudaStream_t stream);
 }  // namespace emu_test

@@ -410,7 +410,20 @@ long long clock_ticks() {
 namespace {
 
 void execute(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, KernelBody body, void* closure) {
-  std::lock_guard lock(g_launch_mutex);  // static shared memory: one kernel at a time
+  // Static shared memory: one kernel at a time. For the race check the lock orders nothing
+  // (CUGRAD_EMU_SHARED_STORAGE gives each OS thread its own shared memory instead).
+  std::unique_lock lock(g_launch_mutex, std::defer_lock);
+  {
+    tsan::Unordered unordered;
+    lock.lock();
+  }
+  struct Unlock {
+    std::unique_lock<std::mutex>& lock;
+    ~Unlock() {
+      tsan::Unordered unordered;
+      lock.unlock();
+    }
+  } unlock{lock};
   static thread_local Scheduler scheduler;
   if (t_sched) {
     std::fprintf(stderr, "cugrad CUDA emulator: a kernel launched another kernel\n");

@@ -190,6 +190,32 @@ TEST(RaceCheck, AtomicsInSharedAndGlobalMemoryAreClean) {
   cudaFree(d);
 }
 
+// Stream a writes a word behind a 20 ms kernel; stream b reads it, with or without waiting for
+// an event recorded after the write. Run with CUGRAD_EMU_ASYNC=1 (a worker thread per stream).
+void two_streams(bool wait) {
+  cudaStream_t a, b;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t e;
+  ASSERT_EQ(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), cudaSuccess);
+  int* flag = device_copy(std::vector<int>{0});
+  int* out = device_copy(std::vector<int>{-7});
+  ASSERT_EQ(emu_test::spin_then_set(flag, 20'000'000, a), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e, a), cudaSuccess);
+  if (wait) ASSERT_EQ(cudaStreamWaitEvent(b, e, 0), cudaSuccess);
+  ASSERT_EQ(emu_test::copy_one(flag, out, b), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  if (wait) EXPECT_EQ(host_copy(out, 1)[0], 1);
+  cudaFree(flag);
+  cudaFree(out);
+  cudaEventDestroy(e);
+  for (cudaStream_t s : {a, b}) cudaStreamDestroy(s);
+}
+
+TEST(RaceCheck, TwoStreamsWithoutAWaitIsARace) { two_streams(false); }
+
+TEST(RaceCheck, TwoStreamsOrderedByAnEventAreClean) { two_streams(true); }
+
 TEST(RaceCheck, TwoThreadsStoringOneGlobalWordIsARace) {
   int* d = device_copy(std::vector<int>(2, 0));
   ASSERT_EQ(emu_test::global_clash(d), cudaSuccess);

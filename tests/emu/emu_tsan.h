@@ -11,6 +11,10 @@
 //  - atomics are atomic accesses (relaxed, as CUDA's are): never a race, and no ordering;
 //  - the end of a block orders it before the blocks and the host code that follow (so races
 //    between blocks, which cugrad's kernels leave to atomics, are not looked for);
+//  - the lock that runs one launch at a time orders nothing, and each OS thread has its own
+//    static shared memory: with CUGRAD_EMU_ASYNC=1 (a worker thread per stream) the kernels and
+//    copies of two streams are unordered unless an event, a stream wait or a host
+//    synchronization orders them, so a missing cross-stream wait is reported too;
 //  - the emulator's own bookkeeping (barrier counters, shuffle slots, poisoning) is invisible.
 // It sees what compute-sanitizer's racecheck sees (shared-memory hazards within a block) plus
 // unsynchronized global accesses within a block, and warp-synchronous code that relies on lock
@@ -27,6 +31,8 @@ void AnnotateIgnoreReadsBegin(const char* file, int line);
 void AnnotateIgnoreReadsEnd(const char* file, int line);
 void AnnotateIgnoreWritesBegin(const char* file, int line);
 void AnnotateIgnoreWritesEnd(const char* file, int line);
+void AnnotateIgnoreSyncBegin(const char* file, int line);
+void AnnotateIgnoreSyncEnd(const char* file, int line);
 }
 
 namespace cugrad_emu::tsan {
@@ -44,6 +50,15 @@ class Invisible {
   }
   Invisible(const Invisible&) = delete;
   Invisible& operator=(const Invisible&) = delete;
+};
+
+// Locks and unlocks inside this scope order nothing.
+class Unordered {
+ public:
+  Unordered() { AnnotateIgnoreSyncBegin(__FILE__, __LINE__); }
+  ~Unordered() { AnnotateIgnoreSyncEnd(__FILE__, __LINE__); }
+  Unordered(const Unordered&) = delete;
+  Unordered& operator=(const Unordered&) = delete;
 };
 
 // Always inlined: an instrumented function that entered on one fiber and left on another would
@@ -70,6 +85,12 @@ class Invisible {
   Invisible() {}
   Invisible(const Invisible&) = delete;
   Invisible& operator=(const Invisible&) = delete;
+};
+class Unordered {
+ public:
+  Unordered() {}
+  Unordered(const Unordered&) = delete;
+  Unordered& operator=(const Unordered&) = delete;
 };
 inline void release(void*) {}
 inline void acquire(void*) {}
