@@ -1,8 +1,9 @@
 // cugrad CUDA emulator: device-side half. Lets the library's CUDA C++ (cuda/*.cu, rewritten by
 // tests/emu/cu2cpp.py) compile with the host compiler and run on the CPU, so the GPU code paths
 // and the GPU test suite execute on a machine without a GPU. A test tool, never part of the
-// library: it says nothing about speed, and it runs every stream synchronously, so it cannot
-// show cross-stream races (compute-sanitizer on a real GPU does that).
+// library: it says nothing about speed. By default it runs every stream synchronously;
+// CUGRAD_EMU_ASYNC=1 gives each stream a worker thread, and the race check (emu_tsan.h,
+// CUGRAD_EMU_RACECHECK=ON) then reports races within a block and between streams.
 //
 // Execution model of a launch: blocks run one after another on the launching OS thread; the
 // threads of a block run as cooperative fibers that switch only at __syncthreads, warp
