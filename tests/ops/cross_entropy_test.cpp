@@ -553,6 +553,12 @@ TEST(CrossEntropyGPU, MatchesTheCpuForEveryKernelShape) {
   }
 }
 
+// Turns the opt-in staged kernel off for a test and puts the previous setting back after it.
+struct StagedRowsOff {
+  bool value = cg::cuda::set_cross_entropy_staged_rows(false);
+  ~StagedRowsOff() { cg::cuda::set_cross_entropy_staged_rows(value); }
+};
+
 // Every kernel kind of the test above (group of lanes, float4 or not; block per row from
 // registers or shared memory; the two-read kernel; the opt-in staged kernel) on one to five rows,
 // misaligned too: the same code paths at a size the emulator's race check (tests/emu, where a
@@ -560,10 +566,7 @@ TEST(CrossEntropyGPU, MatchesTheCpuForEveryKernelShape) {
 TEST(CrossEntropyGPU, EveryKernelKindOnAFewRows) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(28);
-  struct Restore {
-    bool value;
-    ~Restore() { cg::cuda::set_cross_entropy_staged_rows(value); }
-  } restore{cg::cuda::set_cross_entropy_staged_rows(false)};
+  StagedRowsOff restore;
   for (const bool staged : {false, true}) {
     cg::cuda::set_cross_entropy_staged_rows(staged);
     for (const std::int64_t k : {3, 33, 516, 1000, 1025, 4097, 8200, 100003}) {
@@ -616,10 +619,7 @@ TEST(CrossEntropyGPU, GroupKernelWithFewLongLivedBlocks) {
 TEST(CrossEntropyGPU, StagedRowsKernelMatchesTheGroupKernel) {
   CUGRAD_REQUIRE_GPU();
   cg::manual_seed(27);
-  struct Restore {
-    bool value;
-    ~Restore() { cg::cuda::set_cross_entropy_staged_rows(value); }
-  } restore{cg::cuda::set_cross_entropy_staged_rows(false)};
+  StagedRowsOff restore;
   EXPECT_FALSE(restore.value);  // off by default
   const cg::Device gpu = cg::Device::cuda(0);
   // 20001 rows at k = 1000: about 9 rows per warp on an H100 (2 blocks of 8 warps per SM), so
