@@ -96,7 +96,6 @@ struct Fiber {
   ThreadCtx ctx;
   void* sp = nullptr;
   Stack stack;
-  void* tsan = nullptr;  // the race check's fiber (emu_tsan.h)
   FiberState state = FiberState::unstarted;
   const unsigned* wait_generation = nullptr;
   unsigned wait_value = 0;
@@ -237,7 +236,8 @@ void run_block(Scheduler& s, dim3 grid, dim3 block_dim, uint3 block_idx, std::si
 
 #if CUGRAD_EMU_TSAN
   // The scheduler's bookkeeping is invisible to the race check; its poisoning of dynamic shared
-  // memory and its setup happen before the block's threads start (ordered switches).
+  // memory and its setup happen before the block's threads start (the first switch into each
+  // thread is ordered).
   tsan::Invisible hide;
   if (!s.tsan_scheduler) s.tsan_scheduler = tsan::current_fiber();
   while (s.tsan_fibers.size() < n) {
