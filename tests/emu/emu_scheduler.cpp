@@ -412,18 +412,16 @@ namespace {
 void execute(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, KernelBody body, void* closure) {
   // Static shared memory: one kernel at a time. For the race check the lock orders nothing
   // (CUGRAD_EMU_SHARED_STORAGE gives each OS thread its own shared memory instead).
-  std::unique_lock lock(g_launch_mutex, std::defer_lock);
-  {
-    tsan::Unordered unordered;
-    lock.lock();
-  }
-  struct Unlock {
-    std::unique_lock<std::mutex>& lock;
-    ~Unlock() {
+  struct LaunchLock {
+    LaunchLock() {
       tsan::Unordered unordered;
-      lock.unlock();
+      g_launch_mutex.lock();
     }
-  } unlock{lock};
+    ~LaunchLock() {
+      tsan::Unordered unordered;
+      g_launch_mutex.unlock();
+    }
+  } lock;
   static thread_local Scheduler scheduler;
   if (t_sched) {
     std::fprintf(stderr, "cugrad CUDA emulator: a kernel launched another kernel\n");
