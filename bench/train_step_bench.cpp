@@ -23,6 +23,7 @@
 // between cudaProfilerStart and cudaProfilerStop, for a kernel profiler started with profiling off
 // (scripts/gpu_session.sh's profile stage: ncu --profile-from-start off, then
 // scripts/ncu_summary.py sums the time per kernel).
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -57,10 +58,18 @@ struct HostCost {
   double graph_ms = 0, graph_calls = 0;
 };
 
+// Blocks the pinned host cache pinned (cudaHostAlloc) while the steps ran: in the warm-up steps
+// and in the timed ones. A hooked step that pins a block waits for it (tens of milliseconds for
+// a 256 MB block), so growth in the timed steps would show in their times.
+struct PinnedGrowth {
+  std::uint64_t warmup_blocks = 0, timed_blocks = 0;
+  std::size_t timed_bytes = 0;
+};
+
 // `copied_bytes` (hooks): the bytes the Inspector delivered in the last step.
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
                   std::int64_t classes, Variant variant, int runs, HostCost* host = nullptr,
-                  std::size_t* copied_bytes = nullptr) {
+                  std::size_t* copied_bytes = nullptr, PinnedGrowth* pinned = nullptr) {
   model.train();
   model.unfreeze();
   if (variant == Variant::frozen) {
@@ -95,7 +104,16 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
     opt.step();
     if (variant == Variant::hooks) insp.flush();  // the step ends when every copy has landed
   };
-  const double ms = cg::bench::median_ms(gpu, step, 5, runs);
+  const cg::PinnedMemoryStats pinned_start = cg::pinned_memory_stats();
+  for (int i = 0; i < (cg::bench::smoke_mode() ? 0 : 5); ++i) step();  // the warm-up steps
+  const cg::PinnedMemoryStats pinned_timed = cg::pinned_memory_stats();
+  const double ms = cg::bench::median_ms(gpu, step, 0, runs);
+  if (pinned != nullptr) {
+    const cg::PinnedMemoryStats pinned_end = cg::pinned_memory_stats();
+    pinned->warmup_blocks = pinned_timed.allocation_count - pinned_start.allocation_count;
+    pinned->timed_blocks = pinned_end.allocation_count - pinned_timed.allocation_count;
+    pinned->timed_bytes = pinned_end.bytes_reserved - pinned_timed.bytes_reserved;
+  }
   if (host != nullptr) {
     host->pipelined = cg::bench::pipelined_ms(gpu, step, runs);
     // The host's time inside cuDNN convolution calls per step, each step issued onto an idle
@@ -145,8 +163,9 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   const cg::bench::Pipelined& pipe = host.pipelined;
   const double frozen = time_steps(gpu, model, classifier, input, classes, Variant::frozen, runs);
   std::size_t hook_bytes = 0;
+  PinnedGrowth pinned;
   const double hooks =
-      time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs, nullptr, &hook_bytes);
+      time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs, nullptr, &hook_bytes, &pinned);
   const double copy_ms = static_cast<double>(hook_bytes) / (d2h_gbs * 1e9) * 1e3;
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
@@ -161,6 +180,11 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
       "%-32s the hooks copy %.1f MB per step: %.3f ms at %.1f GB/s device to host (%.0f%% of the plain step; "
       "the hooked step cannot be shorter)\n",
       "", static_cast<double>(hook_bytes) / 1e6, copy_ms, d2h_gbs, 100.0 * copy_ms / plain);
+  std::printf(
+      "%-32s the pinned cache pinned %llu blocks in the hooked warm-up steps, %llu (%.1f MB) in the timed "
+      "ones\n",
+      "", static_cast<unsigned long long>(pinned.warmup_blocks),
+      static_cast<unsigned long long>(pinned.timed_blocks), static_cast<double>(pinned.timed_bytes) / 1e6);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),
@@ -188,8 +212,14 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   // before it (the pinned buffers, the allocator's cache) or only on the step. Not in smoke mode
   // (the same code path as above; in the CUDA emulator a ResNet-18 variant costs minutes).
   if (!cg::bench::smoke_mode()) {
-    const double hooks_again = time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs);
-    std::printf("%-32s %9.3f ms hooked, timed again after the other variants\n", "", hooks_again);
+    PinnedGrowth again;
+    const double hooks_again =
+        time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs, nullptr, nullptr, &again);
+    std::printf(
+        "%-32s %9.3f ms hooked, timed again after the other variants (blocks pinned: %llu warm-up, %llu "
+        "timed)\n",
+        "", hooks_again, static_cast<unsigned long long>(again.warmup_blocks),
+        static_cast<unsigned long long>(again.timed_blocks));
     std::printf("RESULT train_step_%s_hooks_again %.4f\n", name.c_str(), hooks_again);
   }
   if (direct) {

@@ -53,5 +53,7 @@ PinnedBlock pinned_allocate(std::size_t nbytes);
 /// Bytes currently held by the pinned cache (in use and cached).
 std::size_t pinned_bytes_reserved();
 std::size_t pinned_bytes_in_use();
+/// Unpins the cached blocks that are not in use and not awaited by pending device work.
+void drop_cached_pinned_blocks();
 
 }  // namespace cugrad::runtime

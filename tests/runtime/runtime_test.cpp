@@ -78,6 +78,7 @@ TEST(Memory, PoisonFillsNewMemory) {
 }
 
 TEST(Pinned, BlocksAreCachedAndReused) {
+  cg::empty_pinned_cache();  // no free block of this size or twice it from earlier tests
   void* first = nullptr;
   {
     auto b = cg::runtime::pinned_allocate(10000);
@@ -98,6 +99,72 @@ TEST(Pinned, BlocksAreCachedAndReused) {
   EXPECT_NE(moved.data(), nullptr);
 }
 
+// Sizes of 1 MB and more, which no other test of this program asks the pinned cache for.
+TEST(Pinned, AReadyBlockOfTwiceTheSizeServesBeforeTheCacheGrows) {
+  namespace rt = cg::runtime;
+  cg::empty_pinned_cache();
+  const cg::PinnedMemoryStats start = cg::pinned_memory_stats();
+  EXPECT_EQ(start.bytes_reserved, start.bytes_in_use) << "empty_pinned_cache left free blocks";
+
+  void* four_mb = nullptr;
+  {
+    rt::PinnedBlock b = rt::pinned_allocate((3u << 20) + 5);  // bucket 4 MB
+    EXPECT_EQ(b.size(), 4u << 20);
+    four_mb = b.data();
+  }
+  cg::PinnedMemoryStats s = cg::pinned_memory_stats();
+  EXPECT_EQ(s.allocation_count, start.allocation_count + 1);
+  EXPECT_EQ(s.bytes_reserved, start.bytes_reserved + (4u << 20));
+  EXPECT_EQ(s.bytes_in_use, start.bytes_in_use);
+
+  // A 2 MB request finds no 2 MB block: the free 4 MB block serves it, whole.
+  rt::PinnedBlock two = rt::pinned_allocate((1u << 20) + 1);
+  EXPECT_EQ(two.data(), four_mb);
+  EXPECT_EQ(two.size(), 4u << 20);
+  s = cg::pinned_memory_stats();
+  EXPECT_EQ(s.allocation_count, start.allocation_count + 1);
+  EXPECT_EQ(s.reuse_count, start.reuse_count + 1);
+  EXPECT_EQ(s.bytes_in_use, start.bytes_in_use + (4u << 20));
+
+  // A 1 MB request does not take a block four times its size: the cache pins a 1 MB block.
+  void* other_four_mb = nullptr;
+  void* sixteen_mb = nullptr;
+  {
+    rt::PinnedBlock b = rt::pinned_allocate(4u << 20);
+    EXPECT_EQ(b.size(), 4u << 20);
+    EXPECT_NE(b.data(), four_mb);
+    other_four_mb = b.data();
+  }
+  {
+    rt::PinnedBlock b = rt::pinned_allocate(16u << 20);
+    sixteen_mb = b.data();
+  }
+  const cg::PinnedMemoryStats before_small = cg::pinned_memory_stats();
+  {
+    rt::PinnedBlock one = rt::pinned_allocate(1u << 20);
+    EXPECT_EQ(one.size(), 1u << 20);
+    EXPECT_NE(one.data(), sixteen_mb);
+    EXPECT_NE(one.data(), other_four_mb);
+    EXPECT_EQ(cg::pinned_memory_stats().allocation_count, before_small.allocation_count + 1);
+  }
+
+  // The borrowed block returns to its own size: a 4 MB request gets it back.
+  two = rt::PinnedBlock();
+  rt::PinnedBlock again = rt::pinned_allocate(4u << 20);
+  EXPECT_EQ(again.size(), 4u << 20);
+  s = cg::pinned_memory_stats();
+  EXPECT_EQ(s.allocation_count, before_small.allocation_count + 1);
+
+  // Emptying unpins every free block and keeps the ones in use.
+  cg::empty_pinned_cache();
+  s = cg::pinned_memory_stats();
+  EXPECT_EQ(s.bytes_in_use, start.bytes_in_use + (4u << 20));
+  EXPECT_EQ(s.bytes_reserved, s.bytes_in_use);
+  again = rt::PinnedBlock();
+  cg::empty_pinned_cache();
+  EXPECT_EQ(cg::pinned_memory_stats().bytes_reserved, start.bytes_in_use);
+}
+
 TEST(Stream, CpuStreamIsTrivial) {
   cg::Stream s = cg::Stream::current(cg::Device::cpu());
   EXPECT_EQ(s.handle(), nullptr);
@@ -109,6 +176,36 @@ TEST(Stream, CpuStreamIsTrivial) {
 }
 
 // ---- GPU ----
+
+// A cached block that pending device work still uses (release_after) is handed out neither to
+// a request of its size nor to one of half its size; once the work is done, either may take it.
+// Needs asynchronous streams (a GPU, or the emulator's CUGRAD_EMU_ASYNC=1): the gate blocks.
+TEST(PinnedGPU, ABlockAwaitedByTheDeviceIsNotHandedOut) {
+  CUGRAD_REQUIRE_GPU();
+  namespace rt = cg::runtime;
+  const cg::Device gpu = cg::Device::cuda(0);
+  const cg::Stream s = cg::Stream::create(gpu);
+  cg::empty_pinned_cache();
+  cg::testing::StreamGate gate(s);
+  void* awaited = nullptr;
+  {
+    rt::PinnedBlock b = rt::pinned_allocate(8u << 20);
+    awaited = b.data();
+    b.release_after(s);  // the stream's work so far (behind the gate) uses the block
+  }
+  rt::PinnedBlock same = rt::pinned_allocate(8u << 20);
+  rt::PinnedBlock half = rt::pinned_allocate(4u << 20);
+  EXPECT_NE(same.data(), awaited);
+  EXPECT_NE(half.data(), awaited);
+  // Emptying the cache keeps it too: the device has not finished with it.
+  cg::empty_pinned_cache();
+  EXPECT_EQ(cg::pinned_memory_stats().bytes_reserved, cg::pinned_memory_stats().bytes_in_use + (8u << 20));
+  gate.open();
+  s.synchronize();
+  rt::PinnedBlock after = rt::pinned_allocate(4u << 20);  // no free 4 MB block: the ready 8 MB one
+  EXPECT_EQ(after.data(), awaited);
+  EXPECT_EQ(after.size(), 8u << 20);
+}
 
 TEST(StreamGPU, CurrentStreamFollowsGuards) {
   CUGRAD_REQUIRE_GPU();
