@@ -301,17 +301,6 @@ void PinnedBlock::release_after(const Stream& stream) {
   CUGRAD_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), cuda_stream(stream)));
 }
 
-std::size_t pinned_bytes_reserved() {
-  std::lock_guard<std::mutex> lock(pinned_cache().mutex);
-  return pinned_cache().reserved;
-}
-std::size_t pinned_bytes_in_use() {
-  std::lock_guard<std::mutex> lock(pinned_cache().mutex);
-  return pinned_cache().in_use;
-}
-
-void drop_cached_pinned_blocks() { drop_ready_blocks(pinned_cache()); }
-
 }  // namespace cugrad::runtime
 
 namespace cugrad {
@@ -351,7 +340,7 @@ PinnedMemoryStats pinned_memory_stats() {
   return s;
 }
 
-void empty_pinned_cache() { runtime::drop_cached_pinned_blocks(); }
+void empty_pinned_cache() { runtime::drop_ready_blocks(runtime::pinned_cache()); }
 
 void empty_cache(Device device) {
   if (device.is_cpu()) return;

@@ -50,10 +50,6 @@ class PinnedBlock {
 
 /// A pinned block of at least `nbytes` (plain host memory when no CUDA driver is present).
 PinnedBlock pinned_allocate(std::size_t nbytes);
-/// Bytes currently held by the pinned cache (in use and cached).
-std::size_t pinned_bytes_reserved();
-std::size_t pinned_bytes_in_use();
-/// Unpins the cached blocks that are not in use and not awaited by pending device work.
-void drop_cached_pinned_blocks();
+/// The cache's statistics and emptying are public: cugrad::pinned_memory_stats(), empty_pinned_cache().
 
 }  // namespace cugrad::runtime

@@ -86,15 +86,15 @@ TEST(Pinned, BlocksAreCachedAndReused) {
     EXPECT_GE(b.size(), 10000u);
     first = b.data();
     static_cast<char*>(b.data())[9999] = 1;  // writable
-    EXPECT_GE(cg::runtime::pinned_bytes_in_use(), b.size());
+    EXPECT_GE(cg::pinned_memory_stats().bytes_in_use, b.size());
   }
-  const auto reserved = cg::runtime::pinned_bytes_reserved();
+  const auto reserved = cg::pinned_memory_stats().bytes_reserved;
   auto again = cg::runtime::pinned_allocate(9000);  // same bucket: the cached block comes back
   EXPECT_EQ(again.data(), first);
-  EXPECT_EQ(cg::runtime::pinned_bytes_reserved(), reserved);
+  EXPECT_EQ(cg::pinned_memory_stats().bytes_reserved, reserved);
   auto other = cg::runtime::pinned_allocate(9000);  // first is taken: a new block
   EXPECT_NE(other.data(), first);
-  EXPECT_GT(cg::runtime::pinned_bytes_reserved(), reserved);
+  EXPECT_GT(cg::pinned_memory_stats().bytes_reserved, reserved);
   cg::runtime::PinnedBlock moved = std::move(other);
   EXPECT_NE(moved.data(), nullptr);
 }
