@@ -181,6 +181,41 @@ def graphed_fwd_bwd_ms(model, shape, classes):
     return median_ms(graph.replay, 5, 50)
 
 
+def graphed_step_ms(model, shape, classes, xs, ys):
+    """The whole training step (forward, loss, zero_grad, backward, SGD Nesterov) captured in a
+    CUDA graph after 3 warm-up steps on a side stream (PyTorch's whole-network capture recipe);
+    each timed step copies a batch into the static inputs and replays (train_step_bench's
+    *_cuda_graph rows)."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    sx = torch.randn(*shape, device="cuda")
+    sy = torch.randint(0, classes, (shape[0],), device="cuda")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def step():
+        loss = F.cross_entropy(model(sx), sy, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+
+    def replay():
+        sx.copy_(xs())
+        sy.copy_(ys())
+        graph.replay()
+
+    return median_ms(replay, 5, 50)
+
+
 def bench_train_step(results):
     """One SGD Nesterov training step, plain, backbone frozen, and with forward hooks copying
     every leaf module's output to pinned host memory (as train_step_bench does); with
@@ -238,6 +273,11 @@ def bench_train_step_mode(results, suffix):
             results[f"train_step_{name}{suffix}_graphed_fwd_bwd"] = graphed_fwd_bwd_ms(model, shape, classes)
         except Exception as e:  # report, keep the other rows
             print(f"{name}: CUDA-graph capture failed: {e}")
+        model.zero_grad(set_to_none=True)
+        try:
+            results[f"train_step_{name}{suffix}_cuda_graph"] = graphed_step_ms(model, shape, classes, xs, ys)
+        except Exception as e:
+            print(f"{name}: CUDA-graph capture of the whole step failed: {e}")
         model.zero_grad(set_to_none=True)
 
 

@@ -56,11 +56,12 @@ int main() {
        }},
       {"add, same shapes (residual)", 3, [&] { (void)(x + g); }},
       {"mul by a per-channel scale (broadcast)", 2, [&] { (void)(x * scale); }},
-      {"relu on a misaligned view (scalar path)", 2, [&] { (void)x.reshape({n}).narrow(0, 1, n - 1).relu(); }},
+      {"relu on a misaligned view (scalar path)", 2,
+       [&] { (void)x.reshape({n}).narrow(0, 1, n - 1).relu(); }},
       {"dropout forward, fused (x -> y, mask)", 2.25,
        [&] {
-         cugrad::cuda::dropout_forward(x.data_ptr<float>(), out.data_ptr<float>(), mask.data_ptr<std::uint8_t>(), n,
-                                       1, 0, 0.5f, 2.0f, stream);
+         cugrad::cuda::dropout_forward(x.data_ptr<float>(), out.data_ptr<float>(),
+                                       mask.data_ptr<std::uint8_t>(), n, 1, 0, nullptr, 0.5f, 2.0f, stream);
        }},
       {"dropout backward, fused (dy, mask -> dx)", 2.25,
        [&] {

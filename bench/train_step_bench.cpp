@@ -16,6 +16,9 @@
 // cugrad's direct kernels) with every convolution on cuDNN (results *_cudnn_only). The hooks
 // variant never fuses (every module is hooked).
 //
+// The plain step is also captured into a CUDA graph and replayed (cugrad::CudaGraph; results
+// *_cuda_graph): what the host's issue time costs the step.
+//
 // CUGRAD_TF32=1: TF32 tensor cores allowed in cuDNN and cuBLAS (results named *_tf32).
 //
 // CUGRAD_BENCH_PROFILE=two_conv_cnn_b256, reference_cnn_b256 or resnet18_b64: that model's plain
@@ -44,7 +47,9 @@ namespace nn = cugrad::nn;
 
 namespace {
 
-enum class Variant { plain, frozen, hooks };
+// graphed: the plain step captured once into a CUDA graph (cugrad::CudaGraph) after the warm-up
+// steps, then each timed step copies its batch into the captured input tensors and replays.
+enum class Variant { plain, frozen, hooks, graphed };
 
 // Where the host's time per step goes (time_steps with `host`): pipelined_ms's measurement,
 // and the host time inside cuDNN convolution calls per step with their number.
@@ -95,17 +100,33 @@ double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, con
       step_bytes += static_cast<std::size_t>(t.numel()) * cg::element_size(t.dtype());
     });
   int turn = 0;
-  auto step = [&] {
-    const int i = turn++ % 3;
+  // The graphed variant's static input tensors: every step reads its batch from them.
+  cg::Tensor static_x = cg::empty(input, gpu), static_y = cg::empty({input[0]}, gpu, cg::DType::int64);
+  auto eager_step = [&](const cg::Tensor& x, const cg::Tensor& y) {
     step_bytes = 0;  // the previous step's copies have all been delivered (flush below)
-    const cg::Tensor loss = nn::functional::cross_entropy(model(xs[i]), ys[i], {.label_smoothing = 0.1});
+    const cg::Tensor loss = nn::functional::cross_entropy(model(x), y, {.label_smoothing = 0.1});
     opt.zero_grad();
     loss.backward();
     opt.step();
     if (variant == Variant::hooks) insp.flush();  // the step ends when every copy has landed
   };
+  cg::CudaGraph graph;
+  auto step = [&] {
+    const int i = turn++ % 3;
+    if (variant != Variant::graphed) return eager_step(xs[i], ys[i]);
+    static_x.copy_(xs[i]);
+    static_y.copy_(ys[i]);
+    if (graph.captured())
+      graph.replay();
+    else
+      eager_step(static_x, static_y);
+  };
   const cg::PinnedMemoryStats pinned_start = cg::pinned_memory_stats();
-  for (int i = 0; i < (cg::bench::smoke_mode() ? 0 : 5); ++i) step();  // the warm-up steps
+  // The warm-up steps (one for the graphed variant in smoke mode: a capture needs one).
+  const int warmup = cg::bench::smoke_mode() ? (variant == Variant::graphed ? 1 : 0) : 5;
+  for (int i = 0; i < warmup; ++i) step();
+  if (variant == Variant::graphed)
+    cg::capture(graph, cg::Stream::create(gpu), [&] { eager_step(static_x, static_y); });
   const cg::PinnedMemoryStats pinned_timed = cg::pinned_memory_stats();
   const double ms = cg::bench::median_ms(gpu, step, 0, runs);
   if (pinned != nullptr) {
@@ -166,6 +187,9 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
   PinnedGrowth pinned;
   const double hooks =
       time_steps(gpu, model, classifier, input, classes, Variant::hooks, runs, nullptr, &hook_bytes, &pinned);
+  HostCost graphed_host;
+  const double graphed =
+      time_steps(gpu, model, classifier, input, classes, Variant::graphed, runs, &graphed_host);
   const double copy_ms = static_cast<double>(hook_bytes) / (d2h_gbs * 1e9) * 1e3;
   std::printf("%-32s %9.3f ms | frozen backbone %9.3f ms (%.2fx faster) | hooks copying every activation %9.3f ms "
               "(%+.1f%%)\n",
@@ -185,6 +209,14 @@ void run_model(cg::Device gpu, const std::string& name, nn::Module& model, nn::M
       "ones\n",
       "", static_cast<unsigned long long>(pinned.warmup_blocks),
       static_cast<unsigned long long>(pinned.timed_blocks), static_cast<double>(pinned.timed_bytes) / 1e6);
+  std::printf(
+      "%-32s %9.3f ms replayed as a CUDA graph (%.3f back to back; the host issues a replay and its input "
+      "copies in %.3f ms)\n",
+      "", graphed, graphed_host.pipelined.total_ms, graphed_host.pipelined.host_ms);
+  std::printf("RESULT train_step_%s_cuda_graph %.4f\nRESULT train_step_%s_cuda_graph_back_to_back %.4f\n",
+              name.c_str(), graphed, name.c_str(), graphed_host.pipelined.total_ms);
+  std::printf("RESULT train_step_%s_cuda_graph_host_issue %.4f\n", name.c_str(),
+              graphed_host.pipelined.host_ms);
   std::printf("RESULT train_step_%s %.4f\nRESULT train_step_%s_frozen %.4f\nRESULT train_step_%s_hooks %.4f\n",
               name.c_str(), plain, name.c_str(), frozen, name.c_str(), hooks);
   std::printf("RESULT train_step_%s_back_to_back %.4f\nRESULT train_step_%s_host_issue %.4f\n", name.c_str(),

@@ -24,7 +24,9 @@ __device__ __forceinline__ float keep_factor(std::uint32_t r, float p, float sca
 
 __global__ void dropout_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
                                        std::uint8_t* __restrict__ mask, std::int64_t n, std::uint64_t seed,
-                                       std::uint64_t offset, float p, float scale, bool vec) {
+                                       std::uint64_t offset, const std::uint64_t* state, float p, float scale,
+                                       bool vec) {
+  philox::resolve_draw(state, seed, offset);
   const std::int64_t groups = (n + 3) / 4;
   for (std::int64_t g = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; g < groups;
        g += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -75,11 +77,11 @@ bool aligned(const void* p, std::uintptr_t bytes) { return reinterpret_cast<std:
 }  // namespace
 
 void dropout_forward(const float* x, float* y, std::uint8_t* mask, std::int64_t n, std::uint64_t seed,
-                     std::uint64_t offset, float p, float scale, void* stream) {
+                     std::uint64_t offset, const std::uint64_t* state, float p, float scale, void* stream) {
   if (n == 0) return;
   const bool vec = aligned(x, 16) && aligned(y, 16) && aligned(mask, 4);
   dropout_forward_kernel<<<grid_for((n + 3) / 4), kBlock, 0, as_stream(stream)>>>(x, y, mask, n, seed, offset,
-                                                                                  p, scale, vec);
+                                                                                  state, p, scale, vec);
   CUGRAD_CUDA_CHECK_LAUNCH();
 }
 

@@ -14,6 +14,7 @@
 
 #include "host/ops/op_util.h"
 #include "host/runtime/allocator.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/cuda_context.h"
 #include "host/tensor/tensor_impl.h"
 
@@ -114,6 +115,7 @@ Inspector::~Inspector() {
 bool Inspector::copy(const Tensor& t, Tag tag, Callback callback) {
   check_defined("Inspector::copy", t);
   CUGRAD_CHECK(static_cast<bool>(callback), "Inspector::copy: empty callback");
+  runtime::check_not_capturing("Inspector::copy", t.device());
   State& s = *state_;
   const std::size_t bytes = t.nbytes();
   CUGRAD_CHECK(bytes <= s.options.max_pinned_bytes, "Inspector::copy: ", describe(t), " needs ", bytes,

@@ -6,6 +6,7 @@
 #include "cugrad/inspect.h"
 #include "host/inspect/summary_math.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/capture.h"
 #include "host/tensor/dispatch.h"
 
 namespace cugrad::inspect {
@@ -40,6 +41,7 @@ Summary summary(const Tensor& t, int bins, std::optional<std::pair<double, doubl
   const std::int64_t n = t.numel();
   std::vector<unsigned long long> hist(static_cast<std::size_t>(bins), 0);
   if (t.is_cuda()) {
+    runtime::check_not_capturing("inspect::summary", t.device());
     const Tensor x = t.dtype() == DType::float32 ? t : t.to(DType::float32);
     OpScope scope("inspect::summary", x.device());
     scope.reads(x);

@@ -11,6 +11,7 @@
 #include "host/autograd/functions.h"
 #include "host/cpu/dropout.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/generator.h"
 #include "host/runtime/philox.h"
 
@@ -50,14 +51,16 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   const double scale = 1.0 / (1.0 - p);
   Tensor y = empty_like(x);
   Tensor mask = empty(x.shape(), x.device(), DType::uint8);
-  const GeneratorState g = runtime::reserve_random(philox::blocks_for(x.numel(), 4));  // as rand_like(x)
+  const runtime::DeviceDraw g =
+      runtime::reserve_device_random(x.device(), philox::blocks_for(x.numel(), 4));  // as rand_like(x)
   if (x.is_cuda()) {
     OpScope scope(kDropout, x.device());
     scope.reads(x);
     scope.writes(y);
     scope.writes(mask);
     cuda::dropout_forward(x.data_ptr<float>(), y.data_ptr<float>(), mask.data_ptr<std::uint8_t>(), x.numel(),
-                          g.seed, g.offset, static_cast<float>(p), static_cast<float>(scale), scope.stream());
+                          g.seed, g.offset, g.state, static_cast<float>(p), static_cast<float>(scale),
+                          scope.stream());
   } else {
     cpu::dropout_forward(x.dtype(), x.raw_data(), y.raw_data(), mask.data_ptr<std::uint8_t>(), x.numel(),
                          g.seed, g.offset, p, scale);

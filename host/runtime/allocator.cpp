@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "cugrad/error.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/cuda_context.h"
 
 namespace cugrad::runtime {
@@ -97,7 +98,9 @@ void* allocate(Device device, std::size_t nbytes, const Stream& stream) {
   void* p = nullptr;
   const std::size_t request = nbytes == 0 ? 1 : nbytes;
   cudaError_t err = cudaMallocFromPoolAsync(&p, request, pool, cuda_stream(stream));
-  if (err == cudaErrorMemoryAllocation) {
+  // Inside a CUDA-graph capture the device cannot be synchronized: no retry there.
+  const bool captured = capture_underway() && stream_is_capturing(stream);
+  if (err == cudaErrorMemoryAllocation && !captured) {
     (void)cudaGetLastError();
     // Give cached blocks back to the system and try once more before reporting.
     CUGRAD_CUDA_CHECK(cudaDeviceSynchronize());
@@ -115,6 +118,7 @@ void* allocate(Device device, std::size_t nbytes, const Stream& stream) {
         static_cast<int>(err));
   }
   CUGRAD_CUDA_CHECK(err);
+  if (captured) capture_allocated(p);
   g_cuda[d].add(nbytes);
   if (g_poison) CUGRAD_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, nbytes, cuda_stream(stream)));
   return p;
@@ -127,9 +131,24 @@ void deallocate(Device device, void* ptr, std::size_t nbytes, const Stream& stre
     g_cpu.sub(nbytes);
     return;
   }
+  Stream on = stream;
+  try {
+    // During a CUDA-graph capture a free may have to wait for the capture's end (memory from
+    // before it), or move to a captured stream; the memory of a graph that never ran has no
+    // free at all (host/runtime/graph.cpp).
+    if (capture_underway() || has_orphans()) {
+      const CaptureFree action = capture_take_free(device, ptr, nbytes, &on);
+      if (action == CaptureFree::deferred) return;  // counted when the deferred free runs
+      if (action == CaptureFree::dropped) {
+        g_cuda[device.index()].sub(nbytes);
+        return;
+      }
+    }
+  } catch (...) {
+  }
   try {
     DeviceGuard guard(device);
-    CUGRAD_CUDA_CHECK_NOTHROW(cudaFreeAsync(ptr, cuda_stream(stream)));
+    CUGRAD_CUDA_CHECK_NOTHROW(cudaFreeAsync(ptr, cuda_stream(on)));
   } catch (...) {
   }
   g_cuda[device.index()].sub(nbytes);
@@ -345,6 +364,7 @@ void empty_pinned_cache() { runtime::drop_ready_blocks(runtime::pinned_cache());
 void empty_cache(Device device) {
   if (device.is_cpu()) return;
   check_device_available(device, "empty_cache");
+  runtime::check_not_capturing("empty_cache", device);
   runtime::DeviceGuard g(device);
   CUGRAD_CUDA_CHECK(cudaDeviceSynchronize());
   CUGRAD_CUDA_CHECK(cudaMemPoolTrimTo(runtime::pool_for(device.index()), 0));

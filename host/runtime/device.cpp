@@ -10,6 +10,7 @@
 
 #include "cugrad/device.h"
 #include "cugrad/error.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/cuda_context.h"
 #include "host/runtime/device_errors.h"
 
@@ -58,6 +59,7 @@ void check_device_available(Device device, const char* op) {
 void synchronize(Device device) {
   if (device.is_cpu()) return;
   check_device_available(device, "synchronize");
+  runtime::check_not_capturing("synchronize", device);
   runtime::DeviceGuard guard(device);
   CUGRAD_CUDA_CHECK(cudaDeviceSynchronize());
   runtime::check_device_errors(device);

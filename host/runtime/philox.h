@@ -24,6 +24,17 @@ CUGRAD_HOST_DEVICE CUGRAD_INLINE std::uint32_t mulhilo(std::uint32_t a, std::uin
   return static_cast<std::uint32_t>(p);
 }
 
+/// A CUDA kernel's draw parameters when they may live in device memory: inside a CUDA graph
+/// `state` holds {seed, counter base}, set by each replay, and `offset` is relative to the base
+/// (host/runtime/capture.h); outside one `state` is null and (seed, offset) are the draw's own.
+CUGRAD_HOST_DEVICE CUGRAD_INLINE void resolve_draw(const std::uint64_t* state, std::uint64_t& seed,
+                                                   std::uint64_t& offset) {
+  if (state != nullptr) {
+    seed = state[0];
+    offset += state[1];
+  }
+}
+
 CUGRAD_HOST_DEVICE CUGRAD_INLINE U32x4 philox4x32_10(std::uint64_t seed, std::uint64_t counter) {
   std::uint32_t c0 = static_cast<std::uint32_t>(counter), c1 = static_cast<std::uint32_t>(counter >> 32);
   std::uint32_t c2 = 0, c3 = 0;

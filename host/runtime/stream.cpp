@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cugrad/stream.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/cuda_context.h"
 #include "host/runtime/device_errors.h"
 
@@ -71,6 +72,9 @@ Stream Stream::current(Device device) {
 
 void Stream::synchronize() const {
   if (!handle_) return;
+  CUGRAD_CHECK(!runtime::capture_underway() || !runtime::stream_is_capturing(*this),
+               "Stream.synchronize: the stream is being captured into a CUDA graph; a capture cannot "
+               "wait for itself (synchronize before capture_begin or after capture_end)");
   runtime::DeviceGuard g(device_);
   CUGRAD_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
   runtime::check_device_errors(device_);
@@ -157,6 +161,9 @@ void Event::wait(const Stream& stream) const {
   if (!recorded_ || !stream.handle()) return;
   runtime::DeviceGuard g(stream.device());
   CUGRAD_CUDA_CHECK(cudaStreamWaitEvent(runtime::cuda_stream(stream), static_cast<cudaEvent_t>(handle_), 0));
+  // Waiting for an event recorded during a capture makes the stream join the capture.
+  if (runtime::capture_underway() && runtime::stream_is_capturing(stream))
+    runtime::note_joined_stream(stream);
 }
 
 bool Event::query() const {
@@ -188,6 +195,14 @@ namespace runtime {
 
 void stream_wait_stream(const Stream& waiter, const Stream& producer) {
   if (!waiter.handle() || !producer.handle() || waiter == producer) return;
+  if (capture_underway()) {
+    const bool waiter_captured = stream_is_capturing(waiter);
+    // A captured stream cannot wait for work outside the capture (CUDA refuses it); that work
+    // was queued before capture_begin, which waited for the whole device.
+    if (waiter_captured && !stream_is_capturing(producer)) return;
+    // A stream outside the capture that waits for captured work joins the capture.
+    if (!waiter_captured && stream_is_capturing(producer)) note_joined_stream(waiter);
+  }
   // cudaStreamWaitEvent captures the event's state at the call, so one scratch event per
   // device and thread can be re-recorded right away.
   thread_local cudaEvent_t events[kMaxDevices] = {};

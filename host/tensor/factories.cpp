@@ -8,6 +8,7 @@
 #include "host/cpu/elementwise.h"
 #include "host/cpu/random.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/generator.h"
 #include "host/runtime/philox.h"
 #include "host/tensor/tensor_impl.h"
@@ -52,11 +53,11 @@ Tensor arange(std::int64_t end, Device device, DType dtype) {
 Tensor rand(const Shape& shape, Device device, DType dtype) {
   CUGRAD_CHECK(is_floating(dtype), "rand: needs a floating dtype, got ", dtype);
   Tensor t = empty(shape, device, dtype);
-  const GeneratorState g = runtime::reserve_random(philox::blocks_for(t.numel(), 4));
+  const runtime::DeviceDraw g = runtime::reserve_device_random(device, philox::blocks_for(t.numel(), 4));
   if (t.is_cuda()) {
     OpScope scope("rand", device);
     scope.writes(t);
-    cuda::uniform(dtype, t.raw_data(), t.numel(), g.seed, g.offset, scope.stream());
+    cuda::uniform(dtype, t.raw_data(), t.numel(), g.seed, g.offset, g.state, scope.stream());
   } else {
     cpu::uniform(dtype, t.raw_data(), t.numel(), g.seed, g.offset);
   }
@@ -66,11 +67,11 @@ Tensor rand(const Shape& shape, Device device, DType dtype) {
 Tensor randn(const Shape& shape, Device device, DType dtype) {
   CUGRAD_CHECK(is_floating(dtype), "randn: needs a floating dtype, got ", dtype);
   Tensor t = empty(shape, device, dtype);
-  const GeneratorState g = runtime::reserve_random(philox::blocks_for(t.numel(), 4));
+  const runtime::DeviceDraw g = runtime::reserve_device_random(device, philox::blocks_for(t.numel(), 4));
   if (t.is_cuda()) {
     OpScope scope("randn", device);
     scope.writes(t);
-    cuda::normal(dtype, t.raw_data(), t.numel(), g.seed, g.offset, scope.stream());
+    cuda::normal(dtype, t.raw_data(), t.numel(), g.seed, g.offset, g.state, scope.stream());
   } else {
     cpu::normal(dtype, t.raw_data(), t.numel(), g.seed, g.offset);
   }
@@ -82,11 +83,11 @@ Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Device d
   CUGRAD_CHECK(!is_floating(dtype), "randint: needs an integer dtype, got ", dtype);
   Tensor t = empty(shape, device, dtype);
   const auto range = static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(low);
-  const GeneratorState g = runtime::reserve_random(philox::blocks_for(t.numel(), 2));
+  const runtime::DeviceDraw g = runtime::reserve_device_random(device, philox::blocks_for(t.numel(), 2));
   if (t.is_cuda()) {
     OpScope scope("randint", device);
     scope.writes(t);
-    cuda::randint(dtype, t.raw_data(), t.numel(), g.seed, g.offset, low, range, scope.stream());
+    cuda::randint(dtype, t.raw_data(), t.numel(), g.seed, g.offset, low, range, g.state, scope.stream());
   } else {
     cpu::randint(dtype, t.raw_data(), t.numel(), g.seed, g.offset, low, range);
   }

@@ -3,11 +3,12 @@
 
 #include <cstring>
 
-#include "cugrad/tensor.h"
 #include "cuda/elementwise.h"
+#include "cugrad/tensor.h"
 #include "host/autograd/functions.h"
 #include "host/cpu/elementwise.h"
 #include "host/ops/op_util.h"
+#include "host/runtime/capture.h"
 #include "host/runtime/device_errors.h"
 #include "host/tensor/tensor_impl.h"
 
@@ -144,6 +145,8 @@ void copy_same_dtype(const Tensor& dst, const Tensor& src) {
   }
   // Run on the current stream of the CUDA side (the destination's when both are CUDA).
   const Device run_on = dd.is_cuda() ? dd : sd;
+  if (dd.is_cpu() || sd.is_cpu())
+    runtime::check_not_capturing("copy_ between a CPU and a CUDA tensor", run_on);
   OpScope scope("copy_", run_on);
   if (sd.is_cuda()) {
     if (sd == run_on) scope.reads(src);
@@ -287,6 +290,7 @@ void Tensor::copy_to_host(void* dst, DType expected, std::size_t bytes) const {
     std::memcpy(dst, raw_data(), bytes);
     return;
   }
+  runtime::check_not_capturing("to_vector", device());
   OpScope scope("to_vector", device());
   scope.reads(*this);
   auto stream = static_cast<cudaStream_t>(scope.stream());

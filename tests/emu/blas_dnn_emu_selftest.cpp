@@ -2,6 +2,7 @@
 // naive double-precision references. Built and run by tests/emu/CMakeLists.txt
 // (blas_dnn_emu_selftest), linked with the emulated runtime that queues their work on streams.
 #include <cublas_v2.h>
+#include <cuda_runtime_api.h>
 #include <cudnn.h>
 #include <gtest/gtest.h>
 
@@ -9,8 +10,42 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <vector>
+
+namespace {
+
+// The emulated libraries queue their computations on the handle's stream (here the legacy
+// stream), which runs on a worker thread after the call returns when the emulator is
+// asynchronous (CUGRAD_EMU_ASYNC=1). These tests read their results (host vectors) right after
+// each call, so in this file every computing call is followed by a device synchronization, as a
+// program reading results on the host needs. The capture test (LibraryCapture) calls them by
+// their own names, without it.
+template <class Status>
+Status then_sync(Status st) {
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  return st;
+}
+
+}  // namespace
+
+#undef cublasSgemm
+#define cublasSgemm(...) then_sync(cublasSgemm_v2(__VA_ARGS__))
+#undef cublasSgemm_64
+#define cublasSgemm_64(...) then_sync(cublasSgemm_v2_64(__VA_ARGS__))
+#define cublasSgemmStridedBatched(...) then_sync(::cublasSgemmStridedBatched(__VA_ARGS__))
+#define cublasSgemmStridedBatched_64(...) then_sync(::cublasSgemmStridedBatched_64(__VA_ARGS__))
+#define cudnnConvolutionForward(...) then_sync(::cudnnConvolutionForward(__VA_ARGS__))
+#define cudnnConvolutionBackwardData(...) then_sync(::cudnnConvolutionBackwardData(__VA_ARGS__))
+#define cudnnConvolutionBackwardFilter(...) then_sync(::cudnnConvolutionBackwardFilter(__VA_ARGS__))
+#define cudnnConvolutionBackwardBias(...) then_sync(::cudnnConvolutionBackwardBias(__VA_ARGS__))
+#define cudnnAddTensor(...) then_sync(::cudnnAddTensor(__VA_ARGS__))
+#define cudnnBatchNormalizationForwardTraining(...) \
+  then_sync(::cudnnBatchNormalizationForwardTraining(__VA_ARGS__))
+#define cudnnBatchNormalizationForwardInference(...) \
+  then_sync(::cudnnBatchNormalizationForwardInference(__VA_ARGS__))
+#define cudnnBatchNormalizationBackward(...) then_sync(::cudnnBatchNormalizationBackward(__VA_ARGS__))
 
 namespace {
 
@@ -1330,6 +1365,131 @@ TEST_F(CudnnBatchNorm, BetaZeroDoesNotReadTheOutputs) {
   for (float v : y) EXPECT_TRUE(std::isfinite(v));
   for (float v : dx) EXPECT_TRUE(std::isfinite(v));
   for (int j = 0; j < g.params(); ++j) EXPECT_TRUE(std::isfinite(ds[j]) && std::isfinite(db[j])) << j;
+}
+
+// ============================== capture ==============================
+
+// A cuDNN convolution and a cuBLAS product captured into a CUDA graph: nothing is computed at
+// the capture, each launch computes from the inputs of the moment, and the descriptors (and the
+// host scalars) the calls were given may be gone by then.
+TEST(LibraryCapture, ConvolutionAndGemmReplayFromAGraph) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudnnHandle_t dnn = nullptr;
+  cublasHandle_t blas = nullptr;
+  ASSERT_EQ(cudnnCreate(&dnn), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetStream(dnn, s), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(blas, s), CUBLAS_STATUS_SUCCESS);
+  const ConvCfg g = odd_cfg();
+  const int m = 5, n = 4, k = 6;
+  const auto device = [](std::size_t count) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, count * sizeof(float)), cudaSuccess);  // poisoned: NaN until written
+    return static_cast<float*>(p);
+  };
+  const auto pinned = [](std::size_t count) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMallocHost(&p, count * sizeof(float)), cudaSuccess);
+    std::fill_n(static_cast<float*>(p), count, -1.0f);
+    return static_cast<float*>(p);
+  };
+  float *x = device(g.x_size()), *w = device(g.w_size()), *y = device(g.y_size());
+  float *A = device(m * k), *B = device(k * n), *C = device(m * n);
+  float *hy = pinned(g.y_size()), *hc = pinned(m * n);
+  auto d = std::make_unique<Descs>(g);
+  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  int found = 0;
+  ASSERT_EQ(cudnnGetConvolutionForwardAlgorithm_v7(dnn, d->x.d, d->w.d, d->conv.d, d->y.d, 1, &found, perf),
+            CUDNN_STATUS_SUCCESS);
+  std::size_t bytes = 0;
+  ASSERT_EQ(
+      cudnnGetConvolutionForwardWorkspaceSize(dnn, d->x.d, d->w.d, d->conv.d, d->y.d, perf[0].algo, &bytes),
+      CUDNN_STATUS_SUCCESS);
+  void* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(&ws, std::max<std::size_t>(bytes, 1)), cudaSuccess);
+
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  auto one = std::make_unique<float>(1.0f), zero = std::make_unique<float>(0.0f);
+  ASSERT_EQ((cudnnConvolutionForward)(dnn, one.get(), d->x.d, x, d->w.d, w, d->conv.d, perf[0].algo, ws,
+                                      bytes, zero.get(), d->y.d, y),
+            CUDNN_STATUS_SUCCESS);
+  d.reset();  // the descriptors, destroyed right after the call
+  float alpha = 2.0f, beta = 0.0f;
+  ASSERT_EQ(cublasSgemm_v2(blas, CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, A, m, B, k, &beta, C, m),
+            CUBLAS_STATUS_SUCCESS);
+  alpha = 100.0f;  // host scalars are read at the call
+  one.reset();
+  zero.reset();
+  ASSERT_EQ(cudaMemcpyAsync(hy, y, g.y_size() * sizeof(float), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(hc, C, m * n * sizeof(float), cudaMemcpyDeviceToHost, s), cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(s, &graph), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  std::vector<float> back(g.y_size());
+  ASSERT_EQ(cudaMemcpy(back.data(), y, back.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (float v : back) ASSERT_TRUE(std::isnan(v)) << "the convolution ran at the capture";
+  ASSERT_EQ(cudaMemcpy(back.data(), C, m * n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < m * n; ++i) ASSERT_TRUE(std::isnan(back[i])) << "the product ran at the capture";
+  EXPECT_EQ(hy[0], -1.0f);
+  EXPECT_EQ(hc[0], -1.0f);
+
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (unsigned rep = 0; rep < 3; ++rep) {
+    const auto hx = random_vector(g.x_size(), 500 + rep), hw = random_vector(g.w_size(), 510 + rep);
+    const auto ha = random_vector(m * k, 520 + rep), hb = random_vector(k * n, 530 + rep);
+    ASSERT_EQ(cudaMemcpy(x, hx.data(), hx.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(w, hw.data(), hw.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(A, ha.data(), ha.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaMemcpy(B, hb.data(), hb.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, s), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    const std::vector<double> want_y = ref_forward(g, hx, hw);
+    for (std::size_t i = 0; i < want_y.size(); ++i) expect_close(hy[i], want_y[i], 1e-5, "y", i);
+    std::vector<double> want_c;
+    const std::vector<float> c0(m * n, 0.0f);
+    ref_gemm(false, false, m, n, k, 2.0, ha.data(), m, hb.data(), k, 0.0, want_c, c0.data(), m);
+    for (int i = 0; i < m * n; ++i) expect_close(hc[i], want_c[i], 1e-5, "C", i);
+  }
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaSuccess);
+  EXPECT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  for (float* p : {x, w, y, A, B, C}) EXPECT_EQ(cudaFree(p), cudaSuccess);
+  EXPECT_EQ(cudaFree(ws), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(hy), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(hc), cudaSuccess);
+  EXPECT_EQ(cudnnDestroy(dnn), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(cublasDestroy(blas), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+}
+
+// A stream that takes no work (its capture invalidated) fails the libraries' calls.
+TEST(LibraryCapture, InvalidatedCaptureFailsLibraryCalls) {
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  cudnnHandle_t dnn = nullptr;
+  cublasHandle_t blas = nullptr;
+  ASSERT_EQ(cudnnCreate(&dnn), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cudnnSetStream(dnn, s), CUDNN_STATUS_SUCCESS);
+  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasSetStream(blas, s), CUBLAS_STATUS_SUCCESS);
+  void* p = nullptr;
+  ASSERT_EQ(cudaMalloc(&p, 64 * sizeof(float)), cudaSuccess);
+  auto* f = static_cast<float*>(p);
+  Tensor t(1, 4, 4, 4);
+  const float one = 1.0f;
+  ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaErrorStreamCaptureUnsupported);
+  EXPECT_EQ((cudnnAddTensor)(dnn, &one, t.d, f, &one, t.d, f), CUDNN_STATUS_EXECUTION_FAILED_CUDART);
+  EXPECT_EQ(cublasSgemm_v2(blas, CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, f, 8, f, 8, &one, f, 8),
+            CUBLAS_STATUS_EXECUTION_FAILED);
+  cudaGraph_t graph = nullptr;
+  EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+  EXPECT_EQ(cudaFree(p), cudaSuccess);
+  EXPECT_EQ(cudnnDestroy(dnn), CUDNN_STATUS_SUCCESS);
+  EXPECT_EQ(cublasDestroy(blas), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 }  // namespace

@@ -160,14 +160,15 @@ cublasStatus_t sgemm_strided(cublasHandle_t handle, cublasOperation_t transa, cu
   const auto core = uses_tf32(handle) ? gemm_core<true> : gemm_core<false>;
   const bool ta = transposed(transa), tb = transposed(transb);
   if (cugrad_emu::state::null_compute()) return CUBLAS_STATUS_SUCCESS;
-  cugrad_emu::state::submit(handle->stream, [=] {
+  const cudaError_t queued = cugrad_emu::state::submit(handle->stream, [=] {
     const float a = device_scalars ? *alpha : a_now, b = device_scalars ? *beta : b_now;
     const bool reads_ab = k > 0 && a != 0.0f;
     for (std::int64_t i = 0; i < batch; ++i)
-      core(ta, tb, m, n, k, a, reads_ab ? A + i * strideA : nullptr, lda, reads_ab ? B + i * strideB : nullptr, ldb,
-           b, C + i * strideC, ldc);
+      core(ta, tb, m, n, k, a, reads_ab ? A + i * strideA : nullptr, lda,
+           reads_ab ? B + i * strideB : nullptr, ldb, b, C + i * strideC, ldc);
   });
-  return CUBLAS_STATUS_SUCCESS;
+  // A launch the stream refuses (an invalidated capture, the legacy stream during a capture).
+  return queued == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 
 }  // namespace

@@ -3,9 +3,15 @@
 // against (the legacy batch normalization API), linked in place of libcudnn when the GPU
 // code paths run on the CPU.
 //
-// Emulation model (shared with the rest of tests/emu): "device pointers" are host pointers,
-// every call computes in the calling thread, after the work queued on the handle's stream
-// (which exists only when the emulator is asynchronous, CUGRAD_EMU_ASYNC=1). Only CUDNN_DATA_FLOAT tensors are supported (the
+// Emulation model (shared with the rest of tests/emu): "device pointers" are host pointers.
+// Every computing call (the convolutions, their bias sums, cudnnAddTensor, the batch-norm calls,
+// cudnnBackendExecute) validates its arguments and returns its status at the call, and queues
+// the computation on the handle's stream (tests/emu/emu_state.h: run at once unless the emulator
+// is asynchronous, CUGRAD_EMU_ASYNC=1; recorded into the graph while the stream captures) as a
+// closure that owns what it needs by value: the geometry resolved from the descriptors (which
+// the caller may destroy right after the call), the host scalars, the math precision, the
+// pointers. cudnnFind*AlgorithmEx wait for the stream and compute in the calling thread (they
+// time their runs; they are not to be captured). Only CUDNN_DATA_FLOAT tensors are supported (the
 // other data types are refused with CUDNN_STATUS_NOT_SUPPORTED when a descriptor is set), and
 // only 4-D descriptors exist. Every result is a double sum, scaled by alpha/beta in double and
 // rounded to float once, and every algorithm computes the same values. The math type decides
@@ -84,6 +90,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <iterator>
 #include <mutex>
@@ -129,11 +136,20 @@ struct cudnnConvolutionStruct {
 
 namespace {
 
-// Stream order: the computing entry points first wait for the work queued on the handle's stream
-// (tests/emu/emu_state.h; nothing to wait for unless the emulator is asynchronous) and then
-// compute in the calling thread, so they see their inputs and later work sees their outputs.
+// Stream order for the calls that compute in the calling thread (cudnnFind*AlgorithmEx): wait
+// for the work queued on the handle's stream (tests/emu/emu_state.h; nothing to wait for unless
+// the emulator is asynchronous), so they see their inputs and later work sees their outputs.
 void in_stream_order(cudnnHandle_t handle) {
   if (handle != nullptr) cugrad_emu::state::wait_stream(handle->stream);
+}
+
+// The other computing calls queue their work on the handle's stream; a stream that takes no
+// work (an invalidated capture, the legacy stream during a capture) fails the call as a failed
+// kernel launch would.
+cudnnStatus_t queue(cudnnHandle_t handle, std::function<void()> op) {
+  return cugrad_emu::state::submit(handle->stream, std::move(op)) == cudaSuccess
+             ? CUDNN_STATUS_SUCCESS
+             : CUDNN_STATUS_EXECUTION_FAILED_CUDART;
 }
 
 // ---- object registry: refuses destroyed or made-up handles and descriptors ----
@@ -580,32 +596,49 @@ cudnnStatus_t check_call(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct*
   return CUDNN_STATUS_SUCCESS;
 }
 
-// Uses the workspace as scratch the way a real kernel would (a pattern fill of what it needs).
-void touch_workspace(const AlgoInfo& a, const Geo& g, void* ws) {
-  const std::size_t need = workspace_bytes(a, g);
-  if (need > 0) std::memset(ws, 0xA5, need);
-}
+// One convolution call, resolved at the call: everything its computation needs, by value.
+struct ConvJob {
+  Dir dir;
+  Geo g;
+  Precision precision;  // the math type (and NVIDIA_TF32_OVERRIDE) at the call
+  float alpha, beta;
+  const float *x, *w, *y;
+  float* out;
+  void* ws;
+  std::size_t ws_need;
+};
 
-// The convolution entry points: x, w, y are the forward roles (the output is y, x or w).
-cudnnStatus_t run_conv(Dir dir, cudnnHandle_t handle, const void* alpha, const cudnnTensorStruct* xd,
-                       const void* x, const cudnnFilterStruct* wd, const void* w,
-                       const cudnnConvolutionStruct* cd, const cudnnTensorStruct* yd, const void* y, int algo,
-                       void* ws, std::size_t ws_bytes, const void* beta) {
+// Validates a convolution call (x, w, y are the forward roles: the output is y, x or w) and
+// resolves it into *job.
+cudnnStatus_t prepare_conv(Dir dir, cudnnHandle_t handle, const void* alpha, const cudnnTensorStruct* xd,
+                           const void* x, const cudnnFilterStruct* wd, const void* w,
+                           const cudnnConvolutionStruct* cd, const cudnnTensorStruct* yd, const void* y,
+                           int algo, void* ws, std::size_t ws_bytes, const void* beta, ConvJob* job) {
   Geo g{};
   const AlgoInfo* info = nullptr;
   const cudnnStatus_t st = check_call(dir, handle, xd, x, wd, w, cd, yd, y, algo, ws, ws_bytes, &g, &info);
   if (st != CUDNN_STATUS_SUCCESS) return st;
   if (alpha == nullptr || beta == nullptr) return CUDNN_STATUS_BAD_PARAM;
-  if (cugrad_emu::state::null_compute()) return CUDNN_STATUS_SUCCESS;
-  touch_workspace(*info, g, ws);
-  float* out = const_cast<float*>(static_cast<const float*>(dir == Dir::forward         ? y
-                                                            : dir == Dir::backward_data ? x
-                                                                                        : w));
-  const auto run = [&](auto kernel) {
-    kernel(dir, g, *static_cast<const float*>(alpha), static_cast<const float*>(x),
-           static_cast<const float*>(w), static_cast<const float*>(y), *static_cast<const float*>(beta), out);
-  };
-  switch (precision_of(cd->math)) {
+  const void* out = dir == Dir::forward ? y : dir == Dir::backward_data ? x : w;
+  *job = ConvJob{dir,
+                 g,
+                 precision_of(cd->math),
+                 *static_cast<const float*>(alpha),
+                 *static_cast<const float*>(beta),
+                 static_cast<const float*>(x),
+                 static_cast<const float*>(w),
+                 static_cast<const float*>(y),
+                 const_cast<float*>(static_cast<const float*>(out)),
+                 ws,
+                 workspace_bytes(*info, g)};
+  return CUDNN_STATUS_SUCCESS;
+}
+
+void run_conv(const ConvJob& j) {
+  // Uses the workspace as scratch the way a real kernel would (a pattern fill of what it needs).
+  if (j.ws_need > 0) std::memset(j.ws, 0xA5, j.ws_need);
+  const auto run = [&](auto kernel) { kernel(j.dir, j.g, j.alpha, j.x, j.w, j.y, j.beta, j.out); };
+  switch (j.precision) {
     case Precision::fp32:
       run(compute<Precision::fp32>);
       break;
@@ -616,7 +649,18 @@ cudnnStatus_t run_conv(Dir dir, cudnnHandle_t handle, const void* alpha, const c
       run(compute<Precision::fp16>);
       break;
   }
-  return CUDNN_STATUS_SUCCESS;
+}
+
+// The convolution entry points: validate now, compute in stream order.
+cudnnStatus_t queue_conv(Dir dir, cudnnHandle_t handle, const void* alpha, const cudnnTensorStruct* xd,
+                         const void* x, const cudnnFilterStruct* wd, const void* w,
+                         const cudnnConvolutionStruct* cd, const cudnnTensorStruct* yd, const void* y,
+                         int algo, void* ws, std::size_t ws_bytes, const void* beta) {
+  ConvJob job;
+  const cudnnStatus_t st =
+      prepare_conv(dir, handle, alpha, xd, x, wd, w, cd, yd, y, algo, ws, ws_bytes, beta, &job);
+  if (st != CUDNN_STATUS_SUCCESS || cugrad_emu::state::null_compute()) return st;
+  return queue(handle, [job] { run_conv(job); });
 }
 
 // cudnnGet*Algorithm_v7: every algorithm, supported ones first in preference order.
@@ -686,7 +730,9 @@ cudnnStatus_t find_ex(Dir dir, cudnnHandle_t handle, const cudnnTensorStruct* xd
       continue;
     }
     const auto start = std::chrono::steady_clock::now();
-    p.status = run_conv(dir, handle, &one, xd, x, wd, w, cd, yd, y, a->algo, ws, ws_bytes, &zero);
+    ConvJob job;
+    p.status = prepare_conv(dir, handle, &one, xd, x, wd, w, cd, yd, y, a->algo, ws, ws_bytes, &zero, &job);
+    if (p.status == CUDNN_STATUS_SUCCESS && !cugrad_emu::state::null_compute()) run_conv(job);  // now
     const auto stop = std::chrono::steady_clock::now();
     if (p.status == CUDNN_STATUS_SUCCESS) {
       p.time = std::chrono::duration<float, std::milli>(stop - start).count();
@@ -735,13 +781,11 @@ struct BnGeo {
   std::int64_t params = 0, count = 0;
 };
 
-// Starts a batch-norm call: waits for the handle's stream (the call runs in stream order),
-// validates handle, mode, epsilon, x, the tensors that must match x, and the parameter
-// descriptor, and fills g.
+// Starts a batch-norm call: validates handle, mode, epsilon, x, the tensors that must match x,
+// and the parameter descriptor, and fills g.
 cudnnStatus_t resolve_bn(cudnnHandle_t handle, cudnnBatchNormMode_t mode, const cudnnTensorStruct* xd,
                          std::initializer_list<const cudnnTensorStruct*> like_x, const cudnnTensorStruct* pd,
                          double epsilon, BnGeo* g) {
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !bn_mode_ok(mode)) return CUDNN_STATUS_BAD_PARAM;
   if (!(epsilon >= CUDNN_BN_MIN_EPSILON)) return CUDNN_STATUS_BAD_PARAM;
   if (!tensor_ok(xd) || !tensor_ok(pd)) return CUDNN_STATUS_BAD_PARAM;
@@ -1159,9 +1203,8 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
                                                   size_t workSpaceSizeInBytes, const void* beta,
                                                   const cudnnTensorDescriptor_t yDesc, void* y) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
-  return run_conv(Dir::forward, handle, alpha, xDesc, x, wDesc, w, convDesc, yDesc, y, algo, workSpace,
-                  workSpaceSizeInBytes, beta);
+  return queue_conv(Dir::forward, handle, alpha, xDesc, x, wDesc, w, convDesc, yDesc, y, algo, workSpace,
+                    workSpaceSizeInBytes, beta);
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alpha,
@@ -1172,9 +1215,8 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
                                                        size_t workSpaceSizeInBytes, const void* beta,
                                                        const cudnnTensorDescriptor_t dxDesc, void* dx) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
-  return run_conv(Dir::backward_data, handle, alpha, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, algo,
-                  workSpace, workSpaceSizeInBytes, beta);
+  return queue_conv(Dir::backward_data, handle, alpha, dxDesc, dx, wDesc, w, convDesc, dyDesc, dy, algo,
+                    workSpace, workSpaceSizeInBytes, beta);
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(
@@ -1183,9 +1225,8 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(
     cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace, size_t workSpaceSizeInBytes, const void* beta,
     const cudnnFilterDescriptor_t dwDesc, void* dw) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
-  return run_conv(Dir::backward_filter, handle, alpha, xDesc, x, dwDesc, dw, convDesc, dyDesc, dy, algo,
-                  workSpace, workSpaceSizeInBytes, beta);
+  return queue_conv(Dir::backward_filter, handle, alpha, xDesc, x, dwDesc, dw, convDesc, dyDesc, dy, algo,
+                    workSpace, workSpaceSizeInBytes, beta);
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, const void* alpha,
@@ -1193,37 +1234,37 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardBias(cudnnHandle_t handle, con
                                                        const void* beta, const cudnnTensorDescriptor_t dbDesc,
                                                        void* db) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(dyDesc) || !tensor_ok(dbDesc))
     return CUDNN_STATUS_BAD_PARAM;
   if (alpha == nullptr || beta == nullptr || dy == nullptr || db == nullptr) return CUDNN_STATUS_BAD_PARAM;
-  const Dims4& g = dyDesc->d;
-  const Dims4& b = dbDesc->d;
+  const Dims4 g = dyDesc->d;
+  const Dims4 b = dbDesc->d;
   if (g.type != b.type) return CUDNN_STATUS_BAD_PARAM;
   if (b.dims[0] != 1 || b.dims[1] != g.dims[1] || b.dims[2] != 1 || b.dims[3] != 1)
     return CUDNN_STATUS_BAD_PARAM;
   if (cugrad_emu::state::null_compute()) return CUDNN_STATUS_SUCCESS;
   const float* src = static_cast<const float*>(dy);
-  std::vector<double> acc(static_cast<std::size_t>(g.dims[1]), 0.0);
-  for (std::int64_t n = 0; n < g.dims[0]; ++n)
-    for (std::int64_t c = 0; c < g.dims[1]; ++c)
-      for (std::int64_t h = 0; h < g.dims[2]; ++h)
-        for (std::int64_t w = 0; w < g.dims[3]; ++w)
-          acc[c] += src[n * g.strides[0] + c * g.strides[1] + h * g.strides[2] + w * g.strides[3]];
-  write_out(b, acc, *static_cast<const float*>(alpha), *static_cast<const float*>(beta),
-            static_cast<float*>(db));
-  return CUDNN_STATUS_SUCCESS;
+  float* dst = static_cast<float*>(db);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  return queue(handle, [g, b, src, dst, al, be] {
+    std::vector<double> acc(static_cast<std::size_t>(g.dims[1]), 0.0);
+    for (std::int64_t n = 0; n < g.dims[0]; ++n)
+      for (std::int64_t c = 0; c < g.dims[1]; ++c)
+        for (std::int64_t h = 0; h < g.dims[2]; ++h)
+          for (std::int64_t w = 0; w < g.dims[3]; ++w)
+            acc[c] += src[n * g.strides[0] + c * g.strides[1] + h * g.strides[2] + w * g.strides[3]];
+    write_out(b, acc, al, be, dst);
+  });
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha,
                                          const cudnnTensorDescriptor_t aDesc, const void* A, const void* beta,
                                          const cudnnTensorDescriptor_t cDesc, void* C) {
   cugrad_emu::trace::count(__func__);
-  if (is_live(handle, Kind::handle)) in_stream_order(handle);
   if (!is_live(handle, Kind::handle) || !tensor_ok(aDesc) || !tensor_ok(cDesc)) return CUDNN_STATUS_BAD_PARAM;
   if (alpha == nullptr || beta == nullptr || A == nullptr || C == nullptr) return CUDNN_STATUS_BAD_PARAM;
   const Dims4& a = aDesc->d;
-  const Dims4& c = cDesc->d;
+  const Dims4 c = cDesc->d;
   if (a.type != c.type) return CUDNN_STATUS_BAD_PARAM;
   // Each dimension of A matches C's or is 1 (broadcast: stride 0 along it).
   std::int64_t as[4];
@@ -1236,15 +1277,16 @@ cudnnStatus_t CUDNNWINAPI cudnnAddTensor(cudnnHandle_t handle, const void* alpha
   const bool read_c = *static_cast<const float*>(beta) != 0.0f;
   const float* src = static_cast<const float*>(A);
   float* dst = static_cast<float*>(C);
-  for (std::int64_t n = 0; n < c.dims[0]; ++n)
-    for (std::int64_t ch = 0; ch < c.dims[1]; ++ch)
-      for (std::int64_t h = 0; h < c.dims[2]; ++h)
-        for (std::int64_t w = 0; w < c.dims[3]; ++w) {
-          const double v = src[n * as[0] + ch * as[1] + h * as[2] + w * as[3]];
-          float& out = dst[n * c.strides[0] + ch * c.strides[1] + h * c.strides[2] + w * c.strides[3]];
-          out = static_cast<float>(read_c ? al * v + be * out : al * v);
-        }
-  return CUDNN_STATUS_SUCCESS;
+  return queue(handle, [c, as0 = as[0], as1 = as[1], as2 = as[2], as3 = as[3], al, be, read_c, src, dst] {
+    for (std::int64_t n = 0; n < c.dims[0]; ++n)
+      for (std::int64_t ch = 0; ch < c.dims[1]; ++ch)
+        for (std::int64_t h = 0; h < c.dims[2]; ++h)
+          for (std::int64_t w = 0; w < c.dims[3]; ++w) {
+            const double v = src[n * as0 + ch * as1 + h * as2 + w * as3];
+            float& out = dst[n * c.strides[0] + ch * c.strides[1] + h * c.strides[2] + w * c.strides[3]];
+            out = static_cast<float>(read_c ? al * v + be * out : al * v);
+          }
+  });
 }
 
 // ---- batch normalization ----
@@ -1282,29 +1324,37 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardTraining(
     return CUDNN_STATUS_BAD_PARAM;
   if (g.count < 2) return CUDNN_STATUS_BAD_PARAM;
   const float* xs = static_cast<const float*>(x);
-  std::vector<double> mean, var;
-  bn_statistics(g, xs, &mean, &var);
-  std::vector<double> invstd(var.size());
-  for (std::size_t j = 0; j < var.size(); ++j) invstd[j] = 1.0 / std::sqrt(var[j] + epsilon);
-  bn_normalize(g, yDesc->d, xs, static_cast<float*>(y), static_cast<const float*>(bnScale),
-               static_cast<const float*>(bnBias), mean, invstd, *static_cast<const float*>(alpha),
-               *static_cast<const float*>(beta));
-  const std::vector<std::int64_t> poff = param_offsets(g);
-  const double f = exponentialAverageFactor,
-               unbiased = static_cast<double>(g.count) / static_cast<double>(g.count - 1);
-  for (std::size_t j = 0; j < poff.size(); ++j) {
-    if (resultRunningMean != nullptr) {
-      float& rm = static_cast<float*>(resultRunningMean)[poff[j]];
-      float& rv = static_cast<float*>(resultRunningVariance)[poff[j]];
-      rm = static_cast<float>((1.0 - f) * rm + f * mean[j]);
-      rv = static_cast<float>((1.0 - f) * rv + f * var[j] * unbiased);
+  const Dims4 yd = yDesc->d;
+  float* ys = static_cast<float*>(y);
+  const float* scale = static_cast<const float*>(bnScale);
+  const float* bias = static_cast<const float*>(bnBias);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  float* rmean = static_cast<float*>(resultRunningMean);
+  float* rvar = static_cast<float*>(resultRunningVariance);
+  float* smean = static_cast<float*>(resultSaveMean);
+  float* sinv = static_cast<float*>(resultSaveInvVariance);
+  const double f = exponentialAverageFactor;
+  return queue(handle, [=] {
+    std::vector<double> mean, var;
+    bn_statistics(g, xs, &mean, &var);
+    std::vector<double> invstd(var.size());
+    for (std::size_t j = 0; j < var.size(); ++j) invstd[j] = 1.0 / std::sqrt(var[j] + epsilon);
+    bn_normalize(g, yd, xs, ys, scale, bias, mean, invstd, al, be);
+    const std::vector<std::int64_t> poff = param_offsets(g);
+    const double unbiased = static_cast<double>(g.count) / static_cast<double>(g.count - 1);
+    for (std::size_t j = 0; j < poff.size(); ++j) {
+      if (rmean != nullptr) {
+        float& rm = rmean[poff[j]];
+        float& rv = rvar[poff[j]];
+        rm = static_cast<float>((1.0 - f) * rm + f * mean[j]);
+        rv = static_cast<float>((1.0 - f) * rv + f * var[j] * unbiased);
+      }
+      if (smean != nullptr) {
+        smean[poff[j]] = static_cast<float>(mean[j]);
+        sinv[poff[j]] = static_cast<float>(invstd[j]);
+      }
     }
-    if (resultSaveMean != nullptr) {
-      static_cast<float*>(resultSaveMean)[poff[j]] = static_cast<float>(mean[j]);
-      static_cast<float*>(resultSaveInvVariance)[poff[j]] = static_cast<float>(invstd[j]);
-    }
-  }
-  return CUDNN_STATUS_SUCCESS;
+  });
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
@@ -1319,17 +1369,23 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationForwardInference(
   if (alpha == nullptr || beta == nullptr || x == nullptr || y == nullptr || bnScale == nullptr ||
       bnBias == nullptr || estimatedMean == nullptr || estimatedVariance == nullptr)
     return CUDNN_STATUS_BAD_PARAM;
-  const std::vector<std::int64_t> poff = param_offsets(g);
-  std::vector<double> mean(poff.size()), invstd(poff.size());
-  for (std::size_t j = 0; j < poff.size(); ++j) {
-    mean[j] = static_cast<const float*>(estimatedMean)[poff[j]];
-    invstd[j] =
-        1.0 / std::sqrt(static_cast<double>(static_cast<const float*>(estimatedVariance)[poff[j]]) + epsilon);
-  }
-  bn_normalize(g, yDesc->d, static_cast<const float*>(x), static_cast<float*>(y),
-               static_cast<const float*>(bnScale), static_cast<const float*>(bnBias), mean, invstd,
-               *static_cast<const float*>(alpha), *static_cast<const float*>(beta));
-  return CUDNN_STATUS_SUCCESS;
+  const Dims4 yd = yDesc->d;
+  const float* xs = static_cast<const float*>(x);
+  float* ys = static_cast<float*>(y);
+  const float* scale = static_cast<const float*>(bnScale);
+  const float* bias = static_cast<const float*>(bnBias);
+  const float* emean = static_cast<const float*>(estimatedMean);
+  const float* evar = static_cast<const float*>(estimatedVariance);
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  return queue(handle, [=] {
+    const std::vector<std::int64_t> poff = param_offsets(g);
+    std::vector<double> mean(poff.size()), invstd(poff.size());
+    for (std::size_t j = 0; j < poff.size(); ++j) {
+      mean[j] = emean[poff[j]];
+      invstd[j] = 1.0 / std::sqrt(static_cast<double>(evar[poff[j]]) + epsilon);
+    }
+    bn_normalize(g, yd, xs, ys, scale, bias, mean, invstd, al, be);
+  });
 }
 
 cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
@@ -1350,41 +1406,46 @@ cudnnStatus_t CUDNNWINAPI cudnnBatchNormalizationBackward(
   const float* xs = static_cast<const float*>(x);
   const float* dys = static_cast<const float*>(dy);
   const float* scale = static_cast<const float*>(bnScale);
-  const std::vector<std::int64_t> poff = param_offsets(g);
-  std::vector<double> mean, invstd;
-  if (savedMean != nullptr) {
-    for (const std::int64_t o : poff) {
-      mean.push_back(static_cast<const float*>(savedMean)[o]);
-      invstd.push_back(static_cast<const float*>(savedInvVariance)[o]);
-    }
-  } else {
-    bn_statistics(g, xs, &mean, &invstd);
-    for (double& v : invstd) v = 1.0 / std::sqrt(v + epsilon);
-  }
-  const Dims4& dyd = dyDesc->d;
-  std::vector<double> sum_dy(poff.size(), 0.0), sum_dy_xhat(poff.size(), 0.0);
-  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
-    const double d = dys[at(dyd, n, c, h, w)];
-    sum_dy[j] += d;
-    sum_dy_xhat[j] += d * (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
-  });
+  const float* smean = static_cast<const float*>(savedMean);
+  const float* sinv = static_cast<const float*>(savedInvVariance);
+  float* dxs = static_cast<float*>(dx);
+  float* dscale = static_cast<float*>(dBnScaleResult);
+  float* dbias = static_cast<float*>(dBnBiasResult);
+  const Dims4 dyd = dyDesc->d, dxd = dxDesc->d;
   const float a_data = *static_cast<const float*>(alphaDataDiff),
               b_data = *static_cast<const float*>(betaDataDiff);
-  const double M = static_cast<double>(g.count);
-  float* dxs = static_cast<float*>(dx);
-  for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
-    const double xhat = (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
-    const double v = static_cast<double>(scale[poff[j]]) * invstd[j] / M *
-                     (M * dys[at(dyd, n, c, h, w)] - sum_dy[j] - xhat * sum_dy_xhat[j]);
-    blend(dxs + at(dxDesc->d, n, c, h, w), v, a_data, b_data);
-  });
   const float a_param = *static_cast<const float*>(alphaParamDiff),
               b_param = *static_cast<const float*>(betaParamDiff);
-  for (std::size_t j = 0; j < poff.size(); ++j) {
-    blend(static_cast<float*>(dBnScaleResult) + poff[j], sum_dy_xhat[j], a_param, b_param);
-    blend(static_cast<float*>(dBnBiasResult) + poff[j], sum_dy[j], a_param, b_param);
-  }
-  return CUDNN_STATUS_SUCCESS;
+  return queue(handle, [=] {
+    const std::vector<std::int64_t> poff = param_offsets(g);
+    std::vector<double> mean, invstd;
+    if (smean != nullptr) {
+      for (const std::int64_t o : poff) {
+        mean.push_back(smean[o]);
+        invstd.push_back(sinv[o]);
+      }
+    } else {
+      bn_statistics(g, xs, &mean, &invstd);
+      for (double& v : invstd) v = 1.0 / std::sqrt(v + epsilon);
+    }
+    std::vector<double> sum_dy(poff.size(), 0.0), sum_dy_xhat(poff.size(), 0.0);
+    for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+      const double d = dys[at(dyd, n, c, h, w)];
+      sum_dy[j] += d;
+      sum_dy_xhat[j] += d * (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
+    });
+    const double M = static_cast<double>(g.count);
+    for_each_bn(g, [&](std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, std::int64_t j) {
+      const double xhat = (xs[at(g.x, n, c, h, w)] - mean[j]) * invstd[j];
+      const double v = static_cast<double>(scale[poff[j]]) * invstd[j] / M *
+                       (M * dys[at(dyd, n, c, h, w)] - sum_dy[j] - xhat * sum_dy_xhat[j]);
+      blend(dxs + at(dxd, n, c, h, w), v, a_data, b_data);
+    });
+    for (std::size_t j = 0; j < poff.size(); ++j) {
+      blend(dscale + poff[j], sum_dy_xhat[j], a_param, b_param);
+      blend(dbias + poff[j], sum_dy[j], a_param, b_param);
+    }
+  });
 }
 
 }  // extern "C"
@@ -1884,27 +1945,32 @@ cudnnStatus_t CUDNNWINAPI cudnnBackendExecute(cudnnHandle_t handle, cudnnBackend
   const std::size_t need = engine_workspace(plan->plan_engine);
   if (x == nullptr || w == nullptr || y == nullptr || (need > 0 && ws == nullptr))
     return CUDNN_STATUS_BAD_PARAM;
-  in_stream_order(handle);
   if (cugrad_emu::state::null_compute()) return CUDNN_STATUS_SUCCESS;
-  if (need > 0) std::memset(ws, 0xA5, need);
+  // Queued with what it needs by value: the plan and the variant pack may be destroyed after the
+  // call.
   float* out = static_cast<float*>(c.dir == Dir::forward ? y : c.dir == Dir::backward_data ? x : w);
-  const auto run = [&](auto kernel) {
-    kernel(c.dir, g, c.alpha, static_cast<const float*>(x), static_cast<const float*>(w),
-           static_cast<const float*>(y), c.beta, out);
-  };
-  if (plan->plan_engine == 0)
-    run(compute<Precision::tf32>);  // the tensor-core engine
-  else
-    run(compute<Precision::fp32>);
-  if (plan->plan_engine == 2) {  // nondeterministic: one output in 7, from a per-call offset, one ulp up
-    static std::atomic<std::int64_t> calls{0};
-    const Dims4& od = c.dir == Dir::forward ? g.y : c.dir == Dir::backward_data ? g.x : g.w;
-    const std::int64_t phase = calls.fetch_add(1) % 7;
-    for_each_element(od, [&](std::int64_t off, std::int64_t idx) {
-      if (idx % 7 == phase) out[off] = std::nextafter(out[off], INFINITY);
-    });
-  }
-  return CUDNN_STATUS_SUCCESS;
+  const Dir dir = c.dir;
+  const float alpha = c.alpha, beta = c.beta;
+  const int engine = plan->plan_engine;
+  const auto* xs = static_cast<const float*>(x);
+  const auto* wts = static_cast<const float*>(w);
+  const auto* ys = static_cast<const float*>(y);
+  return queue(handle, [=] {
+    if (need > 0) std::memset(ws, 0xA5, need);
+    const auto run = [&](auto kernel) { kernel(dir, g, alpha, xs, wts, ys, beta, out); };
+    if (engine == 0)
+      run(compute<Precision::tf32>);  // the tensor-core engine
+    else
+      run(compute<Precision::fp32>);
+    if (engine == 2) {  // nondeterministic: one output in 7, from a per-run offset, one ulp up
+      static std::atomic<std::int64_t> calls{0};
+      const Dims4& od = dir == Dir::forward ? g.y : dir == Dir::backward_data ? g.x : g.w;
+      const std::int64_t phase = calls.fetch_add(1) % 7;
+      for_each_element(od, [&](std::int64_t off, std::int64_t idx) {
+        if (idx % 7 == phase) out[off] = std::nextafter(out[off], INFINITY);
+      });
+    }
+  });
 }
 
 }  // extern "C"

@@ -100,6 +100,17 @@ __global__ void global_clash_kernel(int* y) { y[threadIdx.x / 2] = static_cast<i
 
 __global__ void copy_one_kernel(const int* src, int* dst) { *dst = *src; }
 
+// Stream capture and graphs (emu_selftest.cpp, StreamCapture.*).
+__global__ void scale_add_kernel(const float* x, float* y, int n, float a, float b) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + b;
+}
+
+__global__ void add_into_kernel(const float* x, float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] += x[i];
+}
+
 }  // namespace
 
 namespace emu_test {
@@ -143,6 +154,15 @@ cudaError_t indices(unsigned* out, dim3 grid, dim3 block) {
 }
 cudaError_t early_exit(int* y, int block, int live) {
   early_exit_kernel<<<1, block>>>(y, live);
+  return cudaGetLastError();
+}
+
+cudaError_t scale_add(const float* x, float* y, int n, float a, float b, cudaStream_t stream) {
+  scale_add_kernel<<<(n + 127) / 128, 128, 0, stream>>>(x, y, n, a, b);
+  return cudaGetLastError();
+}
+cudaError_t add_into(const float* x, float* y, int n, cudaStream_t stream) {
+  add_into_kernel<<<(n + 127) / 128, 128, 0, stream>>>(x, y, n);
   return cudaGetLastError();
 }
 

@@ -18,4 +18,7 @@ cudaError_t tile_loop(const int* x, int* y, int tiles, bool trailing_barrier);
 cudaError_t atomic_count(int* y, int blocks, int threads);
 cudaError_t global_clash(int* y);
 cudaError_t copy_one(const int* src, int* dst, cudaStream_t stream);
+// Stream capture and graphs (emu_selftest.cpp, StreamCapture.*): y = a * x + b; y += x.
+cudaError_t scale_add(const float* x, float* y, int n, float a, float b, cudaStream_t stream);
+cudaError_t add_into(const float* x, float* y, int n, cudaStream_t stream);
 }  // namespace emu_test

@@ -457,11 +457,13 @@ cudaError_t run_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dy
     destroy(closure);
     return cudaSuccess;
   }
-  state::submit(stream, [=] {
-    execute(kernel, grid, block, dynamic_smem, body, closure);
-    destroy(closure);
+  // The closure (the launch's copy of the arguments) lives as long as the op: one run, or every
+  // launch of a graph that captured it.
+  std::shared_ptr<void> owned(closure, destroy);
+  const cudaError_t queued = state::submit(stream, [=, owned = std::move(owned)] {
+    execute(kernel, grid, block, dynamic_smem, body, owned.get());
   });
-  return cudaSuccess;
+  return queued == cudaSuccess ? cudaSuccess : state::fail(queued);
 }
 
 }  // namespace cugrad_emu

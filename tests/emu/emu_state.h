@@ -15,7 +15,8 @@ constexpr int kSharedPerBlockOptin = 227 * 1024;
 
 // Validates a launch's configuration (block and grid limits, dynamic shared memory against
 // the kernel's attribute, the stream handle, not inside a host function).
-cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream);
+cudaError_t check_launch(const void* kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
+                         cudaStream_t stream);
 // The most shared memory, static and dynamic together, a block of `kernel` may use: 48 KB unless
 // cudaFuncSetAttribute opted the kernel in to more dynamic shared memory (then the device's
 // per-block opt-in limit, 227 KB as on an H100). A kernel's static shared memory is known only
@@ -24,8 +25,14 @@ std::size_t shared_memory_limit(const void* kernel);
 // Records `err` as the thread's last error and returns it.
 cudaError_t fail(cudaError_t err);
 void count_launch();
-// Queues `op` on the stream (runs it at once in synchronous mode).
-void submit(cudaStream_t stream, std::function<void()> op);
+// Queues `op` on the stream (runs it at once in synchronous mode). While the stream captures
+// (cudaStreamBeginCapture, or a stream that joined a capture), `op` is recorded into the capture
+// instead and runs at each launch of the graph: it must own copies of everything it reads at the
+// call (pointers are fine) and may run many times. Returns cudaSuccess, or why the stream takes no
+// work: cudaErrorStreamCaptureInvalidated (its capture was invalidated), or
+// cudaErrorStreamCaptureImplicit (the legacy stream while a blocking stream of the device
+// captures; that capture is invalidated). Callers report the error as their API does.
+cudaError_t submit(cudaStream_t stream, std::function<void()> op);
 // Waits for the stream's queued work (no-op in synchronous mode).
 void wait_stream(cudaStream_t stream);
 void wait_all();
