@@ -293,6 +293,17 @@ Plan plan(const Conv2dGeometry& g, const Buffers& b, Device dev, const Stream& s
   AlgoCache& cache = algo_cache();
   {
     std::lock_guard<std::mutex> lock(cache.mutex);
+    // Inside a CUDA-graph capture with the timed search on, the search cannot run: use the
+    // ranking a search made before the capture (the warm-up's), else the heuristics'.
+    if (!search && allow_search && cudnn_benchmark()) {
+      const Key searched = make_key(Op::kDir, dev.index(), tf32, true, deterministic, g);
+      const auto it = cache.entries.find(searched);
+      if (it != cache.entries.end()) {
+        p.key = searched;
+        p.ranked = it->second;
+        return p;
+      }
+    }
     const auto it = cache.entries.find(p.key);
     if (it != cache.entries.end()) {
       p.ranked = it->second;

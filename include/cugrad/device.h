@@ -62,7 +62,8 @@ bool allow_tf32();
 /// choose without running anything. Off by default; CUGRAD_CUDNN_BENCHMARK=1 (any value but
 /// empty or 0) in the environment turns it on at start. Worth it for training with fixed shapes:
 /// on an H100 (2026-11-26) the reference CNN's step went from 5.32 to 3.91 ms, ResNet-18's
-/// (batch 64) from 24.1 to 21.9 ms. During CUDA-graph capture the heuristics are used.
+/// (batch 64) from 24.1 to 21.9 ms. During CUDA-graph capture no search runs: a capture uses the
+/// rankings searched before it (by the warm-up steps), the heuristics for shapes never searched.
 void set_cudnn_benchmark(bool on);
 bool cudnn_benchmark();
 

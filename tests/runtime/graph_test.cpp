@@ -4,10 +4,13 @@
 // eagerly, and the misuse that must throw while leaving the engine usable.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <vector>
 
+#include "cuda/conv.h"
+#include "cuda/conv_graph.h"
 #include "cugrad/cugrad.h"
 #include "tests/support/parity.h"
 
@@ -295,4 +298,35 @@ TEST(CudaGraphGPU, AStreamThatWaitsForCapturedWorkJoinsAndIsRejoined) {
   x.copy_(cg::full({64}, 3.0f, kGpu));
   graph.replay();
   EXPECT_EQ(b.to_vector<float>(), std::vector<float>(64, 7.0f));
+}
+
+TEST(CudaGraphGPU, CaptureReusesTheTimedSearchsChoices) {
+  CUGRAD_REQUIRE_GPU();
+  // With the timed search on, the warm-up step searches; the capture (where no search can run)
+  // must take those rankings (legacy API) or plans (cuDNN's graph API), not add heuristic ones.
+  const bool before = cg::cudnn_benchmark();
+  cg::set_cudnn_benchmark(true);
+  for (const bool graph_api : {false, true}) {
+    SCOPED_TRACE(graph_api ? "cuDNN graph API" : "cuDNN legacy API");
+    const bool api_before = cg::cuda::set_graph_convolutions(graph_api);
+    Trainer t(std::make_shared<nn::SequentialImpl>(std::vector<std::shared_ptr<nn::Module>>{
+                  // 8 input channels: 72 taps, past what cugrad's direct kernels take, so cuDNN's
+                  nn::Conv2d(8, 5, 3, {.padding = 1}).ptr(), nn::BatchNorm2d(5).ptr(), nn::ReLU().ptr(),
+                  nn::Flatten().ptr(), nn::Linear(5 * 7 * 7, 4).ptr()}),
+              {2, 8, 7, 7});
+    t.feed(cg::randn({2, 8, 7, 7}, kGpu), cg::randint(0, 4, {2}, kGpu));
+    t.step();
+    t.step();
+    const std::size_t rankings = cg::cuda::conv2d_algorithm_cache_size();
+    const std::size_t plans = cg::cuda::graph_conv_choices().size();
+    ASSERT_GE(graph_api ? plans : rankings, 2u);  // the forward and the weight gradient
+    cg::CudaGraph graph;
+    cg::capture(graph, cg::Stream::create(kGpu), [&] { t.step(); });
+    EXPECT_EQ(cg::cuda::conv2d_algorithm_cache_size(), rankings);
+    EXPECT_EQ(cg::cuda::graph_conv_choices().size(), plans);
+    graph.replay();
+    EXPECT_TRUE(std::isfinite(t.loss.item<float>()));
+    cg::cuda::set_graph_convolutions(api_before);
+  }
+  cg::set_cudnn_benchmark(before);
 }
