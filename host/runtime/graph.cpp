@@ -148,6 +148,12 @@ void note_joined_stream(const Stream& stream) {
 }
 
 void capture_allocated(void* ptr) {
+  if (g_has_orphans.load()) {
+    // CUDA may give a new graph allocation the address of an orphan (graph memory addresses are
+    // reused across graphs): the address now belongs to the new allocation and its free.
+    std::lock_guard<std::mutex> lock(g_orphan_mutex);
+    if (g_orphans.erase(ptr) > 0) g_has_orphans.store(!g_orphans.empty());
+  }
   CaptureState& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
   if (s.underway.load()) s.graph_ptrs.insert(ptr);

@@ -330,3 +330,32 @@ TEST(CudaGraphGPU, CaptureReusesTheTimedSearchsChoices) {
   }
   cg::set_cudnn_benchmark(before);
 }
+
+TEST(CudaGraphGPU, TensorsOfAGraphThatNeverRanAreReleasedQuietly) {
+  CUGRAD_REQUIRE_GPU();
+  // A capture abandoned (an exception) or a graph reset before any replay leaves tensors that
+  // hold graph memory that never existed on the device: releasing them frees nothing.
+  const cg::Stream side = cg::Stream::create(kGpu);
+  const cg::Tensor x = cg::ones({256}, kGpu);
+  cg::synchronize(kGpu);
+  const std::size_t base = cg::memory_stats(kGpu).bytes_in_use;
+  {
+    cg::CudaGraph graph;
+    cg::Tensor kept;
+    cg::capture(graph, side, [&] { kept = x * 2.0f; });
+    graph.reset();  // never replayed
+    kept = cg::Tensor();
+    cg::Tensor thrown;
+    expect_error_containing(
+        [&] {
+          cg::capture(graph, side, [&] {
+            thrown = x * 3.0f;
+            (void)thrown.sum().item<float>();
+          });
+        },
+        "captured into a CUDA graph");
+    thrown = cg::Tensor();
+  }
+  EXPECT_EQ(cg::memory_stats(kGpu).bytes_in_use, base);
+  EXPECT_FLOAT_EQ((x * 5.0f).sum().item<float>(), 1280.0f);
+}
