@@ -1369,18 +1369,35 @@ TEST_F(CudnnBatchNorm, BetaZeroDoesNotReadTheOutputs) {
 
 // ============================== capture ==============================
 
+// A non-blocking stream with a cuDNN and a cuBLAS handle bound to it, destroyed at scope exit.
+struct StreamLibraries {
+  cudaStream_t s = nullptr;
+  cudnnHandle_t dnn = nullptr;
+  cublasHandle_t blas = nullptr;
+  bool ok = false;
+  StreamLibraries() {
+    ok = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+         cudnnCreate(&dnn) == CUDNN_STATUS_SUCCESS && cudnnSetStream(dnn, s) == CUDNN_STATUS_SUCCESS &&
+         cublasCreate(&blas) == CUBLAS_STATUS_SUCCESS && cublasSetStream(blas, s) == CUBLAS_STATUS_SUCCESS;
+  }
+  ~StreamLibraries() {
+    if (dnn) EXPECT_EQ(cudnnDestroy(dnn), CUDNN_STATUS_SUCCESS);
+    if (blas) EXPECT_EQ(cublasDestroy(blas), CUBLAS_STATUS_SUCCESS);
+    if (s) EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+  }
+  StreamLibraries(const StreamLibraries&) = delete;
+  StreamLibraries& operator=(const StreamLibraries&) = delete;
+};
+
 // A cuDNN convolution and a cuBLAS product captured into a CUDA graph: nothing is computed at
 // the capture, each launch computes from the inputs of the moment, and the descriptors (and the
 // host scalars) the calls were given may be gone by then.
 TEST(LibraryCapture, ConvolutionAndGemmReplayFromAGraph) {
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-  cudnnHandle_t dnn = nullptr;
-  cublasHandle_t blas = nullptr;
-  ASSERT_EQ(cudnnCreate(&dnn), CUDNN_STATUS_SUCCESS);
-  ASSERT_EQ(cudnnSetStream(dnn, s), CUDNN_STATUS_SUCCESS);
-  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
-  ASSERT_EQ(cublasSetStream(blas, s), CUBLAS_STATUS_SUCCESS);
+  const StreamLibraries libs;
+  ASSERT_TRUE(libs.ok);
+  cudaStream_t s = libs.s;
+  cudnnHandle_t dnn = libs.dnn;
+  cublasHandle_t blas = libs.blas;
   const ConvCfg g = odd_cfg();
   const int m = 5, n = 4, k = 6;
   const auto device = [](std::size_t count) {
@@ -1458,21 +1475,15 @@ TEST(LibraryCapture, ConvolutionAndGemmReplayFromAGraph) {
   EXPECT_EQ(cudaFree(ws), cudaSuccess);
   EXPECT_EQ(cudaFreeHost(hy), cudaSuccess);
   EXPECT_EQ(cudaFreeHost(hc), cudaSuccess);
-  EXPECT_EQ(cudnnDestroy(dnn), CUDNN_STATUS_SUCCESS);
-  EXPECT_EQ(cublasDestroy(blas), CUBLAS_STATUS_SUCCESS);
-  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 // A stream that takes no work (its capture invalidated) fails the libraries' calls.
 TEST(LibraryCapture, InvalidatedCaptureFailsLibraryCalls) {
-  cudaStream_t s = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
-  cudnnHandle_t dnn = nullptr;
-  cublasHandle_t blas = nullptr;
-  ASSERT_EQ(cudnnCreate(&dnn), CUDNN_STATUS_SUCCESS);
-  ASSERT_EQ(cudnnSetStream(dnn, s), CUDNN_STATUS_SUCCESS);
-  ASSERT_EQ(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
-  ASSERT_EQ(cublasSetStream(blas, s), CUBLAS_STATUS_SUCCESS);
+  const StreamLibraries libs;
+  ASSERT_TRUE(libs.ok);
+  cudaStream_t s = libs.s;
+  cudnnHandle_t dnn = libs.dnn;
+  cublasHandle_t blas = libs.blas;
   void* p = nullptr;
   ASSERT_EQ(cudaMalloc(&p, 64 * sizeof(float)), cudaSuccess);
   auto* f = static_cast<float*>(p);
@@ -1487,9 +1498,6 @@ TEST(LibraryCapture, InvalidatedCaptureFailsLibraryCalls) {
   EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
   (void)cudaGetLastError();
   EXPECT_EQ(cudaFree(p), cudaSuccess);
-  EXPECT_EQ(cudnnDestroy(dnn), CUDNN_STATUS_SUCCESS);
-  EXPECT_EQ(cublasDestroy(blas), CUBLAS_STATUS_SUCCESS);
-  EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 }  // namespace
