@@ -75,6 +75,7 @@ struct PinnedGrowth {
 double time_steps(cg::Device gpu, nn::Module& model, nn::Module& classifier, const cg::Shape& input,
                   std::int64_t classes, Variant variant, int runs, HostCost* host = nullptr,
                   std::size_t* copied_bytes = nullptr, PinnedGrowth* pinned = nullptr) {
+  if (cg::bench::smoke_mode()) runs = 1;  // every path once (the host-cost loop below included)
   model.train();
   model.unfreeze();
   if (variant == Variant::frozen) {
