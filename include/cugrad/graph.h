@@ -15,7 +15,8 @@
 //   tensors it produced, and keep both alive while the graph may be replayed.
 // - Nothing that needs the host may run during the capture: synchronizations, item(), copies to
 //   or from CPU tensors, the Inspector's activation copies, cuDNN's timed algorithm search
-//   (replaced by the heuristics during capture). They throw cugrad::Error naming the op; the
+//   (a capture uses what the warm-up searched; shapes never searched get cuDNN's heuristics).
+//   Those that would run throw cugrad::Error naming the op; the
 //   capture is then abandoned (capture() does this for you) and the engine stays usable.
 // - Values are captured as they were: hyperparameters (a learning rate passed by value) and
 //   shapes are fixed in the graph; capture again to change them. Random numbers are not:
