@@ -150,7 +150,9 @@ void note_joined_stream(const Stream& stream) {
 void capture_allocated(void* ptr) {
   if (g_has_orphans.load()) {
     // CUDA may give a new graph allocation the address of an orphan (graph memory addresses are
-    // reused across graphs): the address now belongs to the new allocation and its free.
+    // reused across graphs): the address now belongs to the new allocation and its free. (A
+    // stale tensor still holding the orphan would then free the new allocation: tensors from a
+    // capture that never ran hold garbage and should be dropped before the next capture.)
     std::lock_guard<std::mutex> lock(g_orphan_mutex);
     if (g_orphans.erase(ptr) > 0) g_has_orphans.store(!g_orphans.empty());
   }
