@@ -234,9 +234,16 @@ struct CudaGraph::Impl {
     draw_state = nullptr;
   }
 
-  void drop_graph() {
-    if (!launched) runtime::orphan(graph_ptrs);  // never materialized: nothing to free later
+  // Forgets the capture's allocations and draws; those of a graph that never ran become orphans
+  // (never materialized: nothing to free later).
+  void forget_capture() {
+    if (!launched) runtime::orphan(graph_ptrs);
     graph_ptrs.clear();
+    draw_blocks = 0;
+  }
+
+  void drop_graph() {
+    forget_capture();
     if (exec || graph) {
       runtime::DeviceGuard g(stream.device());
       if (exec) CUGRAD_CUDA_CHECK_NOTHROW(cudaGraphExecDestroy(exec));
@@ -245,7 +252,6 @@ struct CudaGraph::Impl {
     exec = nullptr;
     graph = nullptr;
     nodes = 0;
-    draw_blocks = 0;
     launched = false;
   }
 
@@ -268,9 +274,7 @@ struct CudaGraph::Impl {
       cudaGraph_t g = nullptr;
       (void)end(&g);
       if (g) CUGRAD_CUDA_CHECK_NOTHROW(cudaGraphDestroy(g));
-      runtime::orphan(graph_ptrs);
-      graph_ptrs.clear();
-      draw_blocks = 0;
+      forget_capture();
     } catch (...) {
     }
   }
@@ -337,9 +341,7 @@ void CudaGraph::capture_end() {
   const cudaError_t err = m.end(&graph);
   if (err != cudaSuccess || !graph || !rejoin_error.empty()) {
     if (graph) CUGRAD_CUDA_CHECK_NOTHROW(cudaGraphDestroy(graph));
-    runtime::orphan(m.graph_ptrs);
-    m.graph_ptrs.clear();
-    m.draw_blocks = 0;
+    m.forget_capture();
     throw Error(detail::cat("CudaGraph.capture_end: the capture on ", m.stream.device(), " failed: ",
                             rejoin_error.empty() ? cudaGetErrorString(err) : rejoin_error.c_str(),
                             " (was something that needs the host, or a stream outside the capture, "
