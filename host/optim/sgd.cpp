@@ -1,7 +1,6 @@
 // The Optimizer base (parameter checks, zero_grad) and SGD: option checks, the step (one
 // multi-tensor launch on CUDA, the reference loops on the CPU) and its state dict.
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -11,30 +10,17 @@
 #include "cugrad/optim.h"
 #include "host/cpu/sgd.h"
 #include "host/ops/op_util.h"
+#include "host/optim/optim_util.h"
 #include "host/tensor/tensor_impl.h"
 
 namespace cugrad::optim {
 
 namespace {
 
-// Byte range of a tensor inside its storage.
-struct StorageRange {
-  const Storage* storage;
-  std::int64_t begin, end;
-  std::size_t index;
-};
-
-StorageRange range_of(const Tensor& t, std::size_t index) {
-  const auto bytes = static_cast<std::int64_t>(element_size(t.dtype()));
-  const std::int64_t begin = t.storage_offset() * bytes;
-  return {t.impl()->storage.get(), begin, begin + t.numel() * bytes, index};
-}
-
-bool overlap(const Tensor& a, const Tensor& b) {
-  if (!a.shares_storage(b) || a.numel() == 0 || b.numel() == 0) return false;
-  const StorageRange ra = range_of(a, 0), rb = range_of(b, 0);
-  return ra.begin < rb.end && rb.begin < ra.end;
-}
+using util::cpu_scalar;
+using util::overlap;
+using util::range_of;
+using util::StorageRange;
 
 void check_options(const std::string& where, const SGDOptions& o) {
   CUGRAD_CHECK(std::isfinite(o.lr) && o.lr >= 0, where, ": invalid learning rate ", o.lr,
@@ -59,19 +45,11 @@ constexpr const char* kHasBuffer = "has_momentum_buffer";
 constexpr const char* kOptionKeys[] = {"options.lr",           "options.momentum", "options.dampening",
                                        "options.weight_decay", "options.nesterov", "options.maximize"};
 
-std::string buffer_key(std::size_t i) { return kBufferPrefix + std::to_string(i); }
+std::string buffer_key(std::size_t i) { return util::indexed_key(kBufferPrefix, i); }
 
-// The parameter index of a "momentum_buffer.<i>" key written as state_dict() writes it.
 bool parse_buffer_key(const std::string& key, std::size_t& index) {
-  const std::string prefix = kBufferPrefix;
-  if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) return false;
-  const char* first = key.data() + prefix.size();
-  const char* last = key.data() + key.size();
-  const auto [end, ec] = std::from_chars(first, last, index);
-  return ec == std::errc() && end == last && key == buffer_key(index);
+  return util::parse_indexed_key(key, kBufferPrefix, index);
 }
-
-Tensor cpu_scalar(double v) { return full({}, v, Device::cpu(), DType::float64); }
 
 }  // namespace
 

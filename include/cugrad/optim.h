@@ -1,10 +1,11 @@
-// Optimizers: the Optimizer base class and SGD with PyTorch's torch.optim.SGD semantics
-// (momentum, dampening, Nesterov, weight decay, maximize); learning-rate schedules (StepLR,
-// CosineAnnealingLR, LinearLR, OneCycleLR) and clip_grad_norm_, as PyTorch defines them. On
-// CUDA one step is one kernel launch for every parameter that has a gradient, and neither the
-// step nor gradient clipping synchronizes the host.
+// Optimizers: the Optimizer base class, SGD with PyTorch's torch.optim.SGD semantics
+// (momentum, dampening, Nesterov, weight decay, maximize), Adam and AdamW (torch.optim.Adam's and AdamW's);
+// learning-rate schedules (StepLR, CosineAnnealingLR, LinearLR, OneCycleLR) and clip_grad_norm_, as PyTorch
+// defines them. On CUDA one step is one kernel launch for every parameter that has a gradient, and neither
+// the step nor gradient clipping synchronizes the host.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -160,6 +161,112 @@ class SGD : public Optimizer {
   std::vector<Tensor> buffers_;  // per parameter; undefined: none yet
 };
 
+/// torch.optim.Adam's keyword arguments, in PyTorch's order: {.lr = 1e-3, .betas = {0.9, 0.999}}.
+struct AdamOptions {
+  double lr = 1e-3;
+  std::array<double, 2> betas = {0.9, 0.999};
+  double eps = 1e-8;
+  double weight_decay = 0;
+  bool amsgrad = false;
+  bool maximize = false;
+};
+
+/// torch.optim.AdamW's keyword arguments: Adam's, with weight_decay 1e-2 by default (decoupled).
+struct AdamWOptions {
+  double lr = 1e-3;
+  std::array<double, 2> betas = {0.9, 0.999};
+  double eps = 1e-8;
+  double weight_decay = 1e-2;
+  bool amsgrad = false;
+  bool maximize = false;
+};
+
+/// Adam exactly as torch.optim.Adam defines it (and, as AdamW, torch.optim.AdamW). For each
+/// parameter p whose gradient g is defined (others are skipped: unchanged, their state and step
+/// count untouched), with t its own step count after this step (1 on its first update):
+///
+///     if maximize:      g = -g
+///     Adam,  if weight_decay:  g = g + weight_decay * p          (L2 penalty in the gradient)
+///     AdamW:                   p = p * (1 - lr * weight_decay)  (decoupled weight decay)
+///     m = beta1 * m + (1 - beta1) * g                    (exp_avg; zeros before the first update)
+///     v = beta2 * v + (1 - beta2) * g * g                (exp_avg_sq; zeros before)
+///     if amsgrad:       v_max = max(v_max, v), used for v below   (max_exp_avg_sq)
+///     p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+///
+/// The state of p (m, v, v_max and t) is created at p's first update. has_momentum() is true:
+/// momentum() is beta1, which OneCycleLR's cycle_momentum cycles, as PyTorch does for Adam.
+///
+/// Requires: lr, eps and weight_decay finite and >= 0, 0 <= beta1, beta2 < 1. Parameters as
+/// described at Optimizer.
+///
+/// CPU: float32 (computed in double, rounded once per value) and float64. CUDA (float32): one
+/// launch of a multi-tensor kernel updates every parameter that has a gradient (several only
+/// beyond 256 tensors), with float math and the bias corrections computed per tensor on the host
+/// in double; 7 passes over memory (read p, g, m, v; write p, m, v), 9 with amsgrad, 5 (6) on a
+/// parameter's first step, when the state is written without being read. Results match PyTorch
+/// to rounding, not bit for bit. step() runs on the current stream and waits, on the device, for
+/// gradients produced on other streams. Its bias corrections are the host's values of this step,
+/// so a CUDA step cannot be captured into a CUDA graph (a replay would repeat them): step()
+/// throws cugrad::Error inside a capture.
+class Adam : public Optimizer {
+ public:
+  Adam(TensorList params, AdamOptions options = {});
+
+  void step() override;
+
+  double lr() const override { return options_.lr; }
+  void set_lr(double lr) override;
+  bool has_momentum() const override { return true; }
+  /// beta1.
+  double momentum() const override { return options_.betas[0]; }
+  /// Sets beta1 (OneCycleLR's cycle_momentum); must stay in [0, 1). Takes effect at the next step().
+  void set_momentum(double beta1) override;
+  const AdamOptions& options() const { return options_; }
+  /// True for AdamW (decoupled weight decay).
+  bool decoupled_weight_decay() const { return decoupled_; }
+
+  /// The number of updates parameter i has had (PyTorch's state["step"]; 0: no state yet).
+  std::int64_t step_count(std::size_t i) const;
+  /// Parameter i's state (undefined until its first update; max_exp_avg_sq only with amsgrad).
+  Tensor exp_avg(std::size_t i) const;
+  Tensor exp_avg_sq(std::size_t i) const;
+  Tensor max_exp_avg_sq(std::size_t i) const;
+
+  /// Entries:
+  ///   "step"                  float64 [number of parameters] on the CPU: each parameter's
+  ///                           step count (0: no state, and none of the entries below);
+  ///   "exp_avg.<i>", "exp_avg_sq.<i>", and with amsgrad "max_exp_avg_sq.<i>", for each i with
+  ///                           a state; these alias the live tensors;
+  ///   "options.lr", "options.beta1", "options.beta2", "options.eps", "options.weight_decay",
+  ///   "options.amsgrad", "options.maximize", "options.decoupled_weight_decay"  float64 scalars.
+  StateDict state_dict() const override;
+  /// Restores state and options, so a fresh Adam (AdamW) over the same parameters continues
+  /// exactly where the saved one stopped. Tensors are copied, never aliased. Every entry is
+  /// checked first (missing, unexpected, wrongly shaped or non-floating entries, a step list of
+  /// another length, an Adam state loaded into an AdamW or the reverse, invalid options): each
+  /// throws ValueError naming the entry and leaves the optimizer unchanged.
+  void load_state_dict(const StateDict& state) override;
+
+ protected:
+  Adam(TensorList params, AdamOptions options, std::string name, bool decoupled);
+
+ private:
+  struct State {
+    std::int64_t step = 0;
+    Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
+  };
+  AdamOptions options_;
+  bool decoupled_;
+  std::vector<State> state_;
+};
+
+/// torch.optim.AdamW: Adam with decoupled weight decay (p = p * (1 - lr * weight_decay) before
+/// the update, instead of adding weight_decay * p to the gradient); see Adam.
+class AdamW : public Adam {
+ public:
+  AdamW(TensorList params, AdamWOptions options = {});
+};
+
 // ---- learning-rate schedules ----
 
 /// Base of the learning-rate schedules: torch.optim.lr_scheduler.LRScheduler for an optimizer
@@ -308,7 +415,7 @@ struct OneCycleLROptions {
 /// first pct_start * total_steps steps, then down to min_lr = initial_lr / final_div_factor
 /// at step total_steps - 1 (three_phase: back to initial_lr over as many steps, then down to
 /// min_lr). With cycle_momentum the optimizer's momentum moves inversely, between
-/// max_momentum and base_momentum (the optimizer must have one: SGD). Overwrites the
+/// max_momentum and base_momentum (the optimizer must have one: SGD's momentum, Adam's beta1). Overwrites the
 /// optimizer's initial_lr. step() may be called total_steps times (the last value extrapolates
 /// past the end, as in PyTorch); one more throws ValueError ("tried to step ... times"), as in
 /// PyTorch. A phase of zero length (pct_start * total_steps == 1, or pct_start == 1), where

@@ -130,6 +130,43 @@ def sgd_file(steps=5):
     return out, {"configs": json.dumps(configs), "steps": str(steps)}
 
 
+def adam_file(steps=6):
+    """Adam and AdamW configurations over 3 parameters for 6 steps; parameter 1 gets no gradient
+    at step 2 (its state and step count stay), and the gradients shrink after step 1 so that
+    amsgrad's maximum differs from the running average."""
+    configs = [
+        {"optimizer": "Adam", "lr": 0.01},
+        {"optimizer": "Adam", "lr": 0.02, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.1, "amsgrad": True},
+        {"optimizer": "Adam", "lr": 0.01, "weight_decay": 0.01, "maximize": True},
+        {"optimizer": "AdamW", "lr": 0.01},
+        {"optimizer": "AdamW", "lr": 0.05, "betas": [0.5, 0.9], "weight_decay": 0.1, "amsgrad": True},
+    ]
+    shapes = [(3, 4), (5,), (2, 3, 3, 3)]
+    skipped = (1, 2)  # (parameter, step) without a gradient
+    out = {}
+    for i, s in enumerate(shapes):
+        out[f"p{i}_init"] = torch.randn(s)
+        for step in range(steps):
+            if (i, step) != skipped:
+                out[f"g{i}_step{step}"] = torch.randn(s) * (3.0 if step < 2 else 0.3)
+    for c, cfg in enumerate(configs):
+        kwargs = {k: (tuple(v) if k == "betas" else v) for k, v in cfg.items() if k != "optimizer"}
+        params = [out[f"p{i}_init"].double().clone().requires_grad_() for i in range(len(shapes))]
+        opt = getattr(torch.optim, cfg["optimizer"])(params, **kwargs)
+        for step in range(steps):
+            for i, p in enumerate(params):
+                p.grad = out[f"g{i}_step{step}"].double() if (i, step) != skipped else None
+            opt.step()
+            for i, p in enumerate(params):
+                out[f"cfg{c}_p{i}_step{step}"] = p.detach().clone()
+        for i, p in enumerate(params):
+            st = opt.state[p]
+            out[f"cfg{c}_exp_avg{i}"] = st["exp_avg"].clone()
+            out[f"cfg{c}_exp_avg_sq{i}"] = st["exp_avg_sq"].clone()
+            out[f"cfg{c}_step{i}"] = torch.tensor(float(st["step"]), dtype=torch.float64)
+    return out, {"configs": json.dumps(configs), "steps": str(steps), "skipped": json.dumps(list(skipped))}
+
+
 def schedules_file():
     def run(make, steps, with_momentum=False):
         p = torch.zeros(1, requires_grad=True)
@@ -249,6 +286,7 @@ GENERATORS = {
     "bn1d": lambda: batch_norm_file((16, 10)),
     "cross_entropy": cross_entropy_file,
     "sgd": sgd_file,
+    "adam": adam_file,
     "schedules": schedules_file,
     "conv_pool": conv_pool_file,
     "small_cnn": small_cnn_file,

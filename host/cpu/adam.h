@@ -1,0 +1,41 @@
+// CPU reference of the Adam/AdamW update (torch.optim.Adam's and AdamW's, one parameter tensor
+// at a time), and the hyperparameters the CUDA kernel shares (cuda/adam.h).
+#pragma once
+
+#include <cstdint>
+
+#include "cugrad/dtype.h"
+
+namespace cugrad::cpu {
+
+/// One step's hyperparameters (optim::AdamOptions as the kernels see them).
+struct AdamHyper {
+  double lr = 0;
+  double beta1 = 0;
+  double beta2 = 0;
+  double eps = 0;
+  double weight_decay = 0;
+  bool amsgrad = false;
+  bool maximize = false;
+  bool decoupled_weight_decay = false;  // AdamW: p *= 1 - lr * weight_decay; Adam: g += weight_decay * p
+};
+
+/// The step-dependent factors of one tensor's update at its step `step` (>= 1, counted from 1):
+/// step_size = lr / (1 - beta1^step) and bias_correction2_sqrt = sqrt(1 - beta2^step), as
+/// PyTorch computes them (in double, on the host).
+struct AdamStepFactors {
+  double step_size = 0;
+  double bias_correction2_sqrt = 1;
+};
+AdamStepFactors adam_step_factors(const AdamHyper& h, std::int64_t step);
+
+/// Updates n elements of `param` (float32 or float64) from `grad` as optim::Adam documents, with
+/// the state `exp_avg`, `exp_avg_sq` and (amsgrad only, else ignored) `max_exp_avg_sq`, all of
+/// the parameter's dtype and size. `first_step`: the state is taken as zeros and written without
+/// being read. Float32 is computed in double and rounded once per stored value. `grad` is only
+/// read; it must not overlap the others.
+void adam_update(DType dtype, void* param, const void* grad, void* exp_avg, void* exp_avg_sq,
+                 void* max_exp_avg_sq, std::int64_t n, bool first_step, const AdamHyper& h,
+                 const AdamStepFactors& f);
+
+}  // namespace cugrad::cpu
