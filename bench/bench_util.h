@@ -145,4 +145,29 @@ inline double inspector_copy_gbs(Device dev) {
   return static_cast<double>(n) * 4 / (times[2] * 1e-3) / 1e9 + 0 * sink;
 }
 
+/// ResNet-18's parameters in torchvision order (62 tensors, 11,689,512 elements), from the model.
+inline std::vector<Shape> resnet18_parameter_shapes() {
+  std::vector<Shape> s;
+  for (const Tensor& p : nn::resnet18()->parameters()) s.push_back(p.shape());
+  return s;
+}
+
+/// The smoke-mode stand-in for a parameter list: the same number of tensors and ranks, every
+/// channel count divided by 16 (rounded up; 3 input channels stay 3), kernel sizes kept.
+inline std::vector<Shape> shrunk(const std::vector<Shape>& shapes) {
+  std::vector<Shape> out;
+  for (Shape s : shapes) {
+    for (std::size_t d = 0; d < std::min<std::size_t>(2, s.size()); ++d)
+      if (s[d] > 3) s[d] = (s[d] + 15) / 16;
+    out.push_back(s);
+  }
+  return out;
+}
+
+inline std::int64_t total_numel(const std::vector<Shape>& shapes) {
+  std::int64_t n = 0;
+  for (const auto& s : shapes) n += shape_numel(s);
+  return n;
+}
+
 }  // namespace cugrad::bench

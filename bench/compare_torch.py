@@ -162,6 +162,23 @@ def bench_sgd(results):
     results["sgd_one_100M_tensor"] = median_ms(opt2.step)
 
 
+def bench_adam(results):
+    """torch.optim.AdamW (fused) over ResNet-18's 62 tensors and one 100M tensor, plain and with
+    amsgrad: adam_bench's cases."""
+    for amsgrad in (False, True):
+        tag = "adamw_amsgrad" if amsgrad else "adamw"
+        for name, shapes in ((f"resnet18_{len(resnet18_shapes())}_tensors", resnet18_shapes()),
+                             ("one_100M_tensor", [(100_000_000,)])):
+            params = [torch.randn(s, device="cuda", requires_grad=True) for s in shapes]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, amsgrad=amsgrad, fused=True)
+            opt.step()
+            results[f"{tag}_{name}"] = median_ms(opt.step)
+            del opt, params
+            torch.cuda.empty_cache()
+
+
 def graphed_fwd_bwd_ms(model, shape, classes):
     """DESIGN.md's "graphed fwd+bwd alone": forward, label-smoothed loss and backward captured
     once in a CUDA graph and replayed (static input; gradients accumulate, no optimizer)."""
@@ -285,10 +302,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cugrad", help="file with 'name ms' lines from cugrad's benchmarks")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile timings")
-    ap.add_argument("--only", nargs="+", choices=["batch_norm", "cross_entropy", "sgd", "train_step"],
+    ap.add_argument("--only", nargs="+", choices=["batch_norm", "cross_entropy", "sgd", "adam", "train_step"],
                     help="run these groups only")
     args = ap.parse_args()
-    groups = set(args.only or ["batch_norm", "cross_entropy", "sgd", "train_step"])
+    groups = set(args.only or ["batch_norm", "cross_entropy", "sgd", "adam", "train_step"])
     print(f"PyTorch {torch.__version__}, {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}")
     print(f"device-to-device copy: {copy_gbs():.0f} GB/s")
     results = {}
@@ -298,6 +315,8 @@ def main():
         bench_cross_entropy(results, not args.no_compile)
     if "sgd" in groups:
         bench_sgd(results)
+    if "adam" in groups:
+        bench_adam(results)
     if "train_step" in groups:
         bench_train_step(results)
     ours = {}

@@ -20,30 +20,9 @@ namespace cg = cugrad;
 
 namespace {
 
-// ResNet-18's parameters in torchvision order (62 tensors, 11,689,512 elements), from the model.
-std::vector<cg::Shape> resnet18_parameter_shapes() {
-  std::vector<cg::Shape> s;
-  for (const cg::Tensor& p : cg::nn::resnet18()->parameters()) s.push_back(p.shape());
-  return s;
-}
-
-// The smoke-mode stand-in for a parameter list: the same number of tensors and ranks, every
-// channel count divided by 16 (rounded up; 3 input channels stay 3), kernel sizes kept.
-std::vector<cg::Shape> shrunk(const std::vector<cg::Shape>& shapes) {
-  std::vector<cg::Shape> out;
-  for (cg::Shape s : shapes) {
-    for (std::size_t d = 0; d < std::min<std::size_t>(2, s.size()); ++d)
-      if (s[d] > 3) s[d] = (s[d] + 15) / 16;
-    out.push_back(s);
-  }
-  return out;
-}
-
-std::int64_t total_numel(const std::vector<cg::Shape>& shapes) {
-  std::int64_t n = 0;
-  for (const auto& s : shapes) n += cg::shape_numel(s);
-  return n;
-}
+using cg::bench::resnet18_parameter_shapes;
+using cg::bench::shrunk;
+using cg::bench::total_numel;
 
 // One optimizer over fresh parameters of `shapes`, every gradient set, buffers created.
 struct Set {

@@ -7,7 +7,7 @@
 #
 # Stages (STAGES, in this order by default):
 #   tests      the gpu-labelled CTest entries (GPU tests must run, not skip)
-#   kernels    kernels_bench (BatchNorm, cross-entropy, SGD against their targets), smoke first
+#   kernels    kernels_bench (BatchNorm, cross-entropy, SGD, AdamW against their targets), smoke first
 #   benches    train_step_bench, elementwise_bench, inspect_bench, conv_bench, smoke first
 #   examples   train (reference recipe), adversarial, finetune, inspect, map_vs_mle, when DATA is a
 #              Fashion-MNIST folder

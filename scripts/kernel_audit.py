@@ -6,7 +6,7 @@ default) and, for every kernel: registers, shared memory, stack, local-memory (s
 stores, global loads and stores by width, and the theoretical occupancy (resident warps over the
 SM's maximum) for blocks of the kernel's __launch_bounds__ size (256 when it declares none) on
 the chosen architecture. With --check it enforces the rules the hand-written fused kernels
-(batch_norm.cu, cross_entropy.cu, sgd.cu, clip_grad.cu) are written to:
+(batch_norm.cu, cross_entropy.cu, sgd.cu, adam.cu, clip_grad.cu) are written to:
 
   * no stack frame and no local-memory traffic (no register spills),
   * at least a quarter of the SM's warps resident (16 of 64 on sm_90).
@@ -43,7 +43,7 @@ ARCH_LIMITS = {
     "sm_90": dict(regs=65536, warps=64, blocks=32, smem=233472, reg_unit=256, smem_unit=128, smem_reserved=1024),
 }
 
-FUSED_FILES = ("batch_norm.cu", "cross_entropy.cu", "sgd.cu", "clip_grad.cu")
+FUSED_FILES = ("batch_norm.cu", "cross_entropy.cu", "sgd.cu", "adam.cu", "clip_grad.cu")
 
 OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[0-9T]\s+)?([A-Z][A-Z0-9_.]*)")
 
