@@ -4,7 +4,7 @@
 // Launch shape as sgd.cu's: a 1-D grid of 256-thread blocks, one block per chunk of
 // `chunk_elements` (kAdamChunkElements = 4K) elements of one tensor, the tensors' table (pointers,
 // sizes, first block of each, first-step flags and each tensor's step-dependent factors) passed
-// by value as a __grid_constant__ kernel parameter (64 tensors in 3.8 KB, or 256 in 15.3 KB),
+// by value as a __grid_constant__ kernel parameter (64 tensors in 4.3 KB, or 256 in 17.3 KB),
 // so a step needs no upload and no host synchronization. Each block finds its tensor by a
 // binary search of the first-block table.
 //
@@ -12,7 +12,9 @@
 // (read and write max_exp_avg_sq); on a tensor's first step the state is zeros and is written
 // without being read (5, or 6 with amsgrad). float4 accesses when every array of the chunk is
 // 16-byte aligned, two float4 loads of each array in flight per thread; scalar otherwise.
-// Float math; the bias corrections come from the host per tensor (in double, as PyTorch).
+// Float math; the bias corrections come from the host per tensor (in double, as PyTorch), or,
+// for a capturable step, from device memory: the hyperparameters (double) and each tensor's step
+// count, advanced by a one-block kernel launched first, so that a CUDA graph replays correctly.
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -37,6 +39,7 @@ struct AdamScalars {
   float weight_decay;  // L2 (Adam): g += weight_decay * p; 0 when decoupled
   float decay;         // AdamW: p *= decay (1 - lr * weight_decay); 1 otherwise
   bool maximize;
+  bool decoupled;
 };
 
 template <int kCapacity>
@@ -52,6 +55,7 @@ struct AdamLaunchTable {
   std::int64_t numel[kCapacity];
   float step_size[kCapacity];
   float bias_correction2_sqrt[kCapacity];
+  std::int64_t* step[kCapacity];  // capturable only
   std::uint8_t first_step[kCapacity];
 };
 constexpr int kAdamSmallTable = 64;
@@ -86,7 +90,8 @@ __device__ __forceinline__ float& lane(float4& v, int k) { return (&v.x)[k]; }
 
 template <int kCapacity, bool kAmsgrad>
 __global__ void __launch_bounds__(kAdamBlock)
-    adam_multi_tensor_kernel(const __grid_constant__ AdamLaunchTable<kCapacity> table, const AdamScalars s) {
+    adam_multi_tensor_kernel(const __grid_constant__ AdamLaunchTable<kCapacity> table, AdamScalars s,
+                             const double* __restrict__ device_scalars) {
   const int chunk = static_cast<int>(blockIdx.x);
   int lo = 0, hi = table.count - 1;
   while (lo < hi) {
@@ -106,8 +111,26 @@ __global__ void __launch_bounds__(kAdamBlock)
   float* v = table.exp_avg_sq[t] + start;
   float* vm = kAmsgrad ? table.max_exp_avg_sq[t] + start : nullptr;
   const bool first = table.first_step[t] != 0;
-  const float step_size = table.step_size[t];
-  const float bc2 = table.bias_correction2_sqrt[t];
+  float step_size = table.step_size[t];
+  float bc2 = table.bias_correction2_sqrt[t];
+  if (device_scalars != nullptr) {
+    // Capturable: the hyperparameters and this tensor's step count (already advanced by
+    // adam_advance_steps) from device memory, with the host's formulas in double (the same bits).
+    const double lr = device_scalars[0], beta1 = device_scalars[1], beta2 = device_scalars[2];
+    const double weight_decay = device_scalars[4];
+    s.beta1 = static_cast<float>(beta1);
+    s.one_minus_beta1 = static_cast<float>(1.0 - beta1);
+    s.beta2 = static_cast<float>(beta2);
+    s.one_minus_beta2 = static_cast<float>(1.0 - beta2);
+    s.eps = static_cast<float>(device_scalars[3]);
+    s.weight_decay = s.decoupled ? 0.f : static_cast<float>(weight_decay);
+    s.decay = s.decoupled ? static_cast<float>(1.0 - lr * weight_decay) : 1.f;
+    // The factors adam_advance_steps computed (no double division or sqrt here: their
+    // slow-path calls made this kernel keep a stack frame).
+    const float2 factors = *reinterpret_cast<const float2*>(table.step[t] + 1);
+    step_size = factors.x;
+    bc2 = factors.y;
+  }
 
   std::uintptr_t bits = reinterpret_cast<std::uintptr_t>(p) | reinterpret_cast<std::uintptr_t>(g) |
                         reinterpret_cast<std::uintptr_t>(m) | reinterpret_cast<std::uintptr_t>(v);
@@ -168,11 +191,30 @@ __global__ void __launch_bounds__(kAdamBlock)
   }
 }
 
+// Capturable steps: each tensor's step count += 1 and the factors of that step (with the host's
+// formulas in double: the same bits), before the update reads them. step[k] points at the
+// tensor's record {int64 count; float step_size, bias_correction2_sqrt}.
+template <int kCapacity>
+__global__ void adam_advance_steps(const __grid_constant__ AdamLaunchTable<kCapacity> table,
+                                   const double* __restrict__ device_scalars) {
+  const int k = static_cast<int>(threadIdx.x);
+  if (k >= table.count) return;
+  std::int64_t* record = table.step[k];
+  const std::int64_t step = *record + 1;
+  *record = step;
+  const cpu::AdamStepFactors f =
+      cpu::adam_factors_of(device_scalars[0], device_scalars[1], device_scalars[2], step);
+  *reinterpret_cast<float2*>(record + 1) =
+      make_float2(static_cast<float>(f.step_size), static_cast<float>(f.bias_correction2_sqrt));
+}
+
+__global__ void adam_write_scalar_kernel(double* dst, double value) { *dst = value; }
+
 std::atomic<std::uint64_t> g_adam_launches{0};
 
 template <int kCapacity>
-void launch_tables(const AdamTensorArgs* tensors, std::size_t count, const AdamScalars& s, bool amsgrad,
-                   int chunk_elements, cudaStream_t stream) {
+void launch_tables(const AdamTensorArgs* tensors, std::size_t count, const AdamScalars& s,
+                   const double* device_scalars, bool amsgrad, int chunk_elements, cudaStream_t stream) {
   AdamLaunchTable<kCapacity> table{};
   for_each_launch_table<kCapacity>(
       table, count, chunk_elements, [&](std::size_t i) { return tensors[i].numel; },
@@ -186,13 +228,18 @@ void launch_tables(const AdamTensorArgs* tensors, std::size_t count, const AdamS
         t.numel[k] = a.numel;
         t.step_size[k] = static_cast<float>(a.factors.step_size);
         t.bias_correction2_sqrt[k] = static_cast<float>(a.factors.bias_correction2_sqrt);
+        t.step[k] = a.step;
         t.first_step[k] = a.first_step ? 1 : 0;
       },
       [&](const AdamLaunchTable<kCapacity>& t, unsigned grid, std::int64_t) {
+        if (device_scalars != nullptr) {
+          adam_advance_steps<kCapacity><<<1, kCapacity, 0, stream>>>(t, device_scalars);
+          CUGRAD_CUDA_CHECK_LAUNCH();
+        }
         if (amsgrad)
-          adam_multi_tensor_kernel<kCapacity, true><<<grid, kAdamBlock, 0, stream>>>(t, s);
+          adam_multi_tensor_kernel<kCapacity, true><<<grid, kAdamBlock, 0, stream>>>(t, s, device_scalars);
         else
-          adam_multi_tensor_kernel<kCapacity, false><<<grid, kAdamBlock, 0, stream>>>(t, s);
+          adam_multi_tensor_kernel<kCapacity, false><<<grid, kAdamBlock, 0, stream>>>(t, s, device_scalars);
         CUGRAD_CUDA_CHECK_LAUNCH();
         g_adam_launches.fetch_add(1, std::memory_order_relaxed);
       });
@@ -201,7 +248,7 @@ void launch_tables(const AdamTensorArgs* tensors, std::size_t count, const AdamS
 }  // namespace
 
 void adam_step(const AdamTensorArgs* tensors, std::size_t count, const cpu::AdamHyper& h, void* stream,
-               int chunk_elements) {
+               int chunk_elements, const double* device_scalars) {
   CUGRAD_CHECK(chunk_elements > 0 && chunk_elements % 4 == 0,
                "adam_step: chunk_elements must be a positive multiple of 4, got ", chunk_elements);
   std::size_t nonempty = 0;
@@ -210,7 +257,8 @@ void adam_step(const AdamTensorArgs* tensors, std::size_t count, const cpu::Adam
     CUGRAD_CHECK(a.numel >= 0, "adam_step: tensor ", i, " has a negative size ", a.numel);
     if (a.numel == 0) continue;
     CUGRAD_CHECK(a.param != nullptr && a.grad != nullptr && a.exp_avg != nullptr && a.exp_avg_sq != nullptr &&
-                     (!h.amsgrad || a.max_exp_avg_sq != nullptr),
+                     (!h.amsgrad || a.max_exp_avg_sq != nullptr) &&
+                     (device_scalars == nullptr || a.step != nullptr),
                  "adam_step: tensor ", i, " lacks a parameter, gradient or state pointer");
     CUGRAD_CHECK((a.numel - 1) / chunk_elements + 1 <= INT_MAX, "adam_step: tensor ", i, " of ", a.numel,
                  " elements needs more than ", INT_MAX, " blocks of ", chunk_elements);
@@ -225,11 +273,20 @@ void adam_step(const AdamTensorArgs* tensors, std::size_t count, const cpu::Adam
                       static_cast<float>(h.eps),
                       decoupled ? 0.f : static_cast<float>(h.weight_decay),
                       decoupled ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.f,
-                      h.maximize};
+                      h.maximize,
+                      decoupled};
   if (nonempty <= kAdamSmallTable)
-    launch_tables<kAdamSmallTable>(tensors, count, s, h.amsgrad, chunk_elements, as_stream(stream));
+    launch_tables<kAdamSmallTable>(tensors, count, s, device_scalars, h.amsgrad, chunk_elements,
+                                   as_stream(stream));
   else
-    launch_tables<kAdamMaxTensorsPerLaunch>(tensors, count, s, h.amsgrad, chunk_elements, as_stream(stream));
+    launch_tables<kAdamMaxTensorsPerLaunch>(tensors, count, s, device_scalars, h.amsgrad, chunk_elements,
+                                            as_stream(stream));
+}
+
+void adam_write_device_scalar(double* dst, double value, void* stream) {
+  CUGRAD_CHECK(dst != nullptr, "adam_write_device_scalar: no destination");
+  adam_write_scalar_kernel<<<1, 1, 0, as_stream(stream)>>>(dst, value);
+  CUGRAD_CUDA_CHECK_LAUNCH();
 }
 
 std::uint64_t adam_launch_count() { return g_adam_launches.load(std::memory_order_relaxed); }

@@ -81,7 +81,16 @@ __device__ __forceinline__ void sgd_vector(float4& p, const float4& g, float4& b
 
 template <int kCapacity, bool kMomentum>
 __global__ void __launch_bounds__(kSgdBlock)
-    sgd_multi_tensor_kernel(const __grid_constant__ SgdLaunchTable<kCapacity> table, const SgdScalars s) {
+    sgd_multi_tensor_kernel(const __grid_constant__ SgdLaunchTable<kCapacity> table, SgdScalars s,
+                            const float* __restrict__ device_scalars) {
+  // Capturable steps read lr, momentum, 1 - dampening and weight_decay from device memory, so
+  // that a CUDA graph's replay uses the values set since the capture.
+  if (device_scalars != nullptr) {
+    s.lr = device_scalars[0];
+    s.momentum = device_scalars[1];
+    s.one_minus_dampening = device_scalars[2];
+    s.weight_decay = device_scalars[3];
+  }
   // The tensor owning this block: the last t with chunk_begin[t] <= block.
   const int chunk = static_cast<int>(blockIdx.x);
   int lo = 0, hi = table.count - 1;
@@ -148,21 +157,21 @@ __global__ void __launch_bounds__(kSgdBlock)
 std::atomic<std::uint64_t> g_sgd_launches{0};
 
 template <int kCapacity>
-void launch_table(const SgdLaunchTable<kCapacity>& table, const SgdScalars& s, bool momentum,
-                  cudaStream_t stream) {
+void launch_table(const SgdLaunchTable<kCapacity>& table, const SgdScalars& s, const float* device_scalars,
+                  bool momentum, cudaStream_t stream) {
   const auto grid = static_cast<unsigned>(table.chunk_begin[table.count]);
   if (momentum)
-    sgd_multi_tensor_kernel<kCapacity, true><<<grid, kSgdBlock, 0, stream>>>(table, s);
+    sgd_multi_tensor_kernel<kCapacity, true><<<grid, kSgdBlock, 0, stream>>>(table, s, device_scalars);
   else
-    sgd_multi_tensor_kernel<kCapacity, false><<<grid, kSgdBlock, 0, stream>>>(table, s);
+    sgd_multi_tensor_kernel<kCapacity, false><<<grid, kSgdBlock, 0, stream>>>(table, s, device_scalars);
   CUGRAD_CUDA_CHECK_LAUNCH();
   g_sgd_launches.fetch_add(1, std::memory_order_relaxed);
 }
 
 // Packs the tensors into tables of kCapacity (cuda/multi_tensor.h) and launches each.
 template <int kCapacity>
-void launch_tables(const SgdTensorArgs* tensors, std::size_t count, const SgdScalars& s, bool momentum,
-                   int chunk_elements, cudaStream_t stream) {
+void launch_tables(const SgdTensorArgs* tensors, std::size_t count, const SgdScalars& s,
+                   const float* device_scalars, bool momentum, int chunk_elements, cudaStream_t stream) {
   SgdLaunchTable<kCapacity> table{};
   for_each_launch_table<kCapacity>(
       table, count, chunk_elements, [&](std::size_t i) { return tensors[i].numel; },
@@ -174,13 +183,15 @@ void launch_tables(const SgdTensorArgs* tensors, std::size_t count, const SgdSca
         t.numel[k] = a.numel;
         t.init_buffer[k] = a.init_buffer ? 1 : 0;
       },
-      [&](const SgdLaunchTable<kCapacity>& t, unsigned, std::int64_t) { launch_table(t, s, momentum, stream); });
+      [&](const SgdLaunchTable<kCapacity>& t, unsigned, std::int64_t) {
+        launch_table(t, s, device_scalars, momentum, stream);
+      });
 }
 
 }  // namespace
 
 void sgd_step(const SgdTensorArgs* tensors, std::size_t count, const cpu::SgdHyper& h, void* stream,
-              int chunk_elements) {
+              int chunk_elements, const float* device_scalars) {
   CUGRAD_CHECK(chunk_elements > 0 && chunk_elements % 4 == 0,
                "sgd_step: chunk_elements must be a positive multiple of 4, got ", chunk_elements);
   const bool momentum = h.momentum != 0;
@@ -203,9 +214,11 @@ void sgd_step(const SgdTensorArgs* tensors, std::size_t count, const cpu::SgdHyp
                      h.nesterov,
                      h.maximize};
   if (nonempty <= kSgdSmallTable)
-    launch_tables<kSgdSmallTable>(tensors, count, s, momentum, chunk_elements, as_stream(stream));
+    launch_tables<kSgdSmallTable>(tensors, count, s, device_scalars, momentum, chunk_elements,
+                                  as_stream(stream));
   else
-    launch_tables<kSgdMaxTensorsPerLaunch>(tensors, count, s, momentum, chunk_elements, as_stream(stream));
+    launch_tables<kSgdMaxTensorsPerLaunch>(tensors, count, s, device_scalars, momentum, chunk_elements,
+                                           as_stream(stream));
 }
 
 std::uint64_t sgd_launch_count() { return g_sgd_launches.load(std::memory_order_relaxed); }

@@ -30,9 +30,12 @@ inline constexpr int kSgdChunkElements = 4096;
 /// `tensors`. One launch for up to kSgdMaxTensorsPerLaunch tensors (tensors with numel 0 do
 /// not count), more only beyond. `chunk_elements` (a positive multiple of 4) is exposed for
 /// tuning and tests. The tensors must not overlap one another, and a grad must not overlap
-/// any param or buffer.
+/// any param or buffer. `device_scalars`, when given, is device memory holding float
+/// {lr, momentum, 1 - dampening, weight_decay}, read by the kernel in place of h's (a capturable
+/// step: a CUDA graph's replay uses the values written there since the capture); h.momentum still
+/// selects the kernel (with or without a buffer), and nesterov and maximize come from h.
 void sgd_step(const SgdTensorArgs* tensors, std::size_t count, const cpu::SgdHyper& h, void* stream,
-              int chunk_elements = kSgdChunkElements);
+              int chunk_elements = kSgdChunkElements, const float* device_scalars = nullptr);
 
 /// Number of SGD kernel launches made so far by this process (for tests and benchmarks).
 std::uint64_t sgd_launch_count();

@@ -10,10 +10,7 @@ namespace cugrad::cpu {
 
 AdamStepFactors adam_step_factors(const AdamHyper& h, std::int64_t step) {
   CUGRAD_CHECK(step >= 1, "adam_step_factors: the step count starts at 1, got ", step);
-  const double s = static_cast<double>(step);
-  const double bias_correction1 = 1 - std::pow(h.beta1, s);
-  const double bias_correction2 = 1 - std::pow(h.beta2, s);
-  return {h.lr / bias_correction1, std::sqrt(bias_correction2)};
+  return adam_factors_of(h.lr, h.beta1, h.beta2, step);
 }
 
 namespace {

@@ -31,7 +31,7 @@ void check_options(const std::string& where, const AdamOptions& o) {
 }
 
 AdamOptions from_adamw(const AdamWOptions& o) {
-  return {o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad, o.maximize};
+  return {o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad, o.maximize, o.capturable};
 }
 
 constexpr const char* kExpAvg = "exp_avg.";
@@ -50,6 +50,34 @@ Adam::Adam(TensorList params, AdamOptions options, std::string name, bool decoup
     : Optimizer(std::move(params), std::move(name)), options_(options), decoupled_(decoupled) {
   check_options(name_, options_);
   state_.resize(params_.size());
+  if (options_.capturable && device_.is_cuda()) {
+    CUGRAD_CHECK(!util::capturing(device_), name_, ": a capturable ", name_,
+                 " must be made outside a CUDA-graph capture");
+    device_scalars_ = empty({cuda::kAdamDeviceScalars}, device_, DType::int64);  // holds doubles
+    device_steps_ = zeros({static_cast<std::int64_t>(2 * params_.size())}, device_, DType::int64);
+    write_device_scalars();
+  }
+}
+
+namespace {
+
+// Element `index` of a capturable optimizer's device scalars (doubles in int64 storage).
+void write_device_scalar(const Tensor& scalars, int index, double value, const std::string& where) {
+  OpScope scope(where.c_str(), scalars.device());
+  scope.writes(scalars);
+  cuda::adam_write_device_scalar(reinterpret_cast<double*>(scalars.data_ptr<std::int64_t>()) + index, value,
+                                 scope.stream());
+  scalars.impl()->storage->bump_version();
+}
+
+}  // namespace
+
+void Adam::write_device_scalars() {
+  if (!device_scalars_.defined()) return;
+  const double values[cuda::kAdamDeviceScalars] = {options_.lr, options_.betas[0], options_.betas[1],
+                                                   options_.eps, options_.weight_decay};
+  for (int k = 0; k < cuda::kAdamDeviceScalars; ++k)
+    write_device_scalar(device_scalars_, k, values[k], name_ + ".device_scalars");
 }
 
 AdamW::AdamW(TensorList params, AdamWOptions options)
@@ -59,19 +87,25 @@ void Adam::set_lr(double lr) {
   AdamOptions o = options_;
   o.lr = lr;
   check_options(name_ + ".set_lr", o);
+  util::check_settable(name_ + ".set_lr", device_scalars_, device_);
   options_ = o;
+  if (device_scalars_.defined()) write_device_scalar(device_scalars_, 0, lr, name_ + ".set_lr");
 }
 
 void Adam::set_momentum(double beta1) {
   AdamOptions o = options_;
   o.betas[0] = beta1;
   check_options(name_ + ".set_momentum", o);
+  util::check_settable(name_ + ".set_momentum", device_scalars_, device_);
   options_ = o;
+  if (device_scalars_.defined()) write_device_scalar(device_scalars_, 1, beta1, name_ + ".set_momentum");
 }
 
 std::int64_t Adam::step_count(std::size_t i) const {
   CUGRAD_CHECK(i < state_.size(), name_, ".step_count: parameter index ", i, " out of range (", state_.size(),
                " parameters)");
+  if (device_steps_.defined())
+    return device_steps_.narrow(0, 2 * static_cast<std::int64_t>(i), 1).to_vector<std::int64_t>()[0];
   return state_[i].step;
 }
 
@@ -126,11 +160,16 @@ void Adam::step() {
     active.push_back(i);
   }
   if (active.empty()) return;
-  if (device_.is_cuda() && runtime::capture_underway())
+  if (util::capturing(device_)) {
     CUGRAD_CHECK(
-        !runtime::stream_is_capturing(Stream::current(device_)), where,
+        device_steps_.defined(), where,
         ": cannot be captured into a CUDA graph: its bias corrections depend on the step count, which "
-        "a replay would not advance; run the optimizer step outside the capture");
+        "a replay would not advance; make it with capturable = true, or run the step outside the capture");
+    for (const std::size_t i : active)
+      CUGRAD_CHECK(state_[i].step > 0, where, ": parameter ", i,
+                   " has no state yet, and a first step inside a CUDA-graph capture would reinitialize it at "
+                   "every replay; take one step before capturing");
+  }
 
   // State created by this step: kept only once the update has been queued.
   std::vector<State> next(active.size());
@@ -168,7 +207,15 @@ void Adam::step() {
                       options_.amsgrad ? n.max_exp_avg_sq.data_ptr<float>() : nullptr, p.numel(), n.step == 1,
                       cpu::adam_step_factors(h, n.step)});
     }
-    cuda::adam_step(args.data(), args.size(), h, scope.stream());
+    const double* device_scalars = nullptr;
+    if (device_steps_.defined()) {
+      scope.reads(device_scalars_);
+      scope.writes(device_steps_);
+      device_scalars = reinterpret_cast<const double*>(device_scalars_.data_ptr<std::int64_t>());
+      std::int64_t* steps = device_steps_.data_ptr<std::int64_t>();
+      for (std::size_t k = 0; k < active.size(); ++k) args[k].step = steps + 2 * active[k];
+    }
+    cuda::adam_step(args.data(), args.size(), h, scope.stream(), cuda::kAdamChunkElements, device_scalars);
   } else {
     for (std::size_t k = 0; k < active.size(); ++k) {
       const std::size_t i = active[k];
@@ -185,6 +232,7 @@ void Adam::step() {
     const std::size_t i = active[k];
     state_[i] = std::move(next[k]);
     params_[i].impl()->storage->bump_version();
+    if (device_steps_.defined()) device_steps_.impl()->storage->bump_version();
     for (const Tensor* t : {&state_[i].exp_avg, &state_[i].exp_avg_sq, &state_[i].max_exp_avg_sq})
       if (t->defined()) t->impl()->storage->bump_version();
   }
@@ -193,9 +241,11 @@ void Adam::step() {
 StateDict Adam::state_dict() const {
   StateDict out;
   std::vector<double> steps(params_.size(), 0);
+  std::vector<std::int64_t> device_steps;
+  if (device_steps_.defined()) device_steps = device_steps_.to_vector<std::int64_t>();
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const State& st = state_[i];
-    steps[i] = static_cast<double>(st.step);
+    steps[i] = static_cast<double>(device_steps_.defined() ? device_steps[2 * i] : st.step);
     if (st.step == 0) continue;
     out[util::indexed_key(kExpAvg, i)] = st.exp_avg;
     out[util::indexed_key(kExpAvgSq, i)] = st.exp_avg_sq;
@@ -244,6 +294,8 @@ void Adam::load_state_dict(const StateDict& state) {
   CUGRAD_CHECK(decoupled == decoupled_, where, ": the state is ", decoupled ? "AdamW" : "Adam",
                "'s (entry 'options.decoupled_weight_decay'), but this optimizer is ", name_);
   check_options(where, o);
+  util::check_settable(where, device_scalars_, device_);
+  o.capturable = options_.capturable;
 
   const Tensor& steps_entry = entry(kStep);
   CUGRAD_CHECK(is_floating(steps_entry.dtype()) && steps_entry.dim() == 1, where, ": entry '", kStep,
@@ -309,6 +361,13 @@ void Adam::load_state_dict(const StateDict& state) {
   }
   state_ = std::move(fresh);
   options_ = o;
+  if (device_steps_.defined()) {
+    // Records {count, factors}: the factors are recomputed by the next step.
+    std::vector<std::int64_t> records(2 * count, 0);
+    for (std::size_t i = 0; i < count; ++i) records[2 * i] = static_cast<std::int64_t>(steps[i]);
+    device_steps_.copy_(from_vector(records, {static_cast<std::int64_t>(2 * count)}));
+    write_device_scalars();
+  }
 }
 
 }  // namespace cugrad::optim

@@ -7,7 +7,10 @@
 #include <cstdint>
 #include <string>
 
+#include "cugrad/autograd.h"
+#include "cugrad/error.h"
 #include "cugrad/tensor.h"
+#include "host/runtime/capture.h"
 #include "host/tensor/tensor_impl.h"
 
 namespace cugrad::optim::util {
@@ -46,6 +49,29 @@ inline bool parse_indexed_key(const std::string& key, const char* prefix_text, s
   const char* last = key.data() + key.size();
   const auto [end, ec] = std::from_chars(first, last, index);
   return ec == std::errc() && end == last && key == indexed_key(prefix_text, index);
+}
+
+/// Writes v into element k of the 1-D device tensor t (one fill kernel on the current stream,
+/// ordered by the storage protocol with the kernels that read t).
+inline void set_device_scalar(const Tensor& t, std::int64_t k, double v) {
+  NoGradGuard no_grad;
+  Tensor element = t.narrow(0, k, 1);
+  element.fill_(v);
+}
+
+/// True when work queued now on the current stream of `device` is being captured into a CUDA graph.
+inline bool capturing(Device device) {
+  return device.is_cuda() && runtime::capture_underway() &&
+         runtime::stream_is_capturing(Stream::current(device));
+}
+
+/// A capturable optimizer's hyperparameters are device memory the captured kernel reads: writing
+/// them inside a capture would capture the write with its value. Throws (naming `where`) when
+/// `device_scalars` is defined and the current stream of `device` is being captured.
+inline void check_settable(const std::string& where, const Tensor& device_scalars, Device device) {
+  CUGRAD_CHECK(!device_scalars.defined() || !capturing(device), where,
+               ": cannot change a capturable optimizer's hyperparameters inside a CUDA-graph capture (the "
+               "write would be captured with its value); change them between replays");
 }
 
 }  // namespace cugrad::optim::util

@@ -108,20 +108,42 @@ void Optimizer::zero_grad(bool set_to_none) {
 SGD::SGD(TensorList params, SGDOptions options) : Optimizer(std::move(params), "SGD"), options_(options) {
   check_options("SGD", options_);
   buffers_.resize(params_.size());
+  if (options_.capturable && device_.is_cuda()) {
+    CUGRAD_CHECK(!util::capturing(device_),
+                 "SGD: a capturable SGD must be made outside a CUDA-graph capture");
+    device_scalars_ = empty({4}, device_, DType::float32);
+    write_device_scalars();
+  }
+}
+
+void SGD::write_device_scalars() {
+  if (!device_scalars_.defined()) return;
+  util::set_device_scalar(device_scalars_, 0, options_.lr);
+  util::set_device_scalar(device_scalars_, 1, options_.momentum);
+  util::set_device_scalar(device_scalars_, 2, 1.0 - options_.dampening);
+  util::set_device_scalar(device_scalars_, 3, options_.weight_decay);
 }
 
 void SGD::set_lr(double lr) {
   SGDOptions o = options_;
   o.lr = lr;
   check_options("SGD.set_lr", o);
+  util::check_settable("SGD.set_lr", device_scalars_, device_);
   options_ = o;
+  if (device_scalars_.defined()) util::set_device_scalar(device_scalars_, 0, lr);
 }
 
 void SGD::set_momentum(double momentum) {
   SGDOptions o = options_;
   o.momentum = momentum;
   check_options("SGD.set_momentum", o);
+  util::check_settable("SGD.set_momentum", device_scalars_, device_);
+  CUGRAD_CHECK(
+      !device_scalars_.defined() || (momentum == 0) == (options_.momentum == 0),
+      "SGD.set_momentum: a capturable SGD cannot switch its momentum between zero and nonzero (from ",
+      options_.momentum, " to ", momentum, "): a captured step has a momentum buffer or not");
   options_ = o;
+  if (device_scalars_.defined()) util::set_device_scalar(device_scalars_, 1, momentum);
 }
 
 Tensor SGD::momentum_buffer(std::size_t i) const {
@@ -157,6 +179,11 @@ void SGD::step() {
     active.push_back(i);
   }
   if (active.empty()) return;
+  if (momentum && util::capturing(device_))
+    for (const std::size_t i : active)
+      CUGRAD_CHECK(buffers_[i].defined(), "SGD.step: parameter ", i,
+                   " has no momentum buffer yet, and a first step inside a CUDA-graph capture would "
+                   "reinitialize it at every replay; take one step before capturing");
 
   // Buffers created by this step (buf = g): kept only once the update has been queued, so
   // that a failure never leaves a buffer that was allocated but not written.
@@ -185,7 +212,12 @@ void SGD::step() {
       args.push_back({p.data_ptr<float>(), g.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
                       p.numel(), init});
     }
-    cuda::sgd_step(args.data(), args.size(), h, scope.stream());
+    const float* device_scalars = nullptr;
+    if (device_scalars_.defined()) {
+      scope.reads(device_scalars_);
+      device_scalars = device_scalars_.data_ptr<float>();
+    }
+    cuda::sgd_step(args.data(), args.size(), h, scope.stream(), cuda::kSgdChunkElements, device_scalars);
   } else {
     for (const std::size_t i : active) {
       const Tensor& p = params_[i];
@@ -250,6 +282,11 @@ void SGD::load_state_dict(const StateDict& state) {
   o.nesterov = flag("options.nesterov");
   o.maximize = flag("options.maximize");
   check_options(where, o);
+  util::check_settable(where, device_scalars_, device_);
+  CUGRAD_CHECK(!device_scalars_.defined() || (o.momentum == 0) == (options_.momentum == 0), where,
+               ": a capturable SGD cannot switch its momentum between zero and nonzero (from ",
+               options_.momentum, " to ", o.momentum, ")");
+  o.capturable = options_.capturable;
 
   const Tensor& has = entry(kHasBuffer);
   CUGRAD_CHECK(has.dtype() == DType::uint8 && has.dim() == 1, where, ": entry '", kHasBuffer,
@@ -300,6 +337,7 @@ void SGD::load_state_dict(const StateDict& state) {
   }
   buffers_ = std::move(fresh);
   options_ = o;
+  write_device_scalars();
 }
 
 }  // namespace cugrad::optim

@@ -19,7 +19,10 @@
 //   Those that would run throw cugrad::Error naming the op; the
 //   capture is then abandoned (capture() does this for you) and the engine stays usable.
 // - Values are captured as they were: hyperparameters (a learning rate passed by value) and
-//   shapes are fixed in the graph; capture again to change them. Random numbers are not:
+//   shapes are fixed in the graph; capture again to change them, or make the optimizer with
+//   `capturable = true` (include/cugrad/optim.h: its hyperparameters, and Adam's step counts,
+//   live in device memory, so schedules stepped between replays take effect; a plain Adam
+//   refuses to be captured). Random numbers are not:
 //   each replay draws new ones from the global generator (dropout masks differ per replay and
 //   match an eager run from the same generator state).
 // - One capture at a time per process, on one thread, on a stream other than the default one;

@@ -95,6 +95,11 @@ struct SGDOptions {
   double weight_decay = 0;
   bool nesterov = false;
   bool maximize = false;
+  /// CUDA only (no effect on the CPU): lr, momentum, dampening and weight_decay live in device
+  /// memory that the kernel reads, so that a step captured into a CUDA graph uses, at each
+  /// replay, the values set since (set_lr, set_momentum, schedules, load_state_dict), each set
+  /// queueing one small kernel on the current stream. Not in PyTorch's SGD (its Adam has it).
+  bool capturable = false;
 };
 
 /// Stochastic gradient descent exactly as torch.optim.SGD defines it. For each parameter p
@@ -122,6 +127,14 @@ struct SGDOptions {
 /// Results match PyTorch to rounding (about 1e-7 relative per step), not bit for bit.
 /// Ordering across streams is automatic (cugrad's storage protocol): step() runs on the
 /// current stream and waits, on the device, for gradients produced on other streams.
+///
+/// CUDA graphs (include/cugrad/graph.h): a step may be captured once every parameter that gets
+/// a gradient has its momentum buffer (take an eager step first; a captured first step would
+/// reset the buffer at every replay, so it throws cugrad::Error). Without `capturable` the
+/// hyperparameters are fixed in the graph at their values at capture; with it, replays read the
+/// current ones. A capturable SGD cannot switch momentum between zero and nonzero (the captured
+/// kernel has a buffer or not), and its set_lr / set_momentum / load_state_dict throw inside a
+/// capture (the write would be captured: call schedules between replays).
 class SGD : public Optimizer {
  public:
   SGD(TensorList params, SGDOptions options = {});
@@ -147,7 +160,8 @@ class SGD : public Optimizer {
   ///   "options.lr", "options.momentum", "options.dampening", "options.weight_decay",
   ///   "options.nesterov", "options.maximize"   float64 scalars (0-d, on the CPU).
   StateDict state_dict() const override;
-  /// Restores buffers and options (as PyTorch restores param_groups), so a fresh SGD over the
+  /// Restores buffers and options (as PyTorch restores param_groups; `capturable` is how this
+  /// optimizer runs, not state: it is neither saved nor restored), so a fresh SGD over the
   /// same parameters continues exactly where the saved one stopped. Buffers are copied
   /// (converted to each parameter's dtype and device), never aliased. Every entry is checked
   /// first: a missing or unexpected entry, a buffer whose shape differs from its parameter's,
@@ -157,8 +171,11 @@ class SGD : public Optimizer {
   void load_state_dict(const StateDict& state) override;
 
  private:
+  void write_device_scalars();
+
   SGDOptions options_;
   std::vector<Tensor> buffers_;  // per parameter; undefined: none yet
+  Tensor device_scalars_;        // capturable on CUDA: float {lr, momentum, 1 - dampening, weight_decay}
 };
 
 /// torch.optim.Adam's keyword arguments, in PyTorch's order: {.lr = 1e-3, .betas = {0.9, 0.999}}.
@@ -169,6 +186,11 @@ struct AdamOptions {
   double weight_decay = 0;
   bool amsgrad = false;
   bool maximize = false;
+  /// CUDA only (no effect on the CPU): the hyperparameters and the step counts live in device
+  /// memory and the bias corrections are computed there (PyTorch's capturable=True), so that a
+  /// step captured into a CUDA graph advances the counts and uses, at each replay, the values set
+  /// since (set_lr, set_momentum, schedules, load_state_dict).
+  bool capturable = false;
 };
 
 /// torch.optim.AdamW's keyword arguments: Adam's, with weight_decay 1e-2 by default (decoupled).
@@ -179,6 +201,11 @@ struct AdamWOptions {
   double weight_decay = 1e-2;
   bool amsgrad = false;
   bool maximize = false;
+  /// CUDA only (no effect on the CPU): the hyperparameters and the step counts live in device
+  /// memory and the bias corrections are computed there (PyTorch's capturable=True), so that a
+  /// step captured into a CUDA graph advances the counts and uses, at each replay, the values set
+  /// since (set_lr, set_momentum, schedules, load_state_dict).
+  bool capturable = false;
 };
 
 /// Adam exactly as torch.optim.Adam defines it (and, as AdamW, torch.optim.AdamW). For each
@@ -205,9 +232,16 @@ struct AdamWOptions {
 /// in double; 7 passes over memory (read p, g, m, v; write p, m, v), 9 with amsgrad, 5 (6) on a
 /// parameter's first step, when the state is written without being read. Results match PyTorch
 /// to rounding, not bit for bit. step() runs on the current stream and waits, on the device, for
-/// gradients produced on other streams. Its bias corrections are the host's values of this step,
-/// so a CUDA step cannot be captured into a CUDA graph (a replay would repeat them): step()
-/// throws cugrad::Error inside a capture.
+/// gradients produced on other streams.
+///
+/// CUDA graphs (include/cugrad/graph.h): without `capturable` the bias corrections are the
+/// host's values of each step, so step() throws cugrad::Error inside a capture (a replay would
+/// repeat them). With it, the step counts and hyperparameters are device memory (each set_*
+/// queues one small kernel, and a step one more, that advances the counts): a step can be
+/// captured once every parameter that gets a gradient has its state (take an eager step first;
+/// otherwise it throws), replays advance the counts, and step_count() and state_dict() read
+/// the counts back from the device (they wait for it). set_lr / set_momentum / load_state_dict
+/// throw inside a capture (call schedules between replays).
 class Adam : public Optimizer {
  public:
   Adam(TensorList params, AdamOptions options = {});
@@ -226,6 +260,7 @@ class Adam : public Optimizer {
   bool decoupled_weight_decay() const { return decoupled_; }
 
   /// The number of updates parameter i has had (PyTorch's state["step"]; 0: no state yet).
+  /// Capturable on CUDA: read from the device (waits for the queued steps).
   std::int64_t step_count(std::size_t i) const;
   /// Parameter i's state (undefined until its first update; max_exp_avg_sq only with amsgrad).
   Tensor exp_avg(std::size_t i) const;
@@ -238,7 +273,8 @@ class Adam : public Optimizer {
   ///   "exp_avg.<i>", "exp_avg_sq.<i>", and with amsgrad "max_exp_avg_sq.<i>", for each i with
   ///                           a state; these alias the live tensors;
   ///   "options.lr", "options.beta1", "options.beta2", "options.eps", "options.weight_decay",
-  ///   "options.amsgrad", "options.maximize", "options.decoupled_weight_decay"  float64 scalars.
+  ///   "options.amsgrad", "options.maximize", "options.decoupled_weight_decay"  float64 scalars
+  ///   (`capturable` is how this optimizer runs, not state: neither saved nor restored).
   StateDict state_dict() const override;
   /// Restores state and options, so a fresh Adam (AdamW) over the same parameters continues
   /// exactly where the saved one stopped. Tensors are copied, never aliased. Every entry is
@@ -252,12 +288,16 @@ class Adam : public Optimizer {
 
  private:
   struct State {
-    std::int64_t step = 0;
+    std::int64_t step = 0;  // the host's count (capturable on CUDA: whether a state exists, 0 or 1)
     Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
   };
+  void write_device_scalars();
+
   AdamOptions options_;
   bool decoupled_;
   std::vector<State> state_;
+  Tensor device_scalars_;  // capturable on CUDA: double {lr, beta1, beta2, eps, weight_decay} (int64 storage)
+  Tensor device_steps_;    // capturable on CUDA: int64 [2 x parameters], {step count, its factors} each
 };
 
 /// torch.optim.AdamW: Adam with decoupled weight decay (p = p * (1 - lr * weight_decay) before

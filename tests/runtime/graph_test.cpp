@@ -82,19 +82,32 @@ TEST(CudaGraphGPU, ReplaysTheCapturedOpsOnNewInputs) {
 
 namespace {
 
-// A step as train_step_bench runs it: forward, label-smoothed cross-entropy, backward, SGD
-// Nesterov with weight decay. The loss lands in `loss`.
+// The optimizer of a Trainer (default: SGD Nesterov with weight decay, as train_step_bench).
+using MakeOptimizer = std::function<std::unique_ptr<cg::optim::Optimizer>(const cg::TensorList&)>;
+
+std::unique_ptr<cg::optim::Optimizer> sgd_nesterov(const cg::TensorList& params) {
+  return std::make_unique<cg::optim::SGD>(
+      params, cg::optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+}
+
+// A step as train_step_bench runs it: forward, label-smoothed cross-entropy, backward, the
+// optimizer's step. The loss lands in `loss`. With a schedule (OneCycleLR, cycling the momentum
+// or Adam's beta1), `advance()` steps it: after each eager step, or after each replay.
 struct Trainer {
   std::shared_ptr<nn::Module> model;
-  std::unique_ptr<cg::optim::SGD> opt;
+  std::unique_ptr<cg::optim::Optimizer> opt;
+  std::unique_ptr<cg::optim::OneCycleLR> schedule;
   cg::Tensor x, y, loss;
 
-  Trainer(std::shared_ptr<nn::Module> m, const cg::Shape& input) : model(std::move(m)) {
+  Trainer(std::shared_ptr<nn::Module> m, const cg::Shape& input, const MakeOptimizer& make_opt = sgd_nesterov,
+          bool scheduled = false)
+      : model(std::move(m)) {
     model->to(kGpu);
     model->train();
-    opt = std::make_unique<cg::optim::SGD>(
-        model->parameters(),
-        cg::optim::SGDOptions{.lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true});
+    opt = make_opt(model->parameters());
+    if (scheduled)
+      schedule = std::make_unique<cg::optim::OneCycleLR>(*opt, 0.1, 10,
+                                                         cg::optim::OneCycleLROptions{.pct_start = 0.3});
     x = cg::zeros(input, kGpu);
     y = cg::zeros({input[0]}, kGpu, cg::DType::int64);
   }
@@ -103,6 +116,9 @@ struct Trainer {
     loss = nn::functional::cross_entropy((*model)(x), y, {.label_smoothing = 0.1});
     loss.backward();
     opt->step();
+  }
+  void advance() {
+    if (schedule) schedule->step();
   }
   void feed(const cg::Tensor& xs, const cg::Tensor& ys) {
     x.copy_(xs);
@@ -121,10 +137,12 @@ std::vector<float> flat_state(nn::Module& m) {
 }
 
 // Runs `steps` training steps from the same initial model and generator state twice: all eager,
-// and two eager warm-up steps then replays of one captured step. Losses, parameters, momentum
-// and running statistics must agree bit for bit.
+// and two eager warm-up steps then replays of one captured step (the schedule, if any, stepped
+// between them). Losses, parameters, running statistics and the optimizer's whole state
+// (momentum buffers, Adam's moments and step counts) must agree bit for bit.
 void expect_replays_match_eager(const std::function<std::shared_ptr<nn::Module>()>& make,
-                                const cg::Shape& input, std::int64_t classes) {
+                                const cg::Shape& input, std::int64_t classes,
+                                const MakeOptimizer& make_opt = sgd_nesterov, bool scheduled = false) {
   constexpr int kSteps = 6, kWarmup = 2;
   std::vector<cg::Tensor> xs, ys;
   cg::manual_seed(11);
@@ -134,20 +152,22 @@ void expect_replays_match_eager(const std::function<std::shared_ptr<nn::Module>(
   }
 
   cg::manual_seed(5);
-  Trainer eager(make(), input);
+  Trainer eager(make(), input, make_opt, scheduled);
   std::vector<float> eager_losses;
   for (int i = 0; i < kSteps; ++i) {
     eager.feed(xs[static_cast<std::size_t>(i)], ys[static_cast<std::size_t>(i)]);
     eager.step();
+    eager.advance();
     eager_losses.push_back(eager.loss.item<float>());
   }
 
   cg::manual_seed(5);
-  Trainer graphed(make(), input);
+  Trainer graphed(make(), input, make_opt, scheduled);
   std::vector<float> graph_losses;
   for (int i = 0; i < kWarmup; ++i) {
     graphed.feed(xs[static_cast<std::size_t>(i)], ys[static_cast<std::size_t>(i)]);
     graphed.step();
+    graphed.advance();
     graph_losses.push_back(graphed.loss.item<float>());
   }
   const cg::Stream side = cg::Stream::create(kGpu);
@@ -157,6 +177,7 @@ void expect_replays_match_eager(const std::function<std::shared_ptr<nn::Module>(
   for (int i = kWarmup; i < kSteps; ++i) {
     graphed.feed(xs[static_cast<std::size_t>(i)], ys[static_cast<std::size_t>(i)]);
     graph.replay();
+    graphed.advance();
     graph_losses.push_back(graphed.loss.item<float>());
   }
 
@@ -170,20 +191,26 @@ void expect_replays_match_eager(const std::function<std::shared_ptr<nn::Module>(
   std::size_t differ = 0;
   for (std::size_t i = 0; i < a.size(); ++i) differ += a[i] != b[i] ? 1 : 0;
   EXPECT_EQ(differ, 0u) << "of " << a.size() << " state values";
-  for (std::size_t i = 0; i < eager.opt->params().size(); ++i) {
-    const cg::Tensor ma = eager.opt->momentum_buffer(i), mb = graphed.opt->momentum_buffer(i);
-    ASSERT_TRUE(ma.defined() && mb.defined());
-    EXPECT_EQ(ma.to_vector<float>(), mb.to_vector<float>()) << "momentum buffer " << i;
+  const cg::StateDict sa = eager.opt->state_dict(), sb = graphed.opt->state_dict();
+  ASSERT_EQ(sa.size(), sb.size());
+  EXPECT_GT(sa.size(), eager.opt->params().size());  // buffers or moments, not only options
+  for (const auto& [key, t] : sa) {
+    ASSERT_EQ(sb.count(key), 1u) << key;
+    EXPECT_TRUE(cg::testing::all_equal(sb.at(key), t)) << "optimizer state " << key;
   }
   // The generator advanced as far as the eager run's: the next draw is the same.
   const cg::GeneratorState after = cg::get_rng_state();
   cg::manual_seed(5);
-  Trainer again(make(), input);
+  Trainer again(make(), input, make_opt, scheduled);
   for (int i = 0; i < kSteps; ++i) {
     again.feed(xs[static_cast<std::size_t>(i)], ys[static_cast<std::size_t>(i)]);
     again.step();
   }
   EXPECT_EQ(cg::get_rng_state().offset, after.offset);
+}
+
+std::shared_ptr<nn::Module> two_conv_cnn() {
+  return std::static_pointer_cast<nn::Module>(std::make_shared<nn::TwoConvCnnImpl>(10, 1, 12));
 }
 
 }  // namespace
@@ -192,9 +219,37 @@ TEST(CudaGraphGPU, TwoConvCnnTrainingStepReplaysLikeEagerSteps) {
   CUGRAD_REQUIRE_GPU();
   // The 2-conv CNN of train_step_bench (its fused conv1/ReLU and bias-in-the-pool paths, two
   // dropouts) at 12×12.
+  expect_replays_match_eager(two_conv_cnn, {4, 1, 12, 12}, 10);
+}
+
+TEST(CudaGraphGPU, CapturableSgdFollowsItsScheduleAcrossReplays) {
+  CUGRAD_REQUIRE_GPU();
+  // OneCycleLR changes the lr and the momentum after every step, between replays: a capturable
+  // SGD reads them from device memory, so the replays match eager steps bit for bit.
   expect_replays_match_eager(
-      [] { return std::static_pointer_cast<nn::Module>(std::make_shared<nn::TwoConvCnnImpl>(10, 1, 12)); },
-      {4, 1, 12, 12}, 10);
+      two_conv_cnn, {4, 1, 12, 12}, 10,
+      [](const cg::TensorList& p) {
+        return std::make_unique<cg::optim::SGD>(
+            p, cg::optim::SGDOptions{
+                   .lr = 0.05, .momentum = 0.9, .weight_decay = 5e-4, .nesterov = true, .capturable = true});
+      },
+      /*scheduled=*/true);
+}
+
+TEST(CudaGraphGPU, CapturableAdamWFollowsItsScheduleAndStepCountsAcrossReplays) {
+  CUGRAD_REQUIRE_GPU();
+  // And AdamW: the bias corrections of steps 3-6 come from the step counts the replays advance
+  // on the device; OneCycleLR changes the lr and beta1 between replays.
+  for (const bool amsgrad : {false, true}) {
+    SCOPED_TRACE(amsgrad ? "amsgrad" : "plain");
+    expect_replays_match_eager(
+        two_conv_cnn, {4, 1, 12, 12}, 10,
+        [amsgrad](const cg::TensorList& p) {
+          return std::make_unique<cg::optim::AdamW>(
+              p, cg::optim::AdamWOptions{.lr = 1e-3, .amsgrad = amsgrad, .capturable = true});
+        },
+        /*scheduled=*/true);
+  }
 }
 
 TEST(CudaGraphGPU, BatchNormCnnTrainingStepReplaysLikeEagerSteps) {
@@ -358,4 +413,67 @@ TEST(CudaGraphGPU, TensorsOfAGraphThatNeverRanAreReleasedQuietly) {
   }
   EXPECT_EQ(cg::memory_stats(kGpu).bytes_in_use, base);
   EXPECT_FLOAT_EQ((x * 5.0f).sum().item<float>(), 1280.0f);
+}
+
+TEST(CudaGraphGPU, OptimizerStepsThatCannotBeReplayedThrowInsideACapture) {
+  CUGRAD_REQUIRE_GPU();
+  const cg::Stream side = cg::Stream::create(kGpu);
+  const auto fresh = [] {
+    cg::Tensor p = cg::randn({300}, kGpu);
+    p.requires_grad_(true);
+    p.set_grad(cg::randn({300}, kGpu));
+    return p;
+  };
+  cg::CudaGraph graph;
+  // A first step with momentum creates the buffer (buf = g): replayed, it would reset it.
+  cg::Tensor p = fresh();
+  cg::optim::SGD sgd({p}, {.lr = 0.1, .momentum = 0.9});
+  expect_error_containing([&] { cg::capture(graph, side, [&] { sgd.step(); }); },
+                          "SGD.step: parameter 0 has no momentum buffer yet");
+  EXPECT_FALSE(sgd.momentum_buffer(0).defined());
+  // Adam without capturable: the bias corrections would be the capture's.
+  cg::Tensor q = fresh();
+  cg::optim::Adam adam({q}, {});
+  adam.step();
+  expect_error_containing([&] { cg::capture(graph, side, [&] { adam.step(); }); },
+                          "make it with capturable = true");
+  EXPECT_EQ(adam.step_count(0), 1);
+  // A capturable Adam's first step inside a capture (its state would be reset at each replay).
+  cg::Tensor r = fresh();
+  cg::optim::AdamW adamw({r}, {.capturable = true});
+  expect_error_containing([&] { cg::capture(graph, side, [&] { adamw.step(); }); },
+                          "AdamW.step: parameter 0 has no state yet");
+  EXPECT_EQ(adamw.step_count(0), 0);
+  // A capturable optimizer's hyperparameters cannot be set inside a capture; a plain one's can
+  // (the value is then the one the capture fixes).
+  cg::Tensor u = fresh();
+  cg::optim::SGD capturable({u}, {.lr = 0.1, .momentum = 0.9, .capturable = true});
+  expect_error_containing([&] { cg::capture(graph, side, [&] { capturable.set_lr(0.2); }); },
+                          "SGD.set_lr: cannot change a capturable optimizer's hyperparameters");
+  expect_error_containing([&] { cg::capture(graph, side, [&] { adamw.set_momentum(0.8); }); },
+                          "AdamW.set_momentum: cannot change");
+  expect_error_containing(
+      [&] { cg::capture(graph, side, [&] { adamw.load_state_dict(adamw.state_dict()); }); },
+      "captured into a CUDA graph");  // state_dict reads the counts back: host work
+  EXPECT_EQ(capturable.lr(), 0.1);
+  cg::capture(graph, side, [&] { sgd.set_lr(0.3); });
+  EXPECT_EQ(sgd.lr(), 0.3);
+  graph.reset();
+  // Nor can a capturable SGD's momentum switch between zero and nonzero.
+  expect_error_containing([&] { capturable.set_momentum(0); },
+                          "cannot switch its momentum between zero and nonzero");
+  capturable.set_momentum(0.5);
+  // The engine stays usable: after eager first steps the captures work and replay.
+  sgd.step();
+  adamw.step();
+  capturable.step();
+  cg::capture(graph, side, [&] {
+    sgd.step();
+    adamw.step();
+    capturable.step();
+  });
+  graph.replay();
+  graph.replay();
+  EXPECT_EQ(adamw.step_count(0), 3);
+  EXPECT_TRUE(std::isfinite(r.sum().item<float>()));
 }
