@@ -110,7 +110,8 @@ double Metrics::accuracy() const {
 }
 
 EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optimizer& opt,
-                       optim::LRScheduler* scheduler, const Recipe& recipe, const std::string& label) {
+                       optim::LRScheduler* scheduler, const Recipe& recipe, const std::string& label,
+                       GraphedStep* graphed) {
   using clock = std::chrono::steady_clock;
   model.train();
   Metrics m;
@@ -120,13 +121,35 @@ EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optim
   std::int64_t step = 0;
   // Read the running metrics back only this often: each read waits for the GPU.
   const std::int64_t report_every = std::max<std::int64_t>(1, loader.num_batches() / 10);
-  for (auto& [x, y_raw] : loader) {
-    const Tensor y = shift_labels(y_raw, recipe.label_offset);
-    const Tensor logits = model(x);
-    const Tensor loss = nn::functional::cross_entropy(logits, y, {.label_smoothing = recipe.label_smoothing});
+  const auto forward_backward = [&](const Tensor& x, const Tensor& y, Tensor& logits, Tensor& loss) {
+    logits = model(x);
+    loss = nn::functional::cross_entropy(logits, y, {.label_smoothing = recipe.label_smoothing});
     opt.zero_grad();
     loss.backward();
     opt.step();
+  };
+  for (auto& [x, y_raw] : loader) {
+    Tensor y = shift_labels(y_raw, recipe.label_offset);
+    Tensor logits, loss;
+    const bool replayable = graphed != nullptr && x.is_cuda() && x.size(0) == recipe.batch_size;
+    if (replayable && !graphed->graph.captured() && graphed->eager_steps >= GraphedStep::kWarmupSteps) {
+      graphed->x = x.clone();
+      graphed->y = y.clone();
+      capture(graphed->graph, Stream::create(x.device()),
+              [&] { forward_backward(graphed->x, graphed->y, graphed->logits, graphed->loss); });
+    }
+    if (replayable && graphed->graph.captured()) {
+      graphed->x.copy_(x);
+      graphed->y.copy_(y);
+      graphed->graph.replay();
+      ++graphed->replays;
+      logits = graphed->logits;
+      loss = graphed->loss;
+      y = graphed->y;
+    } else {
+      forward_backward(x, y, logits, loss);
+      if (replayable) ++graphed->eager_steps;
+    }
     if (scheduler) scheduler->step();
     m.add(loss, logits, y);
     ++step;

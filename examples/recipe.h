@@ -74,11 +74,27 @@ struct EpochStats {
   std::int64_t images = 0;
 };
 
+/// A training step captured once into a CUDA graph and replayed for every full batch (train
+/// --cuda-graph): the static tensors each batch is copied into and the step's outputs. The
+/// caller keeps it across epochs; the optimizer must be capturable (optim.h), so that the
+/// schedule's values reach the replays.
+struct GraphedStep {
+  static constexpr int kWarmupSteps =
+      3;  // eager full-batch steps before the capture (cuDNN's search, buffers)
+  CudaGraph graph;
+  Tensor x, y, logits, loss;
+  int eager_steps = 0;
+  std::int64_t replays = 0;
+};
+
 /// Runs one epoch over `loader`: forward, label-smoothed cross-entropy, backward, optimizer
 /// and scheduler steps. Reads losses back only every few batches (for the progress bar), so
-/// the host runs ahead of the GPU. `label_offset` is subtracted from the labels.
+/// the host runs ahead of the GPU. `label_offset` is subtracted from the labels. With `graphed`
+/// (CUDA only), full batches after the warm-up run as replays of one captured step; a smaller
+/// last batch runs eagerly.
 EpochStats train_epoch(nn::Module& model, data::DataLoader& loader, optim::Optimizer& opt,
-                       optim::LRScheduler* scheduler, const Recipe& recipe, const std::string& label);
+                       optim::LRScheduler* scheduler, const Recipe& recipe, const std::string& label,
+                       GraphedStep* graphed = nullptr);
 
 /// Accuracy and mean negative log-likelihood (cross-entropy without smoothing) of `model`
 /// (put in eval mode, no grad) on `loader`; restores the mode after.

@@ -23,6 +23,10 @@ int main(int argc, char** argv) {
   ex::add_common_flags(app, flags);
   ex::add_recipe_flags(app, recipe);
   app.add_option("--checkpoint", checkpoint, "where to save the trained model (default <out>/fashion_cnn.safetensors)");
+  bool cuda_graph = false;
+  app.add_flag("--cuda-graph", cuda_graph,
+               "capture one training step into a CUDA graph and replay it for every full batch (CUDA only; "
+               "the optimizer is made capturable so the OneCycle schedule reaches the replays)");
   app.add_option("--min-accuracy", min_accuracy, "exit with status 1 when the final test accuracy is below this")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -40,8 +44,14 @@ int main(int argc, char** argv) {
 
     cg::nn::ReferenceCnn model(recipe.width);
     model->to(dev);
-    cg::optim::SGD opt(model->parameters(), {.lr = recipe.max_lr / 25, .momentum = recipe.momentum,
-                                             .weight_decay = recipe.weight_decay, .nesterov = true});
+    if (cuda_graph && !dev.is_cuda())
+      throw cg::ValueError("--cuda-graph needs a CUDA device (got " + dev.str() + ")");
+    cg::optim::SGD opt(model->parameters(), {.lr = recipe.max_lr / 25,
+                                             .momentum = recipe.momentum,
+                                             .weight_decay = recipe.weight_decay,
+                                             .nesterov = true,
+                                             .capturable = cuda_graph});
+    ex::GraphedStep graphed;
     cg::optim::OneCycleLR sched(opt, recipe.max_lr, recipe.epochs * train.num_batches(),
                                 {.pct_start = recipe.pct_start});
     // cuDNN and TF32 apply on CUDA only; on the CPU the convolutions are im2col + BLAS in float32.
@@ -62,7 +72,9 @@ int main(int argc, char** argv) {
     std::vector<double> epochs, losses, train_acc, test_acc;
     double total_seconds = 0, final_accuracy = 0;
     for (int e = 0; e < recipe.epochs; ++e) {
-      const ex::EpochStats s = ex::train_epoch(*model, train, opt, &sched, recipe, "epoch " + std::to_string(e + 1));
+      const ex::EpochStats s =
+          ex::train_epoch(*model, train, opt, &sched, recipe, "epoch " + std::to_string(e + 1),
+                          cuda_graph ? &graphed : nullptr);
       const double acc = ex::evaluate(*model, test);
       total_seconds += s.seconds;
       final_accuracy = acc;
@@ -81,6 +93,9 @@ int main(int argc, char** argv) {
     }
     std::printf("train: test accuracy %.2f%% after %d epochs, %.2f s of training on %s\n", 100 * final_accuracy,
                 recipe.epochs, total_seconds, dev.str().c_str());
+    if (cuda_graph)
+      std::printf("train: %lld steps replayed from one CUDA graph (%zu nodes), %d eager warm-up steps\n",
+                  static_cast<long long>(graphed.replays), graphed.graph.node_count(), graphed.eager_steps);
 
     cg::io::save_safetensors(model->state_dict(), checkpoint);
     std::printf("train: saved %s\n", checkpoint.c_str());

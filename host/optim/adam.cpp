@@ -153,8 +153,7 @@ void Adam::step() {
         CUGRAD_CHECK(
             t->defined() && t->shape() == p.shape() && t->dtype() == p.dtype() && t->device() == p.device(),
             where, ": the state of parameter ", i, " (", t->defined() ? describe(*t) : "missing",
-            ") does not match the parameter, ", describe(p),
-            t == &st.max_exp_avg_sq ? " (amsgrad was turned on after its first step?)" : "");
+            ") does not match the parameter, ", describe(p));
       }
     }
     active.push_back(i);

@@ -288,7 +288,7 @@ class Adam : public Optimizer {
 
  private:
   struct State {
-    std::int64_t step = 0;  // the host's count (capturable on CUDA: whether a state exists, 0 or 1)
+    std::int64_t step = 0;  // the host's count; capturable on CUDA, replays advance only the device's
     Tensor exp_avg, exp_avg_sq, max_exp_avg_sq;
   };
   void write_device_scalars();

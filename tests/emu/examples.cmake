@@ -44,3 +44,9 @@ set_tests_properties(example.emu.demo example.emu.train example.emu.finetune exa
                      PROPERTIES LABELS emu SKIP_RETURN_CODE 77 TIMEOUT 1800
                                 ENVIRONMENT "CUGRAD_EMU_ASYNC=1")  # asynchronous streams
 set_tests_properties(example.emu.adversarial PROPERTIES DEPENDS example.emu.train)
+# train --cuda-graph saves the same checkpoint as the eager run, bit for bit.
+add_test(NAME example.emu.train_cuda_graph
+         COMMAND ${ROOT}/tests/emu/train_graph_matches_eager.sh $<TARGET_FILE:train>
+                 ${CMAKE_CURRENT_BINARY_DIR}/examples-graph)
+set_tests_properties(example.emu.train_cuda_graph PROPERTIES LABELS emu SKIP_RETURN_CODE 77 TIMEOUT 1800
+                                                            ENVIRONMENT "CUGRAD_EMU_ASYNC=1")
