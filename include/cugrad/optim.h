@@ -1,8 +1,10 @@
 // Optimizers: the Optimizer base class, SGD with PyTorch's torch.optim.SGD semantics
-// (momentum, dampening, Nesterov, weight decay, maximize), Adam and AdamW (torch.optim.Adam's and AdamW's);
-// learning-rate schedules (StepLR, CosineAnnealingLR, LinearLR, OneCycleLR) and clip_grad_norm_, as PyTorch
-// defines them. On CUDA one step is one kernel launch for every parameter that has a gradient, and neither
-// the step nor gradient clipping synchronizes the host.
+// (momentum, dampening, Nesterov, weight decay, maximize), Adam and AdamW (torch.optim.Adam's
+// and AdamW's); learning-rate schedules (StepLR, CosineAnnealingLR, LinearLR, OneCycleLR) and
+// clip_grad_norm_, as PyTorch defines them. On CUDA one step is one kernel launch for every
+// parameter that has a gradient (a capturable Adam: two), and neither the step nor gradient
+// clipping synchronizes the host. Optimizers made with `capturable = true` can be captured into
+// a CUDA graph whose replays follow later changes of their hyperparameters (graph.h).
 #pragma once
 
 #include <array>
