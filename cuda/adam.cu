@@ -21,6 +21,7 @@
 
 #include "cuda/adam.h"
 #include "cuda/launch.cuh"
+#include "cuda/multi_tensor.cuh"
 #include "cuda/multi_tensor.h"
 
 namespace cugrad::cuda {
@@ -93,15 +94,7 @@ __global__ void __launch_bounds__(kAdamBlock)
     adam_multi_tensor_kernel(const __grid_constant__ AdamLaunchTable<kCapacity> table, AdamScalars s,
                              const double* __restrict__ device_scalars) {
   const int chunk = static_cast<int>(blockIdx.x);
-  int lo = 0, hi = table.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table.chunk_begin[mid] <= chunk)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const int t = lo;
+  const int t = tensor_of_block(table, chunk);
   const std::int64_t start = static_cast<std::int64_t>(chunk - table.chunk_begin[t]) * table.chunk_elements;
   const std::int64_t left = table.numel[t] - start;
   const int len = left < table.chunk_elements ? static_cast<int>(left) : table.chunk_elements;

@@ -28,6 +28,7 @@
 
 #include "cuda/clip_grad.h"
 #include "cuda/launch.cuh"
+#include "cuda/multi_tensor.cuh"
 #include "cuda/multi_tensor.h"
 
 namespace cugrad::cuda {
@@ -102,20 +103,6 @@ __device__ __forceinline__ double block_combine(double v) {
       v = combine<kKind>(v, __shfl_down_sync(0xffffffffu, v, offset));
   }
   return v;
-}
-
-// The tensor owning block `chunk`: the last t with chunk_begin[t] <= chunk.
-template <int kCapacity>
-__device__ __forceinline__ int tensor_of_block(const ClipGradTable<kCapacity>& table, int chunk) {
-  int lo = 0, hi = table.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table.chunk_begin[mid] <= chunk)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  return lo;
 }
 
 // One partial per block: the kind's combination of the terms of the block's chunk.

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "cuda/launch.cuh"
+#include "cuda/multi_tensor.cuh"
 #include "cuda/multi_tensor.h"
 #include "cuda/sgd.h"
 
@@ -91,17 +92,8 @@ __global__ void __launch_bounds__(kSgdBlock)
     s.one_minus_dampening = device_scalars[2];
     s.weight_decay = device_scalars[3];
   }
-  // The tensor owning this block: the last t with chunk_begin[t] <= block.
   const int chunk = static_cast<int>(blockIdx.x);
-  int lo = 0, hi = table.count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (table.chunk_begin[mid] <= chunk)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const int t = lo;
+  const int t = tensor_of_block(table, chunk);
   const std::int64_t start = static_cast<std::int64_t>(chunk - table.chunk_begin[t]) * table.chunk_elements;
   const std::int64_t left = table.numel[t] - start;
   const int len = left < table.chunk_elements ? static_cast<int>(left) : table.chunk_elements;

@@ -137,15 +137,7 @@ void Adam::step() {
   active.reserve(params_.size());
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    CUGRAD_CHECK(p.device() == device_, where, ": parameter ", i, " is now ", describe(p),
-                 " but the optimizer was created for ", device_);
-    CUGRAD_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(), where,
-                 ": the gradient of parameter ", i, " is ", describe(g), " but the parameter is ",
-                 describe(p));
-    CUGRAD_CHECK(!util::overlap(g, p), where, ": the gradient of parameter ", i,
-                 " overlaps the parameter's memory");
+    if (!util::has_valid_gradient(p, i, device_, where)) continue;
     const State& st = state_[i];
     if (st.step > 0) {
       for (const Tensor* t : {&st.exp_avg, &st.exp_avg_sq, &st.max_exp_avg_sq}) {
@@ -265,38 +257,23 @@ StateDict Adam::state_dict() const {
 void Adam::load_state_dict(const StateDict& state) {
   const std::string where = name_ + ".load_state_dict";
   const std::size_t count = params_.size();
-  const auto entry = [&](const std::string& key) -> const Tensor& {
-    const auto it = state.find(key);
-    CUGRAD_CHECK(it != state.end() && it->second.defined(), where, ": missing entry '", key, "'");
-    return it->second;
-  };
-  const auto scalar = [&](const std::string& key) {
-    const Tensor& t = entry(key);
-    CUGRAD_CHECK(t.numel() == 1 && is_floating(t.dtype()), where, ": entry '", key,
-                 "' must hold one floating-point value, got ", describe(t));
-    return t.item_double();
-  };
-  const auto flag = [&](const std::string& key) {
-    const double v = scalar(key);
-    CUGRAD_CHECK(v == 0 || v == 1, where, ": entry '", key, "' must be 0 or 1, got ", v);
-    return v == 1;
-  };
+  const util::StateReader reader(state, where);
 
   AdamOptions o;
-  o.lr = scalar("options.lr");
-  o.betas = {scalar("options.beta1"), scalar("options.beta2")};
-  o.eps = scalar("options.eps");
-  o.weight_decay = scalar("options.weight_decay");
-  o.amsgrad = flag("options.amsgrad");
-  o.maximize = flag("options.maximize");
-  const bool decoupled = flag("options.decoupled_weight_decay");
+  o.lr = reader.scalar("options.lr");
+  o.betas = {reader.scalar("options.beta1"), reader.scalar("options.beta2")};
+  o.eps = reader.scalar("options.eps");
+  o.weight_decay = reader.scalar("options.weight_decay");
+  o.amsgrad = reader.flag("options.amsgrad");
+  o.maximize = reader.flag("options.maximize");
+  const bool decoupled = reader.flag("options.decoupled_weight_decay");
   CUGRAD_CHECK(decoupled == decoupled_, where, ": the state is ", decoupled ? "AdamW" : "Adam",
                "'s (entry 'options.decoupled_weight_decay'), but this optimizer is ", name_);
   check_options(where, o);
   util::check_settable(where, device_scalars_, device_);
   o.capturable = options_.capturable;
 
-  const Tensor& steps_entry = entry(kStep);
+  const Tensor& steps_entry = reader.entry(kStep);
   CUGRAD_CHECK(is_floating(steps_entry.dtype()) && steps_entry.dim() == 1, where, ": entry '", kStep,
                "' must be a 1-D floating-point tensor, got ", describe(steps_entry));
   CUGRAD_CHECK(static_cast<std::size_t>(steps_entry.numel()) == count, where, ": the state is for ",
@@ -314,7 +291,7 @@ void Adam::load_state_dict(const StateDict& state) {
     if (steps[i] == 0) continue;
     for (const char* prefix : prefixes) {
       const std::string key = util::indexed_key(prefix, i);
-      const Tensor& t = entry(key);
+      const Tensor& t = reader.entry(key);
       CUGRAD_CHECK(is_floating(t.dtype()), where, ": entry '", key, "' must be floating-point, got ",
                    describe(t));
       CUGRAD_CHECK(t.shape() == params_[i].shape(), where, ": entry '", key, "' has shape ",

@@ -6,9 +6,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "cugrad/autograd.h"
 #include "cugrad/error.h"
+#include "cugrad/io.h"
 #include "cugrad/tensor.h"
 #include "host/runtime/capture.h"
 #include "host/tensor/tensor_impl.h"
@@ -33,6 +35,20 @@ inline bool overlap(const Tensor& a, const Tensor& b) {
   if (!a.shares_storage(b) || a.numel() == 0 || b.numel() == 0) return false;
   const StorageRange ra = range_of(a, 0), rb = range_of(b, 0);
   return ra.begin < rb.end && rb.begin < ra.end;
+}
+
+/// For an optimizer's step: false when parameter `p` (index i) has no gradient; otherwise checks
+/// that p is still on `device`, that its gradient matches it (shape, dtype, device) and does not
+/// overlap it (it would be read while written), throwing ValueError naming `where`, and returns true.
+inline bool has_valid_gradient(const Tensor& p, std::size_t i, Device device, const std::string& where) {
+  const Tensor g = p.grad();
+  if (!g.defined()) return false;
+  CUGRAD_CHECK(p.device() == device, where, ": parameter ", i, " is now ", describe(p),
+               " but the optimizer was created for ", device);
+  CUGRAD_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(), where,
+               ": the gradient of parameter ", i, " is ", describe(g), " but the parameter is ", describe(p));
+  CUGRAD_CHECK(!overlap(g, p), where, ": the gradient of parameter ", i, " overlaps the parameter's memory");
+  return true;
 }
 
 /// A 0-d float64 CPU tensor holding v (options in state dicts).
@@ -73,5 +89,33 @@ inline void check_settable(const std::string& where, const Tensor& device_scalar
                ": cannot change a capturable optimizer's hyperparameters inside a CUDA-graph capture (the "
                "write would be captured with its value); change them between replays");
 }
+
+/// The entries of a state dict as load_state_dict reads them, with errors (ValueError) that
+/// name `where` and the entry: missing, not one floating-point value, a flag other than 0 or 1.
+class StateReader {
+ public:
+  StateReader(const StateDict& state, std::string where) : state_(state), where_(std::move(where)) {}
+
+  const Tensor& entry(const std::string& key) const {
+    const auto it = state_.find(key);
+    CUGRAD_CHECK(it != state_.end() && it->second.defined(), where_, ": missing entry '", key, "'");
+    return it->second;
+  }
+  double scalar(const std::string& key) const {
+    const Tensor& t = entry(key);
+    CUGRAD_CHECK(t.numel() == 1 && is_floating(t.dtype()), where_, ": entry '", key,
+                 "' must hold one floating-point value, got ", describe(t));
+    return t.item_double();
+  }
+  bool flag(const std::string& key) const {
+    const double v = scalar(key);
+    CUGRAD_CHECK(v == 0 || v == 1, where_, ": entry '", key, "' must be 0 or 1, got ", v);
+    return v == 1;
+  }
+
+ private:
+  const StateDict& state_;
+  std::string where_;
+};
 
 }  // namespace cugrad::optim::util

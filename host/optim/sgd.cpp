@@ -18,7 +18,6 @@ namespace cugrad::optim {
 namespace {
 
 using util::cpu_scalar;
-using util::overlap;
 using util::range_of;
 using util::StorageRange;
 
@@ -162,15 +161,7 @@ void SGD::step() {
   active.reserve(params_.size());
   for (std::size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    CUGRAD_CHECK(p.device() == device_, "SGD.step: parameter ", i, " is now ", describe(p),
-                 " but the optimizer was created for ", device_);
-    CUGRAD_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype() && g.device() == p.device(),
-                 "SGD.step: the gradient of parameter ", i, " is ", describe(g), " but the parameter is ",
-                 describe(p));
-    CUGRAD_CHECK(!overlap(g, p), "SGD.step: the gradient of parameter ", i,
-                 " overlaps the parameter's memory");
+    if (!util::has_valid_gradient(p, i, device_, "SGD.step")) continue;
     const Tensor& b = buffers_[i];
     if (momentum && b.defined())
       CUGRAD_CHECK(b.shape() == p.shape() && b.dtype() == p.dtype() && b.device() == p.device(),
@@ -257,30 +248,15 @@ StateDict SGD::state_dict() const {
 void SGD::load_state_dict(const StateDict& state) {
   const std::string where = "SGD.load_state_dict";
   const std::size_t count = params_.size();
-  const auto entry = [&](const std::string& key) -> const Tensor& {
-    const auto it = state.find(key);
-    CUGRAD_CHECK(it != state.end() && it->second.defined(), where, ": missing entry '", key, "'");
-    return it->second;
-  };
-  const auto scalar = [&](const std::string& key) {
-    const Tensor& t = entry(key);
-    CUGRAD_CHECK(t.numel() == 1 && is_floating(t.dtype()), where, ": entry '", key,
-                 "' must hold one floating-point value, got ", describe(t));
-    return t.item_double();
-  };
-  const auto flag = [&](const std::string& key) {
-    const double v = scalar(key);
-    CUGRAD_CHECK(v == 0 || v == 1, where, ": entry '", key, "' must be 0 or 1, got ", v);
-    return v == 1;
-  };
+  const util::StateReader reader(state, where);
 
   SGDOptions o;
-  o.lr = scalar("options.lr");
-  o.momentum = scalar("options.momentum");
-  o.dampening = scalar("options.dampening");
-  o.weight_decay = scalar("options.weight_decay");
-  o.nesterov = flag("options.nesterov");
-  o.maximize = flag("options.maximize");
+  o.lr = reader.scalar("options.lr");
+  o.momentum = reader.scalar("options.momentum");
+  o.dampening = reader.scalar("options.dampening");
+  o.weight_decay = reader.scalar("options.weight_decay");
+  o.nesterov = reader.flag("options.nesterov");
+  o.maximize = reader.flag("options.maximize");
   check_options(where, o);
   util::check_settable(where, device_scalars_, device_);
   CUGRAD_CHECK(!device_scalars_.defined() || (o.momentum == 0) == (options_.momentum == 0), where,
@@ -288,7 +264,7 @@ void SGD::load_state_dict(const StateDict& state) {
                options_.momentum, " to ", o.momentum, ")");
   o.capturable = options_.capturable;
 
-  const Tensor& has = entry(kHasBuffer);
+  const Tensor& has = reader.entry(kHasBuffer);
   CUGRAD_CHECK(has.dtype() == DType::uint8 && has.dim() == 1, where, ": entry '", kHasBuffer,
                "' must be a 1-D uint8 tensor, got ", describe(has));
   CUGRAD_CHECK(static_cast<std::size_t>(has.numel()) == count, where, ": the state is for ", has.numel(),
@@ -301,7 +277,7 @@ void SGD::load_state_dict(const StateDict& state) {
                  " for parameter ", i);
     if (flags[i] == 0) continue;
     const std::string key = buffer_key(i);
-    const Tensor& t = entry(key);
+    const Tensor& t = reader.entry(key);
     CUGRAD_CHECK(is_floating(t.dtype()), where, ": entry '", key, "' must be floating-point, got ",
                  describe(t));
     CUGRAD_CHECK(t.shape() == params_[i].shape(), where, ": entry '", key, "' has shape ",

@@ -19,6 +19,7 @@
 #include "cugrad/graph.h"
 #include "cugrad/optim.h"
 #include "host/cpu/adam.h"
+#include "tests/optim/twin.h"
 #include "tests/support/gpu.h"
 #include "tests/support/parity.h"
 
@@ -29,7 +30,10 @@ using cg::optim::AdamW;
 using cg::optim::AdamWOptions;
 using cg::testing::all_close;
 using cg::testing::all_equal;
+using cg::testing::leaf;
+using cg::testing::make_twin;
 using cg::testing::norm_close;
+using cg::testing::Twin;
 
 namespace {
 
@@ -45,12 +49,6 @@ const cg::Device kCuda = cg::Device::cuda(0);
     return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
          << "expected a ValueError naming " << who << " and containing '" << what << "', got '" << m << "'";
-}
-
-cg::Tensor leaf(const cg::Tensor& t) {
-  cg::Tensor p = t.detach();
-  p.requires_grad_(true);
-  return p;
 }
 
 std::string describe(const AdamOptions& o, bool decoupled) {
@@ -529,33 +527,7 @@ TEST(Adam, LoadStateDictErrors) {
 
 namespace {
 
-// CUDA float32 parameters with a float64 CPU twin.
-struct Twin {
-  cg::TensorList gpu, cpu;
-};
-
-Twin make_twin(const std::vector<cg::Shape>& shapes) {
-  Twin t;
-  for (const auto& s : shapes) {
-    t.gpu.push_back(leaf(cg::randn(s, kCuda)));
-    t.cpu.push_back(leaf(t.gpu.back().cpu().to(cg::DType::float64)));
-  }
-  return t;
-}
-
-// Awkward sizes, chunk boundaries, an empty tensor, and views at offsets that are not
-// multiples of 4 elements (vector accesses must fall back).
-Twin make_awkward_twin() {
-  const std::int64_t chunk = cugrad::cuda::kAdamChunkElements;
-  Twin t = make_twin({{1}, {7}, {33}, {300007}, {4}, {chunk}, {chunk + 1}, {2 * chunk + 5}, {3, 5, 7}, {0}});
-  const cg::Tensor arena = cg::randn({5000}, kCuda);
-  const std::pair<std::int64_t, std::int64_t> views[] = {{1, 1001}, {1003, 7}, {1012, 4}, {1016, 3 * 677}};
-  for (const auto& [offset, n] : views) {
-    t.gpu.push_back(leaf(arena.narrow(0, offset, n)));
-    t.cpu.push_back(leaf(t.gpu.back().cpu().to(cg::DType::float64)));
-  }
-  return t;
-}
+Twin make_awkward_twin() { return cg::testing::make_awkward_twin(cugrad::cuda::kAdamChunkElements, 300007); }
 
 // Steps a CUDA optimizer and its float64 CPU twin `steps` times with the same random
 // gradients (scaled by 1/(s+1) so amsgrad's maximum matters) and compares parameters and

@@ -16,6 +16,7 @@
 #include "cugrad/cugrad.h"
 #include "cugrad/optim.h"
 #include "host/cpu/sgd.h"
+#include "tests/optim/twin.h"
 #include "tests/support/gpu.h"
 #include "tests/support/parity.h"
 
@@ -24,7 +25,10 @@ using cg::optim::SGD;
 using cg::optim::SGDOptions;
 using cg::testing::all_close;
 using cg::testing::all_equal;
+using cg::testing::leaf;
+using cg::testing::make_twin;
 using cg::testing::norm_close;
+using cg::testing::Twin;
 
 namespace {
 
@@ -47,12 +51,6 @@ std::string describe_options(const SGDOptions& o) {
   return cg::detail::cat("{lr ", o.lr, ", momentum ", o.momentum, ", dampening ", o.dampening,
                          ", weight_decay ", o.weight_decay, ", nesterov ", o.nesterov, ", maximize ",
                          o.maximize, "}");
-}
-
-cg::Tensor leaf(const cg::Tensor& t) {
-  cg::Tensor p = t.detach();
-  p.requires_grad_(true);
-  return p;
 }
 
 cg::Tensor f64(const std::vector<double>& v, const cg::Shape& s) { return cg::from_vector(v, s); }
@@ -654,11 +652,6 @@ TEST(SGD, ResNet18ShapeList) {
 
 namespace {
 
-// A set of CUDA float32 parameters (and their gradients) with a float64 CPU twin.
-struct Twin {
-  cg::TensorList gpu, cpu;
-};
-
 // Gives every parameter in `which` a fresh random gradient (the same values on both sides).
 // `grad_views` makes the CUDA gradients views at odd offsets of one larger tensor.
 void set_random_grads(Twin& t, const std::vector<std::size_t>& which, bool grad_views) {
@@ -707,29 +700,7 @@ void check_against_cpu(Twin& t, const SGDOptions& o, int steps, const std::vecto
   }
 }
 
-// CUDA float32 parameters of `shapes` with float64 CPU copies.
-Twin make_twin(const std::vector<cg::Shape>& shapes) {
-  Twin t;
-  for (const auto& s : shapes) {
-    t.gpu.push_back(leaf(cg::randn(s, kCuda)));
-    t.cpu.push_back(leaf(t.gpu.back().cpu().to(cg::DType::float64)));
-  }
-  return t;
-}
-
-// Awkward sizes, chunk boundaries, and parameters that are views of one storage at offsets
-// that are not multiples of 4 elements (16 bytes), so vector accesses must fall back.
-Twin make_awkward_twin() {
-  const std::int64_t chunk = cugrad::cuda::kSgdChunkElements;
-  Twin t = make_twin({{1}, {7}, {33}, {1000003}, {4}, {chunk}, {chunk + 1}, {2 * chunk + 5}, {3, 5, 7}, {0}});
-  const cg::Tensor arena = cg::randn({5000}, kCuda);
-  const std::pair<std::int64_t, std::int64_t> views[] = {{1, 1001}, {1003, 7}, {1012, 4}, {1016, 3 * 677}};
-  for (const auto& [offset, n] : views) {
-    t.gpu.push_back(leaf(arena.narrow(0, offset, n)));
-    t.cpu.push_back(leaf(t.gpu.back().cpu().to(cg::DType::float64)));
-  }
-  return t;
-}
+Twin make_awkward_twin() { return cg::testing::make_awkward_twin(cugrad::cuda::kSgdChunkElements, 1000003); }
 
 std::vector<std::size_t> all_indices(const Twin& t) {
   std::vector<std::size_t> v(t.gpu.size());
