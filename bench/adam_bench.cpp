@@ -45,27 +45,9 @@ Set make_set(const std::vector<cg::Shape>& shapes, cg::Device dev, bool amsgrad)
 // Three steps on the GPU against the float64 CPU reference: the largest
 // |difference| / (1 + |reference|) over every parameter element.
 double validation_error(const std::vector<cg::Shape>& shapes, cg::Device dev, bool amsgrad) {
-  cg::TensorList gpu, cpu;
-  for (const auto& shape : shapes) {
-    gpu.push_back(cg::randn(shape, dev));
-    cpu.push_back(gpu.back().cpu().to(cg::DType::float64));
-  }
-  cg::optim::AdamW a(gpu, options(amsgrad)), b(cpu, options(amsgrad));
-  for (int step = 0; step < 3; ++step) {
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      const cg::Tensor g = cg::randn(shapes[i], dev);
-      gpu[i].set_grad(g);
-      cpu[i].set_grad(g.cpu().to(cg::DType::float64));
-    }
-    a.step();
-    b.step();
-  }
-  double worst = 0;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const cg::Tensor err = (gpu[i].cpu().to(cg::DType::float64) - cpu[i]).abs() / (cpu[i].abs() + 1.0);
-    worst = std::max(worst, err.max().item<double>());
-  }
-  return worst;
+  return cg::bench::optimizer_validation_error(shapes, dev, 3, [amsgrad](const cg::TensorList& p) {
+    return std::make_unique<cg::optim::AdamW>(p, options(amsgrad));
+  });
 }
 
 void print_row(const std::string& name, std::size_t tensors, std::int64_t numel, double passes, double ms,

@@ -170,4 +170,34 @@ inline std::int64_t total_numel(const std::vector<Shape>& shapes) {
   return n;
 }
 
+/// An optimizer's CUDA steps against its float64 CPU reference, before timing: `make(params)`
+/// builds the optimizer (over CUDA float32 parameters of `shapes`, then over float64 CPU copies),
+/// both take `steps` steps with the same random gradients, and the result is the largest
+/// |difference| / (1 + |reference|) over every parameter element.
+template <class Make>
+double optimizer_validation_error(const std::vector<Shape>& shapes, Device dev, int steps, Make make) {
+  TensorList gpu, cpu;
+  for (const auto& shape : shapes) {
+    gpu.push_back(randn(shape, dev));
+    cpu.push_back(gpu.back().cpu().to(DType::float64));
+  }
+  auto a = make(gpu);
+  auto b = make(cpu);
+  for (int step = 0; step < steps; ++step) {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const Tensor g = randn(shapes[i], dev);
+      gpu[i].set_grad(g);
+      cpu[i].set_grad(g.cpu().to(DType::float64));
+    }
+    a->step();
+    b->step();
+  }
+  double worst = 0;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const Tensor err = (gpu[i].cpu().to(DType::float64) - cpu[i]).abs() / (cpu[i].abs() + 1.0);
+    worst = std::max(worst, err.max().item<double>());
+  }
+  return worst;
+}
+
 }  // namespace cugrad::bench

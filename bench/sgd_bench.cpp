@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -48,27 +49,8 @@ Set make_set(const std::vector<cg::Shape>& shapes, cg::Device dev) {
 // One step on the GPU against the float64 CPU reference (validate before timing): the largest
 // |difference| / (1 + |reference|) over every element after two steps.
 double validation_error(const std::vector<cg::Shape>& shapes, cg::Device dev) {
-  cg::TensorList gpu, cpu;
-  for (const auto& shape : shapes) {
-    gpu.push_back(cg::randn(shape, dev));
-    cpu.push_back(gpu.back().cpu().to(cg::DType::float64));
-  }
-  cg::optim::SGD a(gpu, kOptions), b(cpu, kOptions);
-  for (int step = 0; step < 2; ++step) {
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      const cg::Tensor g = cg::randn(shapes[i], dev);
-      gpu[i].set_grad(g);
-      cpu[i].set_grad(g.cpu().to(cg::DType::float64));
-    }
-    a.step();
-    b.step();
-  }
-  double worst = 0;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    const cg::Tensor err = (gpu[i].cpu().to(cg::DType::float64) - cpu[i]).abs() / (cpu[i].abs() + 1.0);
-    worst = std::max(worst, err.max().item<double>());
-  }
-  return worst;
+  return cg::bench::optimizer_validation_error(
+      shapes, dev, 2, [](const cg::TensorList& p) { return std::make_unique<cg::optim::SGD>(p, kOptions); });
 }
 
 void print_row(const char* name, std::size_t tensors, std::int64_t numel, double ms, double copy_gbs,
